@@ -1,0 +1,134 @@
+"""The one crop rule of PicoSAM3, shared by training, evaluation and both backends.
+
+A box prompt is turned into the network input like this (PicoSAM2/3 papers):
+pad the box by 10% of its width and height on each side, take the square of
+side max(w', h') around the box centre, clip that square to the image (as the
+IMX500 clips its hardware ROI), and resize the clipped rectangle to 96x96
+*without* keeping aspect (as the IMX500 ISP does). The object ends up centred.
+
+Everything here is ROS-free and works in pixel coordinates of one image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+MODEL_INPUT_SIZE = 96
+PAD_FRACTION = 0.1
+
+
+class InvalidRoiError(ValueError):
+    """A box that cannot be turned into a crop (NaN, zero-size, outside the image)."""
+
+
+@dataclass(frozen=True)
+class CropRect:
+    """An integer pixel rectangle inside an image: [x, x + width) x [y, y + height)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @property
+    def x_end(self) -> int:
+        return self.x + self.width
+
+    @property
+    def y_end(self) -> int:
+        return self.y + self.height
+
+    def as_xywh(self) -> tuple[int, int, int, int]:
+        return (self.x, self.y, self.width, self.height)
+
+
+def crop_rect_for_box(
+    box_xywh: Sequence[float],
+    image_size: tuple[int, int],
+    pad_fraction: float = PAD_FRACTION,
+) -> CropRect:
+    """Return the crop the network sees for a box prompt.
+
+    Args:
+        box_xywh: (x, y, width, height) of the prompt box in pixels; x, y is the
+            top-left corner. Parts outside the image are allowed.
+        image_size: (width, height) of the image in pixels.
+        pad_fraction: padding added on each side, as a fraction of the box size.
+
+    Raises:
+        InvalidRoiError: for non-finite values, non-positive size, or a box whose
+            padded square does not overlap the image.
+    """
+    image_width, image_height = int(image_size[0]), int(image_size[1])
+    if image_width <= 0 or image_height <= 0:
+        raise InvalidRoiError(f"image size must be positive, got {image_width}x{image_height}")
+    if len(box_xywh) != 4:
+        raise InvalidRoiError(f"box must be (x, y, width, height), got {box_xywh!r}")
+    x, y, width, height = (float(v) for v in box_xywh)
+    if not all(math.isfinite(v) for v in (x, y, width, height)):
+        raise InvalidRoiError(f"box has non-finite values: {box_xywh!r}")
+    if width <= 0 or height <= 0:
+        raise InvalidRoiError(f"box must have positive size, got {width}x{height}")
+
+    side = max(width, height) * (1.0 + 2.0 * pad_fraction)
+    centre_x = x + width / 2.0
+    centre_y = y + height / 2.0
+    # Outward rounding keeps the whole padded square; clipping follows the
+    # sensor, which can only crop inside the frame.
+    left = max(0, math.floor(centre_x - side / 2.0))
+    top = max(0, math.floor(centre_y - side / 2.0))
+    right = min(image_width, math.ceil(centre_x + side / 2.0))
+    bottom = min(image_height, math.ceil(centre_y + side / 2.0))
+    if right <= left or bottom <= top:
+        raise InvalidRoiError(
+            f"box {box_xywh!r} lies outside the {image_width}x{image_height} image"
+        )
+    return CropRect(left, top, right - left, bottom - top)
+
+
+def crop_and_resize(
+    image: np.ndarray,
+    rect: CropRect,
+    size: int = MODEL_INPUT_SIZE,
+    interpolation: int = cv2.INTER_LINEAR,
+) -> np.ndarray:
+    """Cut ``rect`` out of ``image`` (HxW or HxWxC) and stretch it to size x size.
+
+    Use ``cv2.INTER_LINEAR`` for images and ``cv2.INTER_NEAREST`` for masks.
+    """
+    patch = image[rect.y : rect.y_end, rect.x : rect.x_end]
+    if patch.shape[0] != rect.height or patch.shape[1] != rect.width:
+        raise InvalidRoiError(f"{rect} does not fit an image of shape {image.shape}")
+    return cv2.resize(patch, (size, size), interpolation=interpolation)
+
+
+def paste_back(
+    crop_values: np.ndarray,
+    rect: CropRect,
+    image_size: tuple[int, int],
+    fill: float = 0.0,
+) -> np.ndarray:
+    """Map a size x size network output back onto the full image.
+
+    ``crop_values`` (e.g. logits or probabilities, float) is resized bilinearly
+    to the crop rectangle and placed into a float32 (height, width) frame that is
+    ``fill`` elsewhere. Threshold the result to get a mask.
+    """
+    image_width, image_height = image_size
+    frame = np.full((image_height, image_width), fill, dtype=np.float32)
+    frame[rect.y : rect.y_end, rect.x : rect.x_end] = resize_to_crop(crop_values, rect)
+    return frame
+
+
+def resize_to_crop(crop_values: np.ndarray, rect: CropRect) -> np.ndarray:
+    """Resize a network output (float, HxW) to the crop's own width x height."""
+    return cv2.resize(
+        np.asarray(crop_values, dtype=np.float32),
+        (rect.width, rect.height),
+        interpolation=cv2.INTER_LINEAR,
+    )
