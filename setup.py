@@ -10,7 +10,10 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=["picosam3_ros", "picosam3_ros.*", "picosam3_train", "picosam3_train.*"]),
-    package_data={PACKAGE: ["models/*.onnx", "models/*.json", "models/*.zip", "models/*.rpk", "demo/*"]},
+    package_data={
+        PACKAGE: ["models/*.onnx", "models/*.json", "models/*.zip", "models/*.rpk", "demo_clip/*",
+                  "teleop_ui/*"]
+    },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -22,6 +25,8 @@ setup(
     install_requires=["setuptools"],
     extras_require={
         "train": ["torch", "onnx", "pycocotools", "tqdm", "matplotlib", "model-compression-toolkit"],
+        # colcon picks pytest (not unittest) for `colcon test` from this extra.
+        "test": ["pytest"],
     },
     zip_safe=True,
     maintainer="PicoSAM3-ROS maintainers",

@@ -1,0 +1,240 @@
+"""The IMX500 backend: the AI Camera crops the ROI in hardware and runs the network on the sensor.
+
+Uses picamera2's real API (``IMX500``, ``Picamera2``); on machines without the
+camera, ``camera="emulator"`` swaps in ``picosam3_ros.emulator`` (same calls).
+
+Attribution: the sensor serves one ROI per frame and a newly written ROI
+reaches the network ``roi_apply_delay_frames`` frames later (the control is
+latched at frame starts). Every write is recorded with the monotonic times
+just before and after it; frame k (``SensorTimestamp`` t_k, same clock) used
+the last ROI written before ``t_k - delay * FrameDuration``. When a write
+straddles that instant and changed the ROI, the frame's output is ambiguous
+and is not attributed to any prompt (never to the wrong one).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from picosam3_ros.backends.base import (
+    BackendConfig,
+    BackendError,
+    ModelLoadError,
+    SensorFrame,
+    SensorFrameSource,
+    SensorInference,
+)
+from picosam3_ros.backends.onnx_backend import TRAIN_HINT, load_card
+from picosam3_ros.crop import CropRect
+from picosam3_ros.sensor_geometry import IMX500_SENSOR_SIZE, SensorGeometry, default_scaler_crop
+
+FULL_SENSOR_ROI = (0, 0, *IMX500_SENSOR_SIZE)
+
+
+def imx500_present() -> bool:
+    """True when picamera2 imports and lists an IMX500 camera."""
+    try:
+        from picamera2 import Picamera2
+
+        return any("imx500" in str(c.get("Model", "")).lower() for c in Picamera2.global_camera_info())
+    except Exception:
+        return False
+
+
+def import_picamera2(camera: str, emulator_settings: dict | None = None):
+    """Import (Picamera2, IMX500), from the emulator when ``camera == "emulator"``."""
+    if camera == "emulator":
+        from picosam3_ros import emulator
+
+        if emulator_settings is not None:
+            emulator.configure(**emulator_settings)
+        emulator.install()
+    try:
+        from picamera2 import Picamera2
+        from picamera2.devices import IMX500
+    except ImportError as exc:
+        raise BackendError(
+            f"picamera2 is not available ({exc}); on a Raspberry Pi install python3-picamera2, "
+            "elsewhere use camera:=emulator or backend:=onnx"
+        ) from exc
+    return Picamera2, IMX500
+
+
+def resolve_network_file(config: BackendConfig) -> Path:
+    """The network to load: the explicit file, else the card's .rpk, else (emulator) its packerOut/ONNX."""
+    if config.network_file:
+        path = Path(config.network_file)
+    else:
+        card = load_card(config.model_dir)
+        roles = ["rpk"] if config.camera == "picamera2" else ["rpk", "imx500", "int8", "fp32"]
+        path = None
+        for role in roles:
+            if role in card.files and card.path(role).is_file():
+                path = card.path(role)
+                break
+        if path is None:
+            raise ModelLoadError(
+                f"the model card in {card.directory} lists no IMX500 network ({'/'.join(roles)}); "
+                "package packerOut.zip with `imx500-package` on the Pi and set network_file, "
+                f"or use backend:=onnx; {TRAIN_HINT}"
+            )
+    if not path.is_file():
+        raise ModelLoadError(f"IMX500 network {path} does not exist; set network_file or {TRAIN_HINT}")
+    return path
+
+
+@dataclass
+class _RoiWrite:
+    t_before_ns: int
+    t_after_ns: int
+    roi_sensor: tuple[int, int, int, int]
+    prompt_id: int | None
+
+
+class Imx500Backend(SensorFrameSource):
+    """A camera-owning backend: frames with the sensor's output for the ROI in effect."""
+
+    name = "imx500"
+
+    def __init__(self, config: BackendConfig):
+        self.config = config
+        emulator_settings = None
+        if config.camera == "emulator":
+            emulator_settings = dict(config.emulator)
+            emulator_settings.setdefault("fps", config.frame_rate)
+            emulator_settings.setdefault("roi_delay_frames", config.roi_apply_delay_frames)
+        Picamera2, IMX500 = import_picamera2(config.camera, emulator_settings)
+        network = resolve_network_file(config)
+        try:
+            self.imx500 = IMX500(str(network))
+        except Exception as exc:  # the device raises RuntimeError/OSError; the emulator also ORT errors
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ModelLoadError(f"cannot load IMX500 network {network}: {reason}") from exc
+        self.input_size = int(self.imx500.get_input_size()[0])
+        self._stream_size = (int(config.stream_size[0]), int(config.stream_size[1]))
+        try:
+            self.picam2 = Picamera2(self.imx500.camera_num)
+            camera_config = self.picam2.create_preview_configuration(
+                main={"size": self._stream_size, "format": "RGB888"},
+                controls={"FrameRate": float(config.frame_rate)},
+                buffer_count=12,
+            )
+            self.picam2.configure(camera_config)
+        except Exception as exc:
+            raise BackendError(f"cannot open the IMX500 camera: {exc}") from exc
+        self.geometry = SensorGeometry(self._stream_size, default_scaler_crop(self._stream_size))
+        self._writes: deque[_RoiWrite] = deque([_RoiWrite(-(2**62), -(2**62), FULL_SENSOR_ROI, None)])
+        self._last_written = FULL_SENSOR_ROI
+        self._first_timestamp: int | None = None
+        self._missing_tensors = 0
+        self._started = False
+
+    # --- SensorFrameSource -------------------------------------------------------------------
+    @property
+    def stream_size(self) -> tuple[int, int]:
+        return self._stream_size
+
+    @property
+    def roi_apply_delay_frames(self) -> int:
+        return int(self.config.roi_apply_delay_frames)
+
+    def start(self) -> None:
+        if not self._started:
+            self.picam2.start()
+            self._started = True
+
+    def stop(self) -> None:
+        if self._started:
+            self._started = False
+            try:
+                self.picam2.stop()
+                self.picam2.close()
+            except Exception:
+                pass
+
+    def request_roi(self, crop: CropRect | None, prompt_id: int | None) -> None:
+        roi = FULL_SENSOR_ROI if crop is None else self.geometry.stream_rect_to_sensor(crop)
+        if roi[2] <= 0 or roi[3] <= 0:
+            roi, prompt_id = FULL_SENSOR_ROI, None
+        t_before = time.monotonic_ns()
+        if roi != self._last_written:
+            self.imx500.set_inference_roi_abs(roi)
+            self._last_written = roi
+        self._writes.append(_RoiWrite(t_before, time.monotonic_ns(), roi, prompt_id))
+
+    def next_frame(self, timeout_s: float = 1.0) -> SensorFrame | None:
+        try:
+            request = self.picam2.capture_request()
+        except TimeoutError:
+            return None
+        except Exception as exc:
+            raise BackendError(f"camera capture failed: {exc}") from exc
+        try:
+            metadata = request.get_metadata()
+            image = request.make_array("main")
+        finally:
+            request.release()
+        # picamera2's "RGB888" arrays are [B, G, R] per pixel.
+        image_rgb = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB)
+        timestamp = int(metadata.get("SensorTimestamp", time.monotonic_ns()))
+        duration_ns = int(metadata.get("FrameDuration", round(1e6 / self.config.frame_rate))) * 1000
+        if "ScalerCrop" in metadata:
+            crop = tuple(int(v) for v in metadata["ScalerCrop"])
+            if crop != self.geometry.scaler_crop:
+                self.geometry = SensorGeometry(self._stream_size, crop)
+        if self._first_timestamp is None:
+            self._first_timestamp = timestamp
+        sequence = round((timestamp - self._first_timestamp) / max(1, duration_ns))
+        frame = SensorFrame(sequence, timestamp, image_rgb)
+        try:
+            frame.inference = self._inference(metadata, timestamp, duration_ns)
+        except Exception as exc:
+            frame.error = f"cannot decode the sensor output: {exc}"
+            return frame
+        if frame.inference is None:
+            self._missing_tensors += 1
+            limit = max(5, 2 * self.roi_apply_delay_frames + 3)
+            if self._missing_tensors >= limit:
+                frame.error = f"no output tensor from the sensor for {self._missing_tensors} frames"
+        else:
+            self._missing_tensors = 0
+        return frame
+
+    # --- internals ---------------------------------------------------------------------------
+    def _inference(self, metadata: dict, timestamp: int, duration_ns: int) -> SensorInference | None:
+        outputs = self.imx500.get_outputs(metadata, add_batch=True)
+        if not outputs:
+            return None
+        logits = np.squeeze(np.asarray(outputs[0], np.float32))
+        if logits.ndim != 2:
+            raise BackendError(f"expected one 2-D output map, got shape {np.shape(outputs[0])}")
+        if self.config.output_transpose:
+            # picamera2 reshapes in Fortran order: a row-major (H, W) map arrives as (W, H).
+            logits = logits.T
+        logits = np.ascontiguousarray(logits)
+        kpi = self.imx500.get_kpi_info(metadata)
+        roi, prompt_id = self._roi_in_effect(timestamp - self.roi_apply_delay_frames * duration_ns)
+        if roi is None:  # ambiguous: a write straddled the latch instant
+            return SensorInference(FULL_SENSOR_ROI, None, None, None, *(kpi or (None, None)))
+        crop = self.geometry.sensor_rect_to_stream(roi)
+        return SensorInference(roi, crop, prompt_id, logits, *(kpi or (None, None)))
+
+    def _roi_in_effect(self, latch_ns: int) -> tuple[tuple[int, int, int, int] | None, int | None]:
+        current = self._writes[0]
+        index = 0
+        for i, write in enumerate(self._writes):
+            if write.t_after_ns <= latch_ns:
+                current, index = write, i
+        for write in list(self._writes)[index + 1 :]:
+            if write.t_before_ns <= latch_ns and write.roi_sensor != current.roi_sensor:
+                return None, None
+        # Writes before the one in effect can no longer matter (latch times only grow).
+        for _ in range(index):
+            self._writes.popleft()
+        return current.roi_sensor, current.prompt_id

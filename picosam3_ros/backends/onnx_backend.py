@@ -1,0 +1,99 @@
+"""CPU backend: ONNX Runtime on batches of 96x96 crops (fp32 or INT8 model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from picosam3_ros.backends.base import BackendConfig, BackendError, CropSegmenter, ModelLoadError
+from picosam3_ros.model_card import DEFAULT_MODELS_DIR, ModelCard, ModelCardError, load_model_card
+
+TRAIN_HINT = (
+    "train and export a model first (`picosam3_train` writes picosam3_ros/models/model_card.json), "
+    "or point the `model` parameter at a directory holding model_card.json"
+)
+
+
+def load_card(model_dir: Path | str | None) -> ModelCard:
+    """Load the model card or raise ModelLoadError with what to do."""
+    directory = Path(model_dir) if model_dir else DEFAULT_MODELS_DIR
+    try:
+        return load_model_card(directory)
+    except ModelCardError as exc:
+        raise ModelLoadError(f"{exc}; {TRAIN_HINT}") from exc
+
+
+def resolve_onnx_path(card: ModelCard, precision: str, explicit: str = "") -> Path:
+    """The ONNX file to run: the explicit one, else the card's file for ``precision``."""
+    if explicit:
+        path = Path(explicit)
+    else:
+        try:
+            path = card.path(precision)
+        except ModelCardError as exc:
+            raise ModelLoadError(f"{exc}; set onnx_precision to one the card lists") from exc
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} does not exist; {TRAIN_HINT}")
+    return path
+
+
+class OnnxBackend(CropSegmenter):
+    """All prompts of a frame in one ``InferenceSession.run`` call."""
+
+    name = "onnx"
+
+    def __init__(self, config: BackendConfig):
+        import onnxruntime as ort
+
+        self.card = load_card(config.model_dir)
+        self.model_path = resolve_onnx_path(self.card, config.onnx_precision, config.onnx_model)
+        options = ort.SessionOptions()
+        if config.threads > 0:
+            options.intra_op_num_threads = int(config.threads)
+            options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            self.session = ort.InferenceSession(
+                str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT raises its own exception types for corrupt files
+            raise ModelLoadError(
+                f"cannot load ONNX model {self.model_path}: {str(exc).splitlines()[0]}; "
+                f"re-export it or {TRAIN_HINT}"
+            ) from exc
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        if self.card.input.name not in inputs:
+            raise ModelLoadError(
+                f"{self.model_path} has no input '{self.card.input.name}' named by the model card "
+                f"(inputs: {sorted(inputs)}); the card and the model do not match"
+            )
+        outputs = [o.name for o in self.session.get_outputs()]
+        if self.card.output_name not in outputs:
+            raise ModelLoadError(
+                f"{self.model_path} has no output '{self.card.output_name}' named by the model card "
+                f"(outputs: {outputs})"
+            )
+        batch_dim = inputs[self.card.input.name].shape[0]
+        # A model exported with a fixed batch of 1 is run once per crop.
+        self._fixed_batch = batch_dim if isinstance(batch_dim, int) else None
+
+    @property
+    def input_size(self) -> int:
+        return self.card.input.size
+
+    def infer(self, crops_rgb: np.ndarray) -> np.ndarray:
+        size = self.input_size
+        if crops_rgb.shape[0] == 0:
+            return np.zeros((0, size, size), np.float32)
+        try:
+            x = self.card.input.preprocess(crops_rgb)
+            if self._fixed_batch is None or self._fixed_batch == x.shape[0]:
+                batches = [x]
+            else:
+                batches = [x[i : i + 1] for i in range(x.shape[0])]
+            outs = [self.session.run([self.card.output_name], {self.card.input.name: b})[0] for b in batches]
+            logits = np.concatenate(outs, axis=0).astype(np.float32, copy=False)
+        except Exception as exc:
+            raise BackendError(f"ONNX Runtime failed: {exc}") from exc
+        return logits.reshape(crops_rgb.shape[0], logits.shape[-2], logits.shape[-1])

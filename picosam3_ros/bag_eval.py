@@ -1,0 +1,163 @@
+"""bag_eval: evaluate promptable segmentation on a rosbag2 recording.
+
+Run the node's pipeline on a bag (CPU ONNX or the emulated IMX500):
+
+    bag_eval BAG --image-topic /image --prompt-topic /prompts --gt-topic /ground_truth \
+        [--model DIR|model_card.json|FILE.onnx] [--backend onnx|imx500] --json out.json \
+        [--markdown out.md] [--figures DIR]
+
+or score what a live node recorded (its ``segmentations`` topic) against ground truth:
+
+    bag_eval BAG --image-topic /image_raw --prompt-topic /prompts --gt-topic /ground_truth \
+        --segmentations-topic /segmentations --json out.json
+
+Conventions (prompts apply to the frames after them; mono8 ground truth with
+the frame's stamp, value k = k-th prompt) are in picosam3_ros/bag_evaluation.py
+and the README. Errors print one line and exit 1 (bad usage: 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from picosam3_ros.bag_io import BagError
+
+BACKEND_CHOICES = ("onnx", "imx500")
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bag_eval", description=__doc__.split("\n\n")[0])
+    parser.add_argument("bag", type=Path, help="rosbag2 directory (mcap or sqlite3)")
+    parser.add_argument("--image-topic", required=True, help="sensor_msgs/Image frames (rgb8, bgr8 or mono8)")
+    parser.add_argument(
+        "--prompt-topic", required=True, help="sensor_msgs/RegionOfInterest or picosam3_msgs/RoiPromptArray"
+    )
+    parser.add_argument("--gt-topic", default=None, help="mono8 ground truth with the frames' stamps")
+    parser.add_argument(
+        "--segmentations-topic",
+        default=None,
+        help="score a node's recorded picosam3_msgs/SegmentationArray instead of running a model",
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="model directory or model_card.json (default: the packaged model), or an .onnx file",
+    )
+    parser.add_argument(
+        "--precision", choices=("fp32", "int8"), default="fp32", help="which ONNX of the card"
+    )
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="onnx")
+    parser.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold (0..1)")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = default)")
+    parser.add_argument(
+        "--roi-apply-delay",
+        type=int,
+        default=2,
+        help="imx500: frames before a new ROI takes effect (emulated sensor)",
+    )
+    parser.add_argument("--json", type=Path, required=True, help="write the report here")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write a markdown summary")
+    parser.add_argument("--figures", type=Path, default=None, help="also write PNG figures into this folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    return parser
+
+
+def _model_args(model: Path | None) -> tuple[Path | None, str]:
+    """--model -> (model_dir for the card, explicit onnx file)."""
+    if model is None:
+        return None, ""
+    if model.suffix == ".onnx":
+        card_dir = model.parent if (model.parent / "model_card.json").is_file() else None
+        return card_dir, str(model)
+    return model, ""
+
+
+def run(args: argparse.Namespace) -> dict:
+    from picosam3_ros.backends import BackendError
+    from picosam3_ros.bag_evaluation import cpu_segmenter, evaluate_bag
+    from picosam3_ros.evaluation_report import markdown_summary, write_figures, write_json
+
+    if not 0.0 < args.threshold < 1.0:
+        raise BagError(f"--threshold must be in (0, 1), got {args.threshold}")
+    segment = None
+    model_path = ""
+    backend_name = "recorded" if args.segmentations_topic else args.backend
+    if not args.bag.exists():
+        raise BagError(f"no bag at {args.bag}")
+    if not args.segmentations_topic:
+        model_dir, onnx_file = _model_args(args.model)
+        try:
+            if args.backend == "onnx":
+                segment, model_path = cpu_segmenter(
+                    model_dir, onnx_file, args.precision, args.threads, args.threshold
+                )
+            else:
+                from picosam3_ros.sensor_replay import sensor_segmenter
+
+                segment, model_path = sensor_segmenter(
+                    model_dir, onnx_file, args.threshold, args.roi_apply_delay
+                )
+        except BackendError as exc:
+            raise BagError(f"cannot load the model: {exc}") from None
+
+    def progress(done: int, total: int) -> None:
+        if not args.quiet and (done == total or done % 50 == 0):
+            print(
+                f"\rbag_eval: frame {done}/{total}",
+                end="\n" if done == total else "",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    evaluation = evaluate_bag(
+        args.bag,
+        args.image_topic,
+        args.prompt_topic,
+        args.gt_topic,
+        segment,
+        backend_name,
+        args.segmentations_topic,
+        progress=progress,
+    )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    summary = write_json(evaluation, args.json, {"model": model_path})
+    figures = write_figures(evaluation, args.figures) if args.figures else []
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(markdown_summary(summary, figures))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_arg_parser().parse_args(argv)
+    try:
+        summary = run(args)
+    except BagError as exc:
+        print(f"bag_eval: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"bag_eval: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bag_eval: interrupted", file=sys.stderr)
+        return 130
+    lat = summary["latency_ms"]
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.2f}%"
+
+    print(
+        f"bag_eval: {summary['frames']} frames, {summary['prompts']} prompts, "
+        f"{summary['instances']} instances; "
+        f"mIoU crop {pct(summary['miou_crop'])}, full {pct(summary['miou_full'])}; "
+        f"latency p50 {lat['p50']} ms p99 {lat['p99']} ms; throughput {summary['throughput_fps']} fps "
+        f"-> {args.json}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,463 @@
+"""Offline evaluation of a rosbag2 recording (ROS-free core of ``bag_eval``).
+
+Two modes:
+
+* **run**: play the bag's frames and prompts through the node's own pipeline
+  (``picosam3_ros.pipeline``: same crop rule, backend and paste-back) on the
+  CPU (``onnx``) or the emulated sensor (``imx500``), deterministically;
+* **recorded**: score what a live node published (``segmentations``) against
+  the bag's ground truth, without running any model.
+
+Bag conventions (the node's own):
+
+* A prompt message (``sensor_msgs/RegionOfInterest`` = one prompt with id 0, or
+  ``picosam3_msgs/RoiPromptArray`` = the whole set) applies to the frames logged
+  after it, until the next one replaces it; an empty array clears the prompts.
+* Ground truth is a ``sensor_msgs/Image`` mono8 carrying the frame's header
+  stamp. With one prompt in effect, non-zero = object. With several, value k
+  (1..255) = the k-th prompt (1-based) of the array in effect; the same
+  encoding as the node's ``mask`` topic, and what ``coco_to_bag`` writes.
+
+Metrics (per instance = one prompt on one frame with ground truth, averaged):
+
+* ``miou_crop``: the papers' protocol, as picosam3_train's evaluator
+  (:func:`picosam3_ros.metrics.crop_space_iou`): the ground truth cut with the
+  crop rule and resized to 96x96 (nearest) against logits > 0. In recorded
+  mode there are no logits: the published crop mask, resized (nearest) to 96x96.
+* ``miou_full``: IoU of the pasted-back mask and the ground truth in the full frame.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from picosam3_ros.bag_io import (
+    IMAGE_TYPE,
+    PROMPT_ARRAY_TYPE,
+    ROI_TYPE,
+    SEGMENTATION_ARRAY_TYPE,
+    BagError,
+    BagPrompt,
+    BagReader,
+    frame_to_rgb,
+    image_to_array,
+    prompts_from_msg,
+    stamp_ns,
+)
+from picosam3_ros.crop import MODEL_INPUT_SIZE, CropRect, InvalidRoiError, crop_and_resize, crop_rect_for_box
+from picosam3_ros.metrics import (
+    crop_space_iou,
+    mask_iou,
+    mean_fraction_above_iou_thresholds,
+    mean_iou,
+    size_bucket,
+)
+from picosam3_ros.pipeline import Prompt, PromptResult, Status, compose_frame_mask, segment_frame
+
+MAX_OVERLAYS = 6
+
+
+@dataclass
+class InstanceScore:
+    frame_index: int
+    stamp_ns: int
+    prompt_id: int
+    gt_value: int  # the ground-truth value this prompt maps to (0 = any non-zero)
+    gt_area: int
+    iou_crop: float
+    iou_full: float
+    box_iou_crop: float  # the box itself used as the mask (the reference every model must beat)
+
+
+@dataclass
+class OverlaySample:
+    frame_index: int
+    stamp_ns: int
+    image_rgb: np.ndarray
+    prediction: np.ndarray  # mono8, the node's mask-topic encoding
+    ground_truth: np.ndarray | None
+    boxes: list[tuple[int, int, int, int]]
+
+
+@dataclass
+class Evaluation:
+    mode: str
+    backend: str
+    bag: str
+    topics: dict[str, str]
+    frames: int = 0
+    frames_with_prompts: int = 0
+    frames_with_ground_truth: int = 0
+    prompts: int = 0  # (prompt, frame) pairs offered to the pipeline
+    prompt_messages: int = 0
+    status_counts: dict[str, int] = field(default_factory=dict)
+    unmatched_results: int = 0  # recorded mode: results whose prompt is not in the bag's prompt set
+    instances: list[InstanceScore] = field(default_factory=list)
+    frame_latency_ms: list[float] = field(default_factory=list)
+    frame_times_s: list[float] = field(default_factory=list)  # bag time of each scored frame, from the first
+    processing_s: float = 0.0
+    bag_duration_s: float = 0.0
+    overlays: list[OverlaySample] = field(default_factory=list)
+    _first_time_ns: int | None = None
+
+    def add_frame(
+        self,
+        index: int,
+        stamp: int,
+        time_ns: int,
+        frame_rgb: np.ndarray,
+        prompts: Sequence[BagPrompt],
+        results: Sequence[tuple[PromptResult, str]],
+        gt: np.ndarray | None,
+        overlay: bool = False,
+        max_overlays: int = MAX_OVERLAYS,
+    ) -> None:
+        """Score one frame's results against its ground truth (None: count, do not score).
+
+        ``prompts`` is the prompt set in effect (its order defines the ground-truth
+        values); a result whose prompt id is not in it is counted as unmatched.
+        """
+        height, width = frame_rgb.shape[:2]
+        self.frames_with_prompts += 1
+        if self._first_time_ns is None:
+            self._first_time_ns = time_ns
+        self.frame_times_s.append((time_ns - self._first_time_ns) / 1e9)
+        self.prompts += len(prompts)
+        if gt is not None:
+            if gt.shape != (height, width):
+                raise BagError(
+                    f"ground truth at stamp {stamp} is {gt.shape[1]}x{gt.shape[0]}, "
+                    f"the frame is {width}x{height}"
+                )
+            self.frames_with_ground_truth += 1
+        index_of = {p.id: k for k, p in enumerate(prompts, start=1)}
+        for result, status_name in results:
+            self.status_counts[status_name] = self.status_counts.get(status_name, 0) + 1
+            if gt is None or result.status != Status.OK:
+                continue
+            k = index_of.get(result.prompt_id)
+            if k is None:
+                self.unmatched_results += 1
+                continue
+            instance, value = instance_ground_truth(gt, k, len(prompts))
+            iou_crop, iou_full, box_iou = score_result(result, prompts[k - 1].box, instance, (width, height))
+            self.instances.append(
+                InstanceScore(
+                    index, stamp, result.prompt_id, value, int(instance.sum()), iou_crop, iou_full, box_iou
+                )
+            )
+        if overlay and len(self.overlays) < max_overlays:
+            self.overlays.append(
+                OverlaySample(
+                    index,
+                    stamp,
+                    frame_rgb,
+                    compose_frame_mask([r for r, _ in results], (width, height)),
+                    gt,
+                    [p.box for p in prompts],
+                )
+            )
+
+    def summary(self) -> dict:
+        """The JSON report (without per-instance detail)."""
+        ious_crop = [s.iou_crop for s in self.instances]
+        ious_full = [s.iou_full for s in self.instances]
+        latency = np.asarray(self.frame_latency_ms, dtype=np.float64)
+
+        def pct(q: float) -> float | None:
+            return round(float(np.percentile(latency, q)), 3) if latency.size else None
+
+        by_size: dict[str, list[float]] = {"small": [], "medium": [], "large": []}
+        for s in self.instances:
+            by_size[size_bucket(s.gt_area)].append(s.iou_crop)
+        if self.mode == "run":
+            throughput = self.frames_with_prompts / self.processing_s if self.processing_s > 0 else None
+        else:
+            throughput = self.frames_with_prompts / self.bag_duration_s if self.bag_duration_s > 0 else None
+        return {
+            "mode": self.mode,
+            "backend": self.backend,
+            "bag": self.bag,
+            "topics": self.topics,
+            "frames": self.frames,
+            "frames_with_prompts": self.frames_with_prompts,
+            "frames_with_ground_truth": self.frames_with_ground_truth,
+            "prompts": self.prompts,
+            "prompt_messages": self.prompt_messages,
+            "instances": len(self.instances),
+            "miou_crop": _nan_to_none(mean_iou(ious_crop)),
+            "miou_full": _nan_to_none(mean_iou(ious_full)),
+            "miou_crop_box_baseline": _nan_to_none(mean_iou(s.box_iou_crop for s in self.instances)),
+            "mean_fraction_above_iou_50_95_crop": _nan_to_none(mean_fraction_above_iou_thresholds(ious_crop)),
+            "miou_crop_by_size": {k: _nan_to_none(mean_iou(v)) for k, v in by_size.items()},
+            "instances_by_size": {k: len(v) for k, v in by_size.items()},
+            "status_counts": dict(sorted(self.status_counts.items())),
+            "unmatched_results": self.unmatched_results,
+            "latency_ms": {
+                "p50": pct(50),
+                "p90": pct(90),
+                "p99": pct(99),
+                "mean": round(float(latency.mean()), 3) if latency.size else None,
+                "max": round(float(latency.max()), 3) if latency.size else None,
+                "what": "per frame: pipeline call (crop, network, paste-back)"
+                if self.mode == "run"
+                else "per result: Segmentation.latency_ms as published by the node",
+            },
+            "throughput_fps": round(throughput, 3) if throughput else None,
+            "throughput_what": "frames with prompts per second of processing"
+            if self.mode == "run"
+            else "frames with results per second of bag time",
+        }
+
+    def instance_rows(self) -> list[dict]:
+        return [
+            {
+                "frame": s.frame_index,
+                "stamp_ns": s.stamp_ns,
+                "prompt_id": s.prompt_id,
+                "gt_value": s.gt_value,
+                "gt_area": s.gt_area,
+                "iou_crop": round(s.iou_crop, 6),
+                "iou_full": round(s.iou_full, 6),
+            }
+            for s in self.instances
+        ]
+
+
+def _nan_to_none(value: float) -> float | None:
+    return None if value != value else round(float(value), 6)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def instance_ground_truth(gt: np.ndarray, k: int, n_prompts: int) -> tuple[np.ndarray, int]:
+    """The k-th (1-based) prompt's instance in a ground-truth label image, and the value used.
+
+    One prompt in effect: any non-zero pixel is the object (value 0 reported).
+    """
+    if n_prompts == 1:
+        return gt != 0, 0
+    value = min(k, 255)
+    return gt == value, value
+
+
+def score_result(
+    result: PromptResult,
+    box: Sequence[float],
+    gt_instance: np.ndarray,
+    frame_size: tuple[int, int],
+) -> tuple[float, float, float]:
+    """(iou_crop, iou_full, box_iou_crop) of one OK result against its ground-truth instance."""
+    width, height = frame_size
+    rect: CropRect = result.crop
+    full = np.zeros((height, width), bool)
+    full[rect.y : rect.y_end, rect.x : rect.x_end] = result.crop_mask > 0
+    iou_full = mask_iou(full, gt_instance)
+    if result.logits96 is not None:
+        iou_crop = crop_space_iou(result.logits96, gt_instance, rect)
+    else:
+        # Recorded results carry the crop-local mask only: bring it to the network's grid.
+        pred96 = cv2.resize(
+            result.crop_mask, (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE), interpolation=cv2.INTER_NEAREST
+        )
+        iou_crop = crop_space_iou(pred96.astype(np.float32) - 127.5, gt_instance, rect)
+    box_iou = float("nan")
+    try:
+        box_rect = crop_rect_for_box(box, frame_size)
+        box_mask = np.zeros((height, width), np.float32)
+        x, y, w, h = (int(round(v)) for v in box)
+        box_mask[max(y, 0) : max(y + h, 0), max(x, 0) : max(x + w, 0)] = 1.0
+        box96 = crop_and_resize(box_mask, box_rect, MODEL_INPUT_SIZE, cv2.INTER_NEAREST) - 0.5
+        box_iou = crop_space_iou(box96, gt_instance, box_rect)
+    except InvalidRoiError:
+        pass
+    return iou_crop, iou_full, box_iou
+
+
+# --------------------------------------------------------------------------- bag walking
+
+
+@dataclass
+class _Topics:
+    image: str
+    prompt: str
+    prompt_type: str
+    gt: str | None
+    segmentations: str | None
+
+
+def _resolve_topics(
+    reader: BagReader,
+    image_topic: str,
+    prompt_topic: str,
+    gt_topic: str | None,
+    segmentations_topic: str | None,
+) -> _Topics:
+    image = reader.resolve_topic(image_topic, [IMAGE_TYPE], "image")
+    prompt = reader.resolve_topic(prompt_topic, [ROI_TYPE, PROMPT_ARRAY_TYPE], "prompt")
+    gt = reader.resolve_topic(gt_topic, [IMAGE_TYPE], "ground-truth") if gt_topic else None
+    seg = (
+        reader.resolve_topic(segmentations_topic, [SEGMENTATION_ARRAY_TYPE], "segmentations")
+        if segmentations_topic
+        else None
+    )
+    if reader.message_count(image) == 0:
+        raise BagError(f"image topic '{image}' has no messages")
+    return _Topics(image, prompt, reader.topics()[prompt], gt, seg)
+
+
+def _read_ground_truth(reader: BagReader, topic: str | None) -> dict[int, np.ndarray]:
+    if topic is None:
+        return {}
+    truth = {}
+    for item in reader.messages([topic]):
+        if item.msg.encoding != "mono8":
+            raise BagError(
+                f"ground-truth topic '{topic}' has encoding '{item.msg.encoding}'; it must be mono8"
+            )
+        truth[stamp_ns(item.msg.header)] = image_to_array(item.msg, ("mono8",))
+    return truth
+
+
+def _results_from_segmentations(msg) -> list[tuple[PromptResult, str]]:
+    """PromptResults (crop mask, no logits) from a recorded SegmentationArray."""
+    results = []
+    for seg in msg.segmentations:
+        status = Status(int(seg.status)) if int(seg.status) in Status._value2member_map_ else None
+        result = PromptResult(
+            int(seg.prompt_id),
+            status if status is not None else Status.BACKEND_ERROR,
+            backend=str(seg.backend),
+            latency_ms=float(seg.latency_ms),
+            score=float(seg.score),
+        )
+        if result.status == Status.OK:
+            rect = CropRect(
+                int(seg.crop.x_offset), int(seg.crop.y_offset), int(seg.crop.width), int(seg.crop.height)
+            )
+            mask = image_to_array(seg.mask, ("mono8",))
+            if rect.width <= 0 or rect.height <= 0 or mask.shape != (rect.height, rect.width):
+                result.status = Status.BACKEND_ERROR
+                result.detail = f"recorded mask {mask.shape} does not match its crop {rect}"
+            else:
+                result.crop, result.crop_mask = rect, mask
+        results.append((result, str(Status(result.status).name)))
+    return results
+
+
+FrameSegmenter = Callable[[np.ndarray, list[Prompt]], list[PromptResult]]
+
+
+def evaluate_bag(
+    bag: Path | str,
+    image_topic: str,
+    prompt_topic: str,
+    gt_topic: str | None = None,
+    segment: FrameSegmenter | None = None,
+    backend_name: str = "",
+    segmentations_topic: str | None = None,
+    max_overlays: int = MAX_OVERLAYS,
+    progress: Callable[[int, int], None] | None = None,
+) -> Evaluation:
+    """Evaluate a bag: run ``segment`` on every frame with prompts, or score recorded segmentations.
+
+    ``segment(frame_rgb, prompts) -> results`` is the node's pipeline bound to a
+    backend (see :func:`cpu_segmenter`); pass ``segmentations_topic`` instead to
+    score what a node recorded.
+    """
+    if (segment is None) == (segmentations_topic is None):
+        raise ValueError("give exactly one of segment and segmentations_topic")
+    with BagReader(bag) as reader:
+        topics = _resolve_topics(reader, image_topic, prompt_topic, gt_topic, segmentations_topic)
+        mode = "run" if segment is not None else "recorded"
+        evaluation = Evaluation(
+            mode,
+            backend_name,
+            str(reader.path),
+            {
+                "image": topics.image,
+                "prompt": topics.prompt,
+                "ground_truth": topics.gt,
+                "segmentations": topics.segmentations,
+            },
+        )
+        truth = _read_ground_truth(reader, topics.gt)
+        recorded: dict[int, list[tuple[PromptResult, str]]] = {}
+        recorded_times: list[int] = []
+        if topics.segmentations:
+            for item in reader.messages([topics.segmentations]):
+                recorded[stamp_ns(item.msg.header)] = _results_from_segmentations(item.msg)
+                recorded_times.append(item.log_time_ns)
+        total_frames = reader.message_count(topics.image)
+        overlay_every = max(1, total_frames // max(1, max_overlays)) if max_overlays else 0
+        prompts: list[BagPrompt] = []
+        for item in reader.messages([topics.prompt, topics.image]):
+            if item.topic == topics.prompt:
+                prompts = prompts_from_msg(item.msg, item.msgtype)
+                evaluation.prompt_messages += 1
+                continue
+            index = evaluation.frames
+            evaluation.frames += 1
+            if progress:
+                progress(evaluation.frames, total_frames)
+            stamp = stamp_ns(item.msg.header)
+            if not prompts:
+                continue
+            frame_rgb = frame_to_rgb(item.msg)
+            node_prompts = [Prompt(p.id, tuple(float(v) for v in p.box), item.log_time_ns) for p in prompts]
+            if segment is not None:
+                started = time.perf_counter()
+                results = [(r, Status(r.status).name) for r in segment(frame_rgb, node_prompts)]
+                elapsed = time.perf_counter() - started
+                evaluation.processing_s += elapsed
+                evaluation.frame_latency_ms.append(elapsed * 1e3)
+            else:
+                if stamp not in recorded:
+                    continue  # the node published nothing for this frame (dropped, or not recorded)
+                results = recorded[stamp]
+                evaluation.frame_latency_ms.extend(r.latency_ms for r, _ in results if r.status == Status.OK)
+            evaluation.add_frame(
+                index,
+                stamp,
+                item.log_time_ns,
+                frame_rgb,
+                prompts,
+                results,
+                truth.get(stamp),
+                overlay=bool(overlay_every) and index % overlay_every == 0,
+                max_overlays=max_overlays,
+            )
+        if topics.segmentations and len(recorded_times) > 1:
+            evaluation.bag_duration_s = (max(recorded_times) - min(recorded_times)) / 1e9
+    return evaluation
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def cpu_segmenter(
+    model_dir: Path | None,
+    onnx_model: str = "",
+    precision: str = "fp32",
+    threads: int = 0,
+    threshold: float = 0.5,
+) -> tuple[FrameSegmenter, str]:
+    """The node's CPU pipeline (onnx backend + segment_frame) as a frame function."""
+    from picosam3_ros.backends import BackendConfig, create_backend
+
+    backend = create_backend(
+        "onnx",
+        BackendConfig(model_dir=model_dir, onnx_model=onnx_model, onnx_precision=precision, threads=threads),
+    )
+
+    def segment(frame_rgb: np.ndarray, prompts: list[Prompt]) -> list[PromptResult]:
+        return segment_frame(backend, frame_rgb, prompts, threshold)
+
+    return segment, str(getattr(backend, "model_path", ""))

@@ -1,0 +1,324 @@
+"""Reading and writing rosbag2 recordings without ROS (the ``rosbags`` package).
+
+rosbag2_py is not available everywhere (not on these machines, not on a plain
+Python install), so evaluation bags are read and written with ``rosbags``, whose
+CDR bytes are the same as rclpy's serializer. The ``picosam3_msgs`` types are
+registered in the typestore from their ``.msg`` files.
+
+Everything that can go wrong with a user's bag (missing, truncated, unknown
+topic, unsupported type or encoding) raises :class:`BagError` with a one-line
+message that the command-line tools print instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+ROI_TYPE = "sensor_msgs/msg/RegionOfInterest"
+PROMPT_ARRAY_TYPE = "picosam3_msgs/msg/RoiPromptArray"
+PROMPT_TYPE = "picosam3_msgs/msg/RoiPrompt"
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+SEGMENTATION_ARRAY_TYPE = "picosam3_msgs/msg/SegmentationArray"
+PICOSAM3_MSG_NAMES = ("RoiPrompt", "RoiPromptArray", "Segmentation", "SegmentationArray")
+STORAGE_FORMATS = ("mcap", "sqlite3")
+# Image encodings the evaluation reads (frames) and their channel counts.
+FRAME_ENCODINGS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
+
+
+class BagError(RuntimeError):
+    """A bag cannot be used; the message is one line meant for the user."""
+
+
+# --------------------------------------------------------------------------- typestore
+
+
+def _msg_dir_candidates() -> list[Path]:
+    """Where the picosam3_msgs ``.msg`` files may be: installed share dirs, then the source tree."""
+    candidates = []
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / "picosam3_msgs" / "msg")
+    candidates.append(Path(__file__).resolve().parent.parent / "picosam3_msgs" / "msg")
+    return candidates
+
+
+def find_msg_dir() -> Path:
+    for directory in _msg_dir_candidates():
+        if all((directory / f"{name}.msg").is_file() for name in PICOSAM3_MSG_NAMES):
+            return directory
+    raise BagError(
+        "cannot find the picosam3_msgs .msg files: source the workspace (install/setup.bash) "
+        "or run from the source tree"
+    )
+
+
+_TYPESTORE = None
+
+
+def typestore():
+    """The ROS 2 Kilted typestore with the picosam3_msgs types registered (built once)."""
+    global _TYPESTORE
+    if _TYPESTORE is None:
+        from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+        store = get_typestore(Stores.ROS2_KILTED)
+        msg_dir = find_msg_dir()
+        types = {}
+        for name in PICOSAM3_MSG_NAMES:
+            types.update(
+                get_types_from_msg((msg_dir / f"{name}.msg").read_text(), f"picosam3_msgs/msg/{name}")
+            )
+        store.register(types)
+        _TYPESTORE = store
+    return _TYPESTORE
+
+
+def msg_class(msgtype: str):
+    return typestore().types[msgtype]
+
+
+# --------------------------------------------------------------------------- message helpers
+
+
+def make_header(stamp_ns: int, frame_id: str = "camera"):
+    store = typestore()
+    Time = store.types["builtin_interfaces/msg/Time"]
+    Header = store.types["std_msgs/msg/Header"]
+    return Header(
+        stamp=Time(sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000)),
+        frame_id=frame_id,
+    )
+
+
+def stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def make_image(array: np.ndarray, encoding: str, stamp: int, frame_id: str = "camera"):
+    """A ``sensor_msgs/Image`` (rosbags class) from a uint8 HxW or HxWxC array."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    Image = msg_class(IMAGE_TYPE)
+    return Image(
+        header=make_header(stamp, frame_id),
+        height=array.shape[0],
+        width=array.shape[1],
+        encoding=encoding,
+        is_bigendian=0,
+        step=array.shape[1] * channels,
+        data=array.reshape(-1),
+    )
+
+
+def image_to_array(msg, allowed: Sequence[str] = tuple(FRAME_ENCODINGS)) -> np.ndarray:
+    """uint8 array (HxW for mono8, HxWx3 otherwise) from a rosbags ``sensor_msgs/Image``.
+
+    Raises BagError for encodings outside ``allowed`` or data that does not match
+    the declared size.
+    """
+    encoding = str(msg.encoding)
+    if encoding not in allowed or encoding not in FRAME_ENCODINGS:
+        raise BagError(f"unsupported image encoding '{encoding}' (supported: {', '.join(allowed)})")
+    channels = FRAME_ENCODINGS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    data = np.asarray(msg.data, dtype=np.uint8)
+    if step < width * channels or data.size < step * height:
+        raise BagError(
+            f"image data ({data.size} bytes, step {step}) does not match {width}x{height} {encoding}"
+        )
+    rows = data[: step * height].reshape(height, step)[:, : width * channels]
+    return rows.reshape(height, width) if channels == 1 else rows.reshape(height, width, channels)
+
+
+def frame_to_rgb(msg) -> np.ndarray:
+    """An RGB uint8 HxWx3 array from an rgb8, bgr8 or mono8 frame."""
+    array = image_to_array(msg)
+    if msg.encoding == "bgr8":
+        return np.ascontiguousarray(array[:, :, ::-1])
+    if msg.encoding == "mono8":
+        return np.repeat(array[:, :, None], 3, axis=2)
+    return array
+
+
+def make_roi(box_xywh: Sequence[int]):
+    RegionOfInterest = msg_class(ROI_TYPE)
+    x, y, w, h = (int(v) for v in box_xywh)
+    return RegionOfInterest(x_offset=x, y_offset=y, height=h, width=w, do_rectify=False)
+
+
+def make_prompt_array(prompts: Sequence[tuple[int, Sequence[int]]], stamp: int, frame_id: str = "camera"):
+    """A ``RoiPromptArray`` from (id, (x, y, w, h)) pairs, in that order."""
+    RoiPrompt = msg_class(PROMPT_TYPE)
+    RoiPromptArray = msg_class(PROMPT_ARRAY_TYPE)
+    header = make_header(stamp, frame_id)
+    return RoiPromptArray(
+        header=header,
+        prompts=[RoiPrompt(header=header, id=int(pid), roi=make_roi(box)) for pid, box in prompts],
+    )
+
+
+@dataclass(frozen=True)
+class BagPrompt:
+    """One prompt read from a bag: caller id and box (x, y, width, height) in frame pixels."""
+
+    id: int
+    box: tuple[int, int, int, int]
+
+
+def prompts_from_msg(msg, msgtype: str) -> list[BagPrompt]:
+    """The prompt set a ``RegionOfInterest`` (id 0) or ``RoiPromptArray`` message stands for."""
+
+    def box(roi) -> tuple[int, int, int, int]:
+        return (int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height))
+
+    if msgtype == ROI_TYPE:
+        return [BagPrompt(0, box(msg))]
+    if msgtype == PROMPT_ARRAY_TYPE:
+        return [BagPrompt(int(p.id), box(p.roi)) for p in msg.prompts]
+    raise BagError(f"unsupported prompt type {msgtype} (use {ROI_TYPE} or {PROMPT_ARRAY_TYPE})")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class BagMessage:
+    topic: str
+    msgtype: str
+    log_time_ns: int
+    msg: Any
+
+
+class BagReader:
+    """A rosbag2 directory opened for reading; use as a context manager.
+
+    Errors from ``rosbags`` (and from a damaged file underneath it) become BagError.
+    """
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise BagError(f"no bag at {self.path}")
+        if self.path.is_file():
+            # Users often pass the .mcap/.db3 file; rosbag2 bags are the directory.
+            if (self.path.parent / "metadata.yaml").is_file():
+                self.path = self.path.parent
+            else:
+                raise BagError(f"{self.path} is not a rosbag2 directory (no metadata.yaml beside it)")
+        if not (self.path / "metadata.yaml").is_file():
+            raise BagError(f"{self.path} is not a rosbag2 directory (no metadata.yaml)")
+        from rosbags.rosbag2 import Reader
+
+        try:
+            self._reader = Reader(self.path)
+            self._reader.open()
+        except Exception as exc:  # rosbags raises several types for damaged bags
+            raise BagError(
+                f"cannot open bag {self.path}, it is damaged or truncated: {_one_line(exc)}"
+            ) from None
+        self._store = typestore()
+
+    def close(self) -> None:
+        try:
+            self._reader.close()
+        except Exception:  # closing a damaged bag must not hide the first error
+            pass
+
+    def __enter__(self) -> "BagReader":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def topics(self) -> dict[str, str]:
+        """topic -> message type, e.g. {'/image': 'sensor_msgs/msg/Image'}."""
+        return {c.topic: c.msgtype for c in self._reader.connections}
+
+    def message_count(self, topic: str) -> int:
+        return sum(c.msgcount for c in self._reader.connections if c.topic == topic)
+
+    def resolve_topic(self, topic: str, allowed_types: Sequence[str], role: str) -> str:
+        """The bag's name for ``topic`` (a leading '/' is optional), checked against the allowed types."""
+        topics = self.topics()
+        name = (
+            topic
+            if topic in topics
+            else ("/" + topic.lstrip("/") if "/" + topic.lstrip("/") in topics else None)
+        )
+        if name is None:
+            listing = ", ".join(f"{t} ({m})" for t, m in sorted(topics.items())) or "none"
+            raise BagError(f"{role} topic '{topic}' is not in the bag; topics: {listing}")
+        if topics[name] not in allowed_types:
+            raise BagError(
+                f"{role} topic '{name}' has type {topics[name]}; supported: {', '.join(allowed_types)}"
+            )
+        return name
+
+    def messages(self, topics: Sequence[str]) -> Iterator[BagMessage]:
+        """Deserialized messages of ``topics`` in log-time order."""
+        connections = [c for c in self._reader.connections if c.topic in set(topics)]
+        try:
+            for connection, timestamp, raw in self._reader.messages(connections=connections):
+                try:
+                    msg = self._store.deserialize_cdr(raw, connection.msgtype)
+                except Exception as exc:
+                    raise BagError(
+                        f"bag {self.path}: cannot decode a {connection.msgtype} message on "
+                        f"{connection.topic} (truncated or corrupt?): {_one_line(exc)}"
+                    ) from None
+                yield BagMessage(connection.topic, connection.msgtype, int(timestamp), msg)
+        except BagError:
+            raise
+        except Exception as exc:
+            raise BagError(f"bag {self.path} is damaged or truncated: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) < 300 else text[:297] + "..."
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class BagWriter:
+    """A new rosbag2 directory (mcap or sqlite3) written with ``rosbags``; use as a context manager."""
+
+    def __init__(self, path: Path | str, storage: str = "mcap"):
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        if storage not in STORAGE_FORMATS:
+            raise BagError(f"unknown storage '{storage}' (use {' or '.join(STORAGE_FORMATS)})")
+        self.path = Path(path)
+        if self.path.exists():
+            raise BagError(f"{self.path} already exists; rosbag2 writes a new directory")
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        self._store = typestore()
+        self._writer = Writer(self.path, version=9, storage_plugin=plugin)
+        self._writer.open()
+        self._connections: dict[str, Any] = {}
+
+    def add_topic(self, topic: str, msgtype: str) -> None:
+        self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=self._store)
+
+    def write(self, topic: str, log_time_ns: int, msg) -> None:
+        connection = self._connections[topic]
+        self._writer.write(connection, int(log_time_ns), self._store.serialize_cdr(msg, connection.msgtype))
+
+    def write_raw(self, topic: str, log_time_ns: int, data: bytes) -> None:
+        """CDR bytes as they come from rclpy.serialization.serialize_message."""
+        self._writer.write(self._connections[topic], int(log_time_ns), data)
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> "BagWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

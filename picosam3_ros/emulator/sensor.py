@@ -1,0 +1,387 @@
+"""The emulated IMX500 camera: sensor, ISP, on-sensor network and ROI control (no picamera2 import).
+
+What the emulated picamera2 module (``picosam3_ros/emulator/picamera2``) drives:
+
+* a 4056x3040 sensor whose image is a frame of the source, stretched;
+* the ISP: cuts ``ScalerCrop`` out of the sensor image and scales it to the
+  configured main stream size without keeping aspect;
+* the on-sensor network: cuts the inference ROI (full-sensor pixels) out of the
+  sensor image, scales it to the network input (96x96, no aspect), runs the
+  model card's INT8 ONNX (fp32 when there is no INT8 file), and delivers the
+  output flattened the way the sensor does (planar, row-major), with
+  ``CnnOutputTensorInfo`` giving the dimensions innermost first (W, H, C), so
+  picamera2's Fortran-order reshape yields a (W, H, C) array;
+* frame timing: frame k starts at ``SensorTimestamp = t0 + k * FrameDuration``
+  (monotonic clock). In "realtime" mode a thread exposes frames at the frame
+  rate (skipping frames when the machine is too slow, as a real sensor drops
+  them) and ``capture_request`` returns the newest frame not yet returned. In
+  "step" mode every ``capture_request`` exposes the next frame of the source
+  (never skipping one; it waits for the frame's start time when called early),
+  so every source frame is seen exactly once, for offline evaluation;
+* the ROI control is latched at frame starts and takes ``roi_delay_frames``
+  frames to reach the network: frame k uses the last ROI written before
+  ``SensorTimestamp(k) - roi_delay_frames * FrameDuration``. A consumer that
+  writes the next ROI within one frame time of capturing frame k therefore
+  gets it on frame ``k + 1 + roi_delay_frames``.
+
+Emulator-only metadata keys (a real camera has none; backends must not read
+them, tests use them as ground truth): ``EmulatorSequence`` and
+``EmulatorInferenceRoi``.
+"""
+
+from __future__ import annotations
+
+import array
+import ctypes
+import json
+import os
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from picosam3_ros.emulator.sources import FrameSource, open_source
+
+SENSOR_SIZE = (4056, 3040)
+RAW_SIZE = (2028, 1520)
+NETWORK_NAME_LEN = 64
+MAX_NUM_TENSORS = 16
+MAX_NUM_DIMENSIONS = 16
+FW_NETWORK_STAGE = 2
+
+
+class EndOfStream(RuntimeError):
+    """The source has no more frames (step mode with loop=False)."""
+
+
+class OutputTensorInfo(ctypes.LittleEndianStructure):
+    _fields_ = [
+        ("tensor_data_num", ctypes.c_uint32),
+        ("num_dimensions", ctypes.c_uint32),
+        ("size", ctypes.c_uint16 * MAX_NUM_DIMENSIONS),
+    ]
+
+
+class CnnOutputTensorInfoExported(ctypes.LittleEndianStructure):
+    _fields_ = [
+        ("network_name", ctypes.c_char * NETWORK_NAME_LEN),
+        ("num_tensors", ctypes.c_uint32),
+        ("info", OutputTensorInfo * MAX_NUM_TENSORS),
+    ]
+
+
+@dataclass
+class EmulatorSettings:
+    """How the emulated camera behaves (``picosam3_ros.emulator.configure`` sets these).
+
+    source: frames (list of RGB arrays), an image folder/file, a video file, a rosbag, or '' (synthetic).
+    fps: frame rate of the sensor (frames/s).
+    roi_delay_frames: frames between an ROI write and the first frame using it.
+    mode: "realtime" (a thread exposes frames at ``fps``) or "step" (one frame per capture_request).
+    loop: start the source again at its end (else EndOfStream after the last frame).
+    network_onnx: ONNX file run as the on-sensor network ('' = from the model card beside the network file).
+    upload_seconds: simulated duration of the network firmware upload.
+    fail_after_frames: the on-sensor network stops delivering tensors after this many frames (-1: never).
+    ground_truth_log: JSON-lines file: one line per exposed frame with its sequence, timestamp and ROI.
+    """
+
+    source: object = ""
+    fps: float = 30.0
+    roi_delay_frames: int = 2
+    mode: str = "realtime"
+    loop: bool = True
+    network_onnx: str = ""
+    upload_seconds: float = 0.0
+    fail_after_frames: int = -1
+    ground_truth_log: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("realtime", "step"):
+            raise ValueError(f"emulator mode must be 'realtime' or 'step', got {self.mode!r}")
+        if not self.fps > 0:
+            raise ValueError(f"emulator fps must be > 0, got {self.fps}")
+        if self.roi_delay_frames < 0:
+            raise ValueError("roi_delay_frames must be >= 0")
+
+
+class _Network:
+    """The model run as the on-sensor network (ONNX Runtime on the CPU, one thread)."""
+
+    def __init__(self, network_file: Path, override: str):
+        import onnxruntime as ort
+
+        from picosam3_ros.model_card import ModelCardError, load_model_card
+
+        card_dir = network_file if network_file.is_dir() else network_file.parent
+        try:
+            self.card = load_model_card(card_dir)
+        except ModelCardError as exc:
+            raise RuntimeError(f"emulated IMX500: no model card beside {network_file}: {exc}") from exc
+        if override:
+            onnx_path = Path(override)
+        elif network_file.suffix == ".onnx":
+            onnx_path = network_file
+        else:
+            role = "int8" if "int8" in self.card.files else "fp32"
+            onnx_path = self.card.path(role)
+        if not onnx_path.is_file():
+            raise RuntimeError(f"emulated IMX500: network ONNX {onnx_path} does not exist")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.onnx_path = onnx_path
+        self.size = self.card.input.size
+        self.name = network_file.stem[: NETWORK_NAME_LEN - 1]
+
+    def run(self, crop_rgb: np.ndarray) -> np.ndarray:
+        x = self.card.input.preprocess(crop_rgb[None])
+        out = self.session.run([self.card.output_name], {self.card.input.name: x})[0]
+        return np.asarray(out[0], np.float32)  # (C, H, W) or (H, W)
+
+
+@dataclass
+class _Frame:
+    sequence: int
+    timestamp_ns: int
+    image: np.ndarray  # main stream, in the configured format's byte order
+    metadata: dict
+
+
+class EmulatedSensor:
+    """One emulated camera (one per process, like the hardware)."""
+
+    def __init__(self, settings: EmulatorSettings):
+        self.settings = settings
+        self.source: FrameSource = open_source(settings.source)
+        self.network: _Network | None = None
+        self.fw_progress = (0, 0, 0)  # (stage, current, total)
+        self._lock = threading.Condition()
+        self._roi_history: list[tuple[int, tuple[int, int, int, int]]] = [(-(2**62), (0, 0, *SENSOR_SIZE))]
+        self._next_seq = 0
+        self._t0_ns = 0
+        self._latest: _Frame | None = None
+        self._returned_seq = -1
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._stop_error: Exception | None = None
+        self.main_size = (640, 480)
+        self.main_format = "RGB888"
+        self.scaler_crop = (0, 0, *SENSOR_SIZE)
+        self._log = open(settings.ground_truth_log, "a") if settings.ground_truth_log else None  # noqa: SIM115
+
+    # --- network -------------------------------------------------------------------------------
+    def load_network(self, network_file: Path) -> None:
+        """'Upload' the network firmware: read it in chunks, updating the progress, then build the network."""
+        total = network_file.stat().st_size if network_file.is_file() else 1
+        chunk = max(1, total // 20)
+        done = 0
+        with open(network_file, "rb") if network_file.is_file() else open(os.devnull, "rb") as handle:
+            while handle.read(chunk):
+                done = min(total, done + chunk)
+                self.fw_progress = (FW_NETWORK_STAGE, done, total)
+                if self.settings.upload_seconds > 0:
+                    time.sleep(self.settings.upload_seconds / 20)
+        self.network = _Network(network_file, self.settings.network_onnx)
+        self.fw_progress = (FW_NETWORK_STAGE, total, total)
+
+    # --- ROI control ---------------------------------------------------------------------------
+    def set_roi(self, roi: tuple[int, int, int, int]) -> None:
+        """Write the ROI control now (monotonic clock, the clock of SensorTimestamp)."""
+        with self._lock:
+            now = time.monotonic_ns()
+            self._roi_history.append((now, tuple(int(v) for v in roi)))
+            # Forget entries that no future frame can use any more.
+            horizon = now - (self.settings.roi_delay_frames + 2) * self.frame_duration_ns
+            while len(self._roi_history) > 1 and self._roi_history[1][0] <= horizon:
+                self._roi_history.pop(0)
+
+    def roi_for(self, timestamp_ns: int) -> tuple[int, int, int, int]:
+        """The ROI of the frame exposed at ``timestamp_ns``: the last one written before the start
+        of the frame ``roi_delay_frames`` earlier (the control is latched at frame starts)."""
+        latch = timestamp_ns - self.settings.roi_delay_frames * self.frame_duration_ns
+        roi = self._roi_history[0][1]
+        for written, value in self._roi_history:
+            if written <= latch:
+                roi = value
+        return roi
+
+    # --- streaming -----------------------------------------------------------------------------
+    @property
+    def frame_duration_ns(self) -> int:
+        return round(1e9 / self.settings.fps)
+
+    def configure(self, main_size: tuple[int, int], main_format: str) -> None:
+        from picosam3_ros.sensor_geometry import default_scaler_crop
+
+        self.main_size = (int(main_size[0]), int(main_size[1]))
+        self.main_format = main_format
+        self.scaler_crop = default_scaler_crop(self.main_size, SENSOR_SIZE)
+
+    def start(self) -> None:
+        with self._lock:
+            if self._running:
+                return
+            self._running = True
+            self._stop_error = None
+            self._t0_ns = time.monotonic_ns()
+        if self.settings.mode == "realtime":
+            self._thread = threading.Thread(target=self._run, name="imx500-emulator", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._running = False
+            self._lock.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _run(self) -> None:
+        duration = self.frame_duration_ns
+        sequence = 0
+        while True:
+            wake = self._t0_ns + sequence * duration
+            delay = (wake - time.monotonic_ns()) / 1e9
+            if delay > 0:
+                time.sleep(delay)
+            with self._lock:
+                if not self._running:
+                    return
+            try:
+                frame = self._expose(sequence)
+            except Exception as exc:  # e.g. EndOfStream: captures see it
+                with self._lock:
+                    self._stop_error = exc
+                    self._running = False
+                    self._lock.notify_all()
+                return
+            with self._lock:
+                self._latest = frame
+                self._lock.notify_all()
+            # A sensor does not wait: when we are late, the frames we missed are never exposed.
+            behind = (time.monotonic_ns() - self._t0_ns) // duration
+            sequence = max(sequence + 1, int(behind))
+
+    def capture(self, timeout_s: float | None = None) -> _Frame:
+        """The next frame (see module doc); raises EndOfStream, RuntimeError when stopped or on timeout."""
+        if self.settings.mode == "step":
+            with self._lock:
+                if not self._running:
+                    raise RuntimeError("camera is not started")
+                sequence = self._next_seq
+            # Never expose a frame before its time: the ROI latch of a frame must lie in the past.
+            wait = (self._t0_ns + sequence * self.frame_duration_ns - time.monotonic_ns()) / 1e9
+            if wait > 0:
+                time.sleep(wait)
+            return self._expose(sequence)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._lock:
+            while True:
+                if self._latest is not None and self._latest.sequence > self._returned_seq:
+                    self._returned_seq = self._latest.sequence
+                    return self._latest
+                if not self._running:
+                    raise self._stop_error or RuntimeError("camera is not started")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError("no frame from the emulated camera")
+                self._lock.wait(timeout=remaining if remaining is not None else 1.0)
+
+    def _source_frame(self, sequence: int) -> np.ndarray:
+        count = len(self.source)
+        if sequence >= count and not self.settings.loop:
+            raise EndOfStream(f"source exhausted after {count} frames")
+        return self.source.frame(sequence % count)
+
+    def _expose(self, sequence: int) -> _Frame:
+        timestamp = self._t0_ns + sequence * self.frame_duration_ns
+        with self._lock:
+            roi = self.roi_for(timestamp)
+            self._next_seq = sequence + 1
+        scene = self._source_frame(sequence)
+        stream = _isp_crop(scene, self.scaler_crop, self.main_size)
+        metadata: dict = {
+            "SensorTimestamp": timestamp,
+            "FrameDuration": self.frame_duration_ns // 1000,
+            "ScalerCrop": self.scaler_crop,
+            "EmulatorSequence": sequence,
+            "EmulatorInferenceRoi": roi,
+        }
+        failed = 0 <= self.settings.fail_after_frames <= sequence
+        if self.network is not None and not failed:
+            t_dsp = time.perf_counter()
+            crop = _isp_crop(scene, roi, (self.network.size, self.network.size))
+            t_dnn = time.perf_counter()
+            output = self.network.run(crop)
+            t_end = time.perf_counter()
+            if output.ndim == 2:
+                output = output[None]
+            channels, height, width = output.shape
+            info = CnnOutputTensorInfoExported()
+            info.network_name = self.network.name.encode()
+            info.num_tensors = 1
+            info.info[0].tensor_data_num = output.size
+            info.info[0].num_dimensions = 3
+            for i, dim in enumerate((width, height, channels)):  # innermost first
+                info.info[0].size[i] = dim
+            metadata["CnnOutputTensor"] = array.array("f", output.astype(np.float32).tobytes())
+            metadata["CnnOutputTensorInfo"] = bytes(info)
+            metadata["CnnKpiInfo"] = struct.pack("II", int((t_end - t_dnn) * 1e6), int((t_dnn - t_dsp) * 1e6))
+        if self._log is not None:
+            self._log.write(
+                json.dumps(
+                    {
+                        "sequence": sequence,
+                        "sensor_timestamp_ns": timestamp,
+                        "roi": list(roi),
+                        "scaler_crop": list(self.scaler_crop),
+                        "tensor": "CnnOutputTensor" in metadata,
+                    }
+                )
+                + "\n"
+            )
+            self._log.flush()
+        return _Frame(sequence, timestamp, _to_format(stream, self.main_format), metadata)
+
+
+def _isp_crop(scene: np.ndarray, rect_sensor: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
+    """Cut a full-sensor rectangle out of the scene (which spans the sensor) and scale it to ``size``."""
+    height, width = scene.shape[:2]
+    fx, fy = width / SENSOR_SIZE[0], height / SENSOR_SIZE[1]
+    x, y, w, h = rect_sensor
+    out_w, out_h = size
+    # Output pixel centre (u + 0.5) samples the sensor at x + (u + 0.5) * w / out_w.
+    sx, sy = w * fx / out_w, h * fy / out_h
+    matrix = np.array([[sx, 0.0, x * fx + 0.5 * sx - 0.5], [0.0, sy, y * fy + 0.5 * sy - 0.5]], np.float64)
+    return cv2.warpAffine(
+        scene,
+        matrix,
+        (out_w, out_h),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def _to_format(rgb: np.ndarray, fmt: str) -> np.ndarray:
+    """picamera2 format names give the byte order from the top: RGB888 arrays are [B, G, R]."""
+    if fmt == "RGB888":
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    if fmt == "BGR888":
+        return rgb.copy()
+    if fmt == "XBGR8888":
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)
+    if fmt == "XRGB8888":
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA)
+    raise ValueError(f"emulated camera does not support format {fmt!r}")

@@ -1,0 +1,105 @@
+"""sensor_msgs/Image <-> numpy without cv_bridge (ROS-free: works on any object with Image's fields).
+
+Supported encodings: rgb8, bgr8, mono8, rgba8, bgra8, mono16 (scaled to 8 bit),
+yuv422 / uyvy and yuv422_yuy2 / yuyv. Row padding (``step`` > width * bytes per
+pixel) is handled; a buffer shorter than ``step * height`` or a ``step`` too
+small for the width is rejected with :class:`ImageConversionError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+# encoding -> (channels, bytes per channel)
+_LAYOUTS: dict[str, tuple[int, int]] = {
+    "rgb8": (3, 1),
+    "bgr8": (3, 1),
+    "mono8": (1, 1),
+    "8UC1": (1, 1),
+    "8UC3": (3, 1),
+    "rgba8": (4, 1),
+    "bgra8": (4, 1),
+    "mono16": (1, 2),
+    "16UC1": (1, 2),
+    "uyvy": (2, 1),
+    "yuv422": (2, 1),
+    "yuyv": (2, 1),
+    "yuv422_yuy2": (2, 1),
+}
+
+SUPPORTED_ENCODINGS = tuple(sorted(_LAYOUTS))
+
+
+class ImageConversionError(ValueError):
+    """The image cannot be converted (unknown encoding, inconsistent sizes)."""
+
+
+def image_array(msg: Any) -> np.ndarray:
+    """The pixels as an (H, W, C) or (H, W) array in the message's own encoding (a view when possible)."""
+    encoding = str(msg.encoding)
+    if encoding not in _LAYOUTS:
+        raise ImageConversionError(
+            f"unsupported encoding '{encoding}' (supported: {', '.join(SUPPORTED_ENCODINGS)})"
+        )
+    channels, depth = _LAYOUTS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise ImageConversionError(f"image has no pixels ({width}x{height})")
+    row_bytes = width * channels * depth
+    if step < row_bytes:
+        raise ImageConversionError(f"step {step} is smaller than width * pixel size = {row_bytes}")
+    data = msg.data
+    buffer = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8)
+    if buffer.size < step * height:
+        raise ImageConversionError(
+            f"data has {buffer.size} bytes, expected step * height = {step} * {height} = {step * height}"
+        )
+    rows = buffer[: step * height].reshape(height, step)[:, :row_bytes]
+    if depth == 2:
+        dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
+        pixels = np.ascontiguousarray(rows).view(dtype).reshape(height, width)
+        return pixels.astype(np.uint16)
+    if channels == 1:
+        return rows
+    return rows.reshape(height, width, channels)
+
+
+def image_to_rgb(msg: Any) -> np.ndarray:
+    """Any supported Image -> uint8 (H, W, 3) RGB (contiguous)."""
+    pixels = image_array(msg)
+    encoding = str(msg.encoding)
+    if encoding in ("rgb8", "8UC3"):
+        return np.ascontiguousarray(pixels)
+    if encoding == "bgr8":
+        return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+    if encoding in ("mono8", "8UC1"):
+        return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_GRAY2RGB)
+    if encoding in ("mono16", "16UC1"):
+        return cv2.cvtColor((pixels >> 8).astype(np.uint8), cv2.COLOR_GRAY2RGB)
+    if encoding == "rgba8":
+        return cv2.cvtColor(pixels, cv2.COLOR_RGBA2RGB)
+    if encoding == "bgra8":
+        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGB)
+    if encoding in ("uyvy", "yuv422"):
+        return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_YUV2RGB_UYVY)
+    return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_YUV2RGB_YUYV)
+
+
+def fill_image(msg: Any, array: np.ndarray, encoding: str) -> Any:
+    """Fill an Image message (header untouched) from an (H, W) or (H, W, C) uint8 array."""
+    array = np.ascontiguousarray(array)
+    if array.dtype != np.uint8:
+        raise ImageConversionError(f"expected uint8 pixels, got {array.dtype}")
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    expected = _LAYOUTS.get(encoding)
+    if expected is None or expected[0] != channels or expected[1] != 1:
+        raise ImageConversionError(f"cannot write a {channels}-channel array as '{encoding}'")
+    msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(array.shape[1] * channels)
+    msg.data = array.tobytes()
+    return msg

@@ -1,0 +1,217 @@
+"""Frames + prompts -> per-prompt results and the frame's label mask (ROS-free).
+
+The ``mask`` topic encoding (also used by bag evaluation for multi-prompt ground
+truth): a mono8 image of the full frame size, where
+
+* 0 means background;
+* value k (1..255) means "object of the k-th entry (1-based) of the
+  SegmentationArray published for the same frame" (same header stamp);
+* where two masks overlap, the later entry wins;
+* entries past the 255th share the value 255 (max_prompts is capped at 255).
+
+Only entries with status OK draw into the mask; the others keep their index
+(the index is the array position, not the prompt id), so a consumer can always
+look up ``segmentations[k - 1].prompt_id``.
+
+Two producers of results:
+
+* :func:`segment_frame` for a :class:`~picosam3_ros.backends.base.CropSegmenter`
+  (CPU): one crop per prompt through ``picosam3_ros.crop``, one batched network
+  call, paste-back through the same module.
+* :func:`sensor_frame_results` for a sensor frame: only the prompt whose ROI was
+  in effect for that frame gets a mask; the others are NOT_SERVED.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Sequence
+
+import numpy as np
+
+from picosam3_ros.backends.base import CropSegmenter, SensorFrame
+from picosam3_ros.crop import CropRect, InvalidRoiError, crop_and_resize, crop_rect_for_box, resize_to_crop
+
+
+class Status(IntEnum):
+    """Mirrors the constants of picosam3_msgs/Segmentation."""
+
+    OK = 0
+    INVALID_ROI = 1
+    STALE_PROMPT = 2
+    BACKEND_ERROR = 3
+    NOT_SERVED = 4
+    TOO_MANY_PROMPTS = 5
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A box prompt: id, (x, y, w, h) in stream pixels, and when it was received (ns, node clock)."""
+
+    prompt_id: int
+    box_xywh: tuple[float, float, float, float]
+    stamp_ns: int = 0
+    frame_id: str = ""
+
+
+@dataclass
+class PromptResult:
+    """The result for one prompt on one frame.
+
+    crop: the region fed to the network, in frame pixels (None unless OK or NOT_SERVED with a crop).
+    crop_mask: uint8 (crop.height, crop.width), 255 = object (None unless OK).
+    logits96: the raw network output (S, S) float32 (None unless OK).
+    score: mean object probability inside the mask (0 unless OK).
+    latency_ms: frame arrival (or sensor readout) to result.
+    detail: a human-readable reason for a non-OK status.
+    """
+
+    prompt_id: int
+    status: Status
+    crop: CropRect | None = None
+    crop_mask: np.ndarray | None = None
+    logits96: np.ndarray | None = None
+    score: float = 0.0
+    backend: str = ""
+    latency_ms: float = 0.0
+    detail: str = ""
+
+
+def logit_threshold(probability: float) -> float:
+    """Probability threshold (0..1) -> logit threshold."""
+    p = min(max(float(probability), 1e-6), 1.0 - 1e-6)
+    return math.log(p / (1.0 - p))
+
+
+def mask_from_logits(logits: np.ndarray, crop: CropRect, threshold: float) -> tuple[np.ndarray, float]:
+    """Network logits (S, S) -> crop-local uint8 mask (255 = object) and its mean probability."""
+    resized = resize_to_crop(logits, crop)
+    inside = resized > logit_threshold(threshold)
+    mask = inside.astype(np.uint8) * np.uint8(255)
+    if not inside.any():
+        return mask, 0.0
+    probs = 1.0 / (1.0 + np.exp(-np.clip(resized[inside], -60.0, 60.0)))
+    return mask, float(probs.mean())
+
+
+def _elapsed_ms(t0_ns: int | None) -> float:
+    return 0.0 if t0_ns is None else (time.monotonic_ns() - t0_ns) / 1e6
+
+
+def segment_frame(
+    segmenter: CropSegmenter,
+    frame_rgb: np.ndarray,
+    prompts: Sequence[Prompt],
+    threshold: float = 0.5,
+    arrival_ns: int | None = None,
+) -> list[PromptResult]:
+    """Segment ``prompts`` on one RGB frame with one batched call; results in prompt order.
+
+    Invalid boxes (NaN, zero-size, outside the frame) get INVALID_ROI; a failing
+    network call gives every valid prompt BACKEND_ERROR. Never raises for bad prompts.
+    """
+    height, width = frame_rgb.shape[:2]
+    size = segmenter.input_size
+    results: list[PromptResult] = [
+        PromptResult(p.prompt_id, Status.OK, backend=segmenter.name) for p in prompts
+    ]
+    crops: list[np.ndarray] = []
+    served: list[int] = []
+    for index, prompt in enumerate(prompts):
+        try:
+            rect = crop_rect_for_box(prompt.box_xywh, (width, height))
+        except InvalidRoiError as exc:
+            results[index].status = Status.INVALID_ROI
+            results[index].detail = str(exc)
+            continue
+        results[index].crop = rect
+        crops.append(crop_and_resize(frame_rgb, rect, size))
+        served.append(index)
+    if served:
+        try:
+            logits = segmenter.infer(np.stack(crops))
+        except Exception as exc:  # any backend failure becomes a status, never a crash
+            for index in served:
+                results[index].status = Status.BACKEND_ERROR
+                results[index].detail = str(exc)
+                results[index].latency_ms = _elapsed_ms(arrival_ns)
+            return results
+        for row, index in enumerate(served):
+            result = results[index]
+            result.logits96 = logits[row]
+            result.crop_mask, result.score = mask_from_logits(logits[row], result.crop, threshold)
+    latency = _elapsed_ms(arrival_ns)
+    for result in results:
+        result.latency_ms = latency
+    return results
+
+
+def sensor_frame_results(
+    frame: SensorFrame,
+    prompts: Sequence[Prompt],
+    threshold: float = 0.5,
+    backend: str = "imx500",
+    arrival_ns: int | None = None,
+) -> list[PromptResult]:
+    """Results for a sensor frame: the prompt whose ROI was in effect gets the mask.
+
+    The crop reported is the ROI in effect for this frame (mapped to stream
+    pixels), which can differ from the prompt's current box when the box moved
+    after the ROI was requested: the mask is attributed to what the sensor saw.
+    """
+    height, width = frame.image_rgb.shape[:2]
+    inference = frame.inference
+    results = []
+    for prompt in prompts:
+        try:
+            crop_rect_for_box(prompt.box_xywh, (width, height))
+        except InvalidRoiError as exc:
+            results.append(
+                PromptResult(prompt.prompt_id, Status.INVALID_ROI, backend=backend, detail=str(exc))
+            )
+            continue
+        served = (
+            inference is not None
+            and inference.prompt_id == prompt.prompt_id
+            and inference.crop is not None
+            and inference.logits is not None
+        )
+        if not served:
+            results.append(
+                PromptResult(
+                    prompt.prompt_id, Status.NOT_SERVED, backend=backend, detail="waiting for its turn"
+                )
+            )
+            continue
+        mask, score = mask_from_logits(inference.logits, inference.crop, threshold)
+        results.append(
+            PromptResult(
+                prompt.prompt_id,
+                Status.OK,
+                crop=inference.crop,
+                crop_mask=mask,
+                logits96=inference.logits,
+                score=score,
+                backend=backend,
+            )
+        )
+    latency = _elapsed_ms(arrival_ns)
+    for result in results:
+        result.latency_ms = latency
+    return results
+
+
+def compose_frame_mask(results: Sequence[PromptResult], frame_size: tuple[int, int]) -> np.ndarray:
+    """The ``mask`` topic image: uint8 (height, width); value k = results[k-1] (see module doc)."""
+    width, height = frame_size
+    frame = np.zeros((height, width), np.uint8)
+    for index, result in enumerate(results):
+        if result.status != Status.OK or result.crop is None or result.crop_mask is None:
+            continue
+        rect = result.crop
+        region = frame[rect.y : rect.y_end, rect.x : rect.x_end]
+        region[result.crop_mask > 0] = min(index + 1, 255)
+    return frame

@@ -1,0 +1,277 @@
+"""Frames, masks and segmentation results for the teleop page: pairing, overlay, JPEG.
+
+ROS-free. The node's callbacks only hand arrays over (cheap); one encoder thread pairs
+each mask with the frame it was computed on (same stamp), tints the mask in its prompt's
+colour, encodes a JPEG at most ``max_fps`` times a second and wakes the HTTP streams.
+While masks are arriving only frames that have their mask are shown, so the overlay
+never slides against the picture; when they stop, raw frames are shown again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from picosam3_ros.teleop_prompts import prompt_color
+
+# Encodings the page can show (8 bits per channel); anything else is counted and skipped.
+_CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4, "8UC1": 1, "8UC3": 3}
+
+
+def to_bgr(data: bytes | memoryview, width: int, height: int, step: int, encoding: str) -> np.ndarray:
+    """A sensor_msgs/Image payload as an HxWx3 BGR array; ValueError when it cannot be shown."""
+    channels = _CHANNELS.get(encoding)
+    if channels is None:
+        raise ValueError(f"unsupported encoding '{encoding}' (supported: {', '.join(_CHANNELS)})")
+    if width <= 0 or height <= 0 or step < width * channels or len(data) < step * height:
+        raise ValueError(f"image {width}x{height} step {step} does not match its {len(data)} bytes")
+    rows = np.frombuffer(data, dtype=np.uint8, count=step * height).reshape(height, step)
+    pixels = rows[:, : width * channels].reshape(height, width, channels)
+    if encoding in ("rgb8",):
+        return cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    if encoding == "rgba8":
+        return cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGR)
+    if encoding == "bgra8":
+        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2BGR)
+    if channels == 1:
+        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR)
+    return np.ascontiguousarray(pixels)
+
+
+@dataclass(frozen=True)
+class PromptResult:
+    """One prompt's result on one frame (from picosam3_msgs/Segmentation)."""
+
+    prompt_id: int
+    status: str
+    score: float
+    backend: str
+    latency_ms: float
+
+
+@dataclass
+class _Frame:
+    frame_id: str
+    width: int
+    height: int
+    raw: tuple  # (data, step, encoding): converted only when shown
+
+
+def overlay_mask(bgr: np.ndarray, mask: np.ndarray, prompt_ids: list[int], alpha: float) -> np.ndarray:
+    """Tint mask pixels with value k in the colour of prompt_ids[k-1]; outline each region solidly."""
+    if mask.shape != bgr.shape[:2]:
+        mask = cv2.resize(mask, (bgr.shape[1], bgr.shape[0]), interpolation=cv2.INTER_NEAREST)
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    for k in range(1, 256):
+        # Values without a known prompt (no segmentations for this frame) get the k-th colour.
+        pid = prompt_ids[k - 1] if k - 1 < len(prompt_ids) else k
+        lut[k] = prompt_color(pid)[::-1]
+    inside = mask != 0
+    out = bgr.copy()
+    if inside.any():
+        tint = lut[mask[inside]].astype(np.float32)
+        out[inside] = (bgr[inside].astype(np.float32) * (1.0 - alpha) + tint * alpha).astype(np.uint8)
+        edge = cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) != 0
+        out[edge] = lut[cv2.dilate(mask, np.ones((3, 3), np.uint8))[edge]]
+    return out
+
+
+class FrameHub:
+    """Latest frames and results in, JPEGs out (one encoder thread shared by all viewers)."""
+
+    def __init__(
+        self, max_fps: float = 15.0, jpeg_quality: int = 80, mask_alpha: float = 0.45,
+        ring_size: int = 30, overlay_hold_s: float = 0.5,
+    ) -> None:
+        self.max_fps = max_fps
+        self.jpeg_quality = jpeg_quality
+        self.mask_alpha = mask_alpha
+        self.overlay_hold_s = overlay_hold_s
+        self._ring_size = ring_size
+        self._lock = threading.Condition()
+        self._frames: OrderedDict[int, _Frame] = OrderedDict()
+        self._masks: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._results: OrderedDict[int, list[PromptResult]] = OrderedDict()
+        self._dirty = False
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        # Output side.
+        self._jpeg_cond = threading.Condition()
+        self._jpeg: bytes | None = None
+        self._jpeg_seq = 0
+        self._encode_times: deque[float] = deque(maxlen=60)
+        self._sent_times: deque[float] = deque(maxlen=240)
+        # Statistics for the page.
+        self.frames_received = 0
+        self.frames_rejected = 0
+        self.last_error = ""
+        self.stream_size = (0, 0)
+        self.frame_id = ""
+        self.latest_results: list[PromptResult] = []
+        self.latest_results_time = 0.0
+        self._last_overlay_time = -1e9
+        self._last_shown_stamp: int | None = None
+        self._last_result_stamp: int | None = None
+
+    # ---- input side (called from ROS callbacks; must stay cheap) -----------------------
+    def put_frame(self, stamp_ns: int, frame_id: str, width: int, height: int, step: int,
+                  encoding: str, data: bytes | memoryview) -> None:
+        if encoding not in _CHANNELS:
+            self.frames_rejected += 1
+            self.last_error = f"frames on the image topic have encoding '{encoding}': not shown"
+            return
+        with self._lock:
+            self._frames[stamp_ns] = _Frame(frame_id, width, height, (data, step, encoding))
+            self._frames.move_to_end(stamp_ns)
+            while len(self._frames) > self._ring_size:
+                self._frames.popitem(last=False)
+            self.frames_received += 1
+            self.stream_size = (width, height)
+            self.frame_id = frame_id
+            self._dirty = True
+            self._lock.notify()
+
+    def put_mask(self, stamp_ns: int, mask: np.ndarray) -> None:
+        with self._lock:
+            self._masks[stamp_ns] = mask
+            while len(self._masks) > self._ring_size:
+                self._masks.popitem(last=False)
+            self._dirty = True
+            self._lock.notify()
+
+    def put_results(self, stamp_ns: int, results: list[PromptResult]) -> None:
+        with self._lock:
+            self._results[stamp_ns] = results
+            while len(self._results) > self._ring_size:
+                self._results.popitem(last=False)
+            self.latest_results = results
+            self.latest_results_time = time.monotonic()
+            self._dirty = True
+            self._lock.notify()
+
+    # ---- output side --------------------------------------------------------------------
+    def wait_jpeg(self, after_seq: int, timeout: float) -> tuple[int, bytes] | None:
+        """Block until a JPEG newer than after_seq exists (or timeout/stop); return (seq, jpeg)."""
+        with self._jpeg_cond:
+            self._jpeg_cond.wait_for(lambda: self._stop or self._jpeg_seq > after_seq, timeout)
+            if self._jpeg is None or self._jpeg_seq <= after_seq:
+                return None
+            return self._jpeg_seq, self._jpeg
+
+    def latest_jpeg(self) -> bytes | None:
+        with self._jpeg_cond:
+            return self._jpeg
+
+    def record_sent(self) -> None:
+        self._sent_times.append(time.monotonic())
+
+    @staticmethod
+    def _rate(times: deque[float], window: float = 3.0) -> float:
+        now = time.monotonic()
+        recent = [t for t in list(times) if now - t <= window]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
+
+    def stats(self) -> dict:
+        return {
+            "width": self.stream_size[0],
+            "height": self.stream_size[1],
+            "frame_id": self.frame_id,
+            "frames_received": self.frames_received,
+            "frames_rejected": self.frames_rejected,
+            "encoded_fps": round(self._rate(self._encode_times), 2),
+            "sent_fps": round(self._rate(self._sent_times), 2),
+            "error": self.last_error,
+        }
+
+    # ---- encoder thread -------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="teleop-encoder", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop = True
+            self._lock.notify_all()
+        with self._jpeg_cond:
+            self._jpeg_cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop
+
+    def _pick(self) -> tuple[int, _Frame, np.ndarray | None, list[int]] | None:
+        """Choose what to show next (called with the lock held)."""
+        now = time.monotonic()
+        # Newest mask that has its results and a frame (same stamp, else the newest frame of its size).
+        for stamp in reversed(self._masks):
+            if self._last_result_stamp is not None and stamp <= self._last_result_stamp:
+                break
+            if stamp not in self._results:
+                continue
+            mask = self._masks[stamp]
+            frame = self._frames.get(stamp)
+            if frame is None:
+                frame = next((f for f in reversed(self._frames.values())
+                              if (f.height, f.width) == mask.shape), None)
+            if frame is None:
+                continue
+            self._last_result_stamp = stamp
+            self._last_overlay_time = now
+            return stamp, frame, mask, [r.prompt_id for r in self._results[stamp]]
+        if now - self._last_overlay_time < self.overlay_hold_s or not self._frames:
+            return None  # masks are flowing: wait for the next one rather than flicker
+        stamp = next(reversed(self._frames))
+        if stamp == self._last_shown_stamp:
+            return None
+        return stamp, self._frames[stamp], None, []
+
+    def _run(self) -> None:
+        last_encode = -1e9
+        while True:
+            with self._lock:
+                self._lock.wait_for(lambda: self._stop or self._dirty, timeout=0.25)
+                if self._stop:
+                    return
+                wait = 1.0 / self.max_fps - (time.monotonic() - last_encode)
+                if wait > 0:
+                    picked = None
+                else:
+                    self._dirty = False
+                    picked = self._pick()
+            if wait > 0:
+                time.sleep(wait)
+                continue
+            if picked is None:
+                continue
+            stamp, frame, mask, prompt_ids = picked
+            try:
+                data, step, encoding = frame.raw
+                bgr = to_bgr(data, frame.width, frame.height, step, encoding)
+                if mask is not None:
+                    bgr = overlay_mask(bgr, mask, prompt_ids, self.mask_alpha)
+                ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(self.jpeg_quality)])
+                if not ok:
+                    raise ValueError("JPEG encoding failed")
+            except (ValueError, cv2.error) as exc:
+                self.frames_rejected += 1
+                self.last_error = str(exc)
+                continue
+            last_encode = time.monotonic()
+            self._last_shown_stamp = stamp
+            self._encode_times.append(last_encode)
+            with self._jpeg_cond:
+                self._jpeg = jpeg.tobytes()
+                self._jpeg_seq += 1
+                self._jpeg_cond.notify_all()
+            with self._lock:
+                # More may have arrived while encoding; re-check without waiting.
+                self._dirty = self._dirty or bool(self._frames)

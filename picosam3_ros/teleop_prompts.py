@@ -1,0 +1,202 @@
+"""Prompts made in the teleop page: validation, coordinates, the prompt set, rate limiting.
+
+ROS-free. The page sends a drag in *display* pixels together with the size the image
+was displayed at; the stream size (the frames' pixels, which ROIs refer to) is known
+only to the server. Converting here, against the stream size of the latest frame,
+keeps the page simple and the result right whatever the page's zoom, window size or
+the stream resolution.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+# Distinct, colour-blind-friendly-ish colours (RGB) for prompt ids; the page uses the same
+# list (served in /api/state), so a box, its table row and its mask share a colour.
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (255, 225, 25),
+    (170, 110, 40),
+)
+
+
+def prompt_color(prompt_id: int) -> tuple[int, int, int]:
+    """RGB colour of a prompt id (stable across the page, the overlay and restarts)."""
+    return PALETTE[(int(prompt_id) - 1) % len(PALETTE)]
+
+
+class InvalidPromptError(ValueError):
+    """A request from the page that must not become a prompt (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Box:
+    """A box in stream pixels: top-left corner and size (integers, inside the frame)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"x": self.x, "y": self.y, "width": self.width, "height": self.height}
+
+
+def _finite_number(payload: Mapping[str, Any], key: str) -> float:
+    value = payload.get(key)
+    # bool is an int subclass: a JSON true is not a coordinate.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidPromptError(f"'{key}' must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise InvalidPromptError(f"'{key}' must be finite, got {value!r}")
+    return value
+
+
+def display_box_to_stream(
+    payload: Mapping[str, Any],
+    stream_width: int,
+    stream_height: int,
+    min_size: int = 4,
+) -> Box:
+    """Convert a drag from the page into a box in stream pixels, or raise InvalidPromptError.
+
+    payload: x0, y0, x1, y1 (the two drag corners, any order) and display_width,
+    display_height (the size the image was drawn at), all in CSS pixels relative to the
+    image's top-left corner. The x and y axes scale independently, so a stretched display
+    maps right too. The box is clipped to the frame; a drag that misses the image, or is
+    smaller than ``min_size`` stream pixels either way after clipping, is rejected.
+    """
+    if stream_width <= 0 or stream_height <= 0:
+        raise InvalidPromptError("no camera frame yet: the stream size is unknown")
+    x0, y0, x1, y1 = (_finite_number(payload, k) for k in ("x0", "y0", "x1", "y1"))
+    display_w = _finite_number(payload, "display_width")
+    display_h = _finite_number(payload, "display_height")
+    if display_w < 1 or display_h < 1:
+        raise InvalidPromptError(f"display size {display_w}x{display_h} is too small")
+    sx = stream_width / display_w
+    sy = stream_height / display_h
+    left, right = sorted((x0 * sx, x1 * sx))
+    top, bottom = sorted((y0 * sy, y1 * sy))
+    if right <= 0 or bottom <= 0 or left >= stream_width or top >= stream_height:
+        raise InvalidPromptError("the box lies outside the image")
+    # Clip, then snap outwards to whole pixels so the operator's box is never shrunk.
+    left = max(0, math.floor(max(left, 0.0)))
+    top = max(0, math.floor(max(top, 0.0)))
+    right = min(stream_width, math.ceil(min(right, float(stream_width))))
+    bottom = min(stream_height, math.ceil(min(bottom, float(stream_height))))
+    width, height = right - left, bottom - top
+    if width < min_size or height < min_size:
+        raise InvalidPromptError(
+            f"the box is {width}x{height} stream pixels after clipping; at least {min_size}x{min_size} needed"
+        )
+    return Box(left, top, width, height)
+
+
+def box_fits(box: Box, stream_width: int, stream_height: int) -> bool:
+    """True when the box is non-empty and entirely inside a stream_width x stream_height frame."""
+    return (
+        box.width > 0
+        and box.height > 0
+        and box.x >= 0
+        and box.y >= 0
+        and box.x + box.width <= stream_width
+        and box.y + box.height <= stream_height
+    )
+
+
+class RateLimiter:
+    """Token bucket: ``rate`` requests per second on average, bursts of up to ``burst``.
+
+    Time is passed in (monotonic seconds), so tests need no clock.
+    """
+
+    def __init__(self, rate: float, burst: int) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"rate must be > 0 and burst >= 1, got {rate}, {burst}")
+        self.rate = float(rate)
+        self.burst = int(burst)
+        self._tokens = float(burst)
+        self._last: float | None = None
+        self.rejected = 0
+
+    def allow(self, now: float) -> bool:
+        if self._last is not None:
+            self._tokens = min(self.burst, self._tokens + max(0.0, now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        self.rejected += 1
+        return False
+
+
+@dataclass
+class PromptBook:
+    """The operator's prompts: ids from 1 up (0 belongs to the `roi` topic), at most max_prompts.
+
+    Thread-safe: the HTTP threads change it, the node reads it to publish.
+    """
+
+    max_prompts: int = 8
+    _prompts: dict[int, Box] = field(default_factory=dict)
+    _next_id: int = 1
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    version: int = 0
+
+    def add(self, box: Box) -> int:
+        with self._lock:
+            if len(self._prompts) >= self.max_prompts:
+                raise InvalidPromptError(f"already {self.max_prompts} prompts: remove one first")
+            prompt_id = self._next_id
+            self._next_id += 1
+            self._prompts[prompt_id] = box
+            self.version += 1
+            return prompt_id
+
+    def remove(self, prompt_id: int) -> None:
+        with self._lock:
+            if prompt_id not in self._prompts:
+                raise InvalidPromptError(f"no prompt with id {prompt_id}")
+            del self._prompts[prompt_id]
+            self.version += 1
+
+    def clear(self) -> None:
+        with self._lock:
+            self._prompts.clear()
+            self.version += 1
+
+    def drop_outside(self, stream_width: int, stream_height: int) -> list[int]:
+        """Remove prompts that no longer fit the frame (the stream size changed); return their ids."""
+        with self._lock:
+            gone = [pid for pid, box in self._prompts.items()
+                    if not box_fits(box, stream_width, stream_height)]
+            for pid in gone:
+                del self._prompts[pid]
+            if gone:
+                self.version += 1
+            return gone
+
+    def snapshot(self) -> list[tuple[int, Box]]:
+        """The prompts, oldest first."""
+        with self._lock:
+            return sorted(self._prompts.items())
+
+
+def parse_prompt_id(payload: Mapping[str, Any]) -> int:
+    value = payload.get("id")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**32:
+        raise InvalidPromptError(f"'id' must be a positive integer prompt id, got {value!r}")
+    return value

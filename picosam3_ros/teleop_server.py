@@ -1,0 +1,272 @@
+"""The teleop page's HTTP server (standard library only; ROS-free).
+
+Routes:
+    GET  /                  the page (index.html, app.js, style.css from picosam3_ros/teleop_ui/)
+    GET  /stream.mjpg       live frames with masks drawn in (multipart/x-mixed-replace JPEG)
+    GET  /frame.jpg         the latest such frame, once
+    GET  /api/state         JSON: stream size and rates, prompts with their latest results, backend
+    POST /api/prompts       JSON {"action": "add", x0, y0, x1, y1, display_width, display_height}
+                            | {"action": "remove", "id": n} | {"action": "clear"}
+
+Every change to the prompt set goes through ``teleop_prompts`` (validation, clipping, the
+prompt limit, a rate limit) before ``on_change`` is called to publish it, so nothing the
+page sends can reach ROS as an invalid prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+from picosam3_ros.teleop_frames import FrameHub
+from picosam3_ros.teleop_prompts import (
+    PALETTE,
+    InvalidPromptError,
+    PromptBook,
+    RateLimiter,
+    display_box_to_stream,
+    parse_prompt_id,
+)
+
+STATIC_DIR = Path(__file__).resolve().parent / "teleop_ui"
+STATIC_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+MAX_BODY_BYTES = 4096
+BOUNDARY = "picosam3frame"
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass
+class ServerConfig:
+    bind_address: str = "127.0.0.1"
+    port: int = 8088
+    min_box_size: int = 4
+    image_topic: str = "image_raw"
+
+
+class TeleopServer:
+    """Owns the HTTP server thread; the node owns the FrameHub, the PromptBook and publishing."""
+
+    def __init__(self, config: ServerConfig, hub: FrameHub, book: PromptBook, limiter: RateLimiter,
+                 on_change: Callable[[], None], log: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.hub = hub
+        self.book = book
+        self.limiter = limiter
+        self.on_change = on_change
+        self.log = log
+        self._limiter_lock = threading.Lock()
+        self._httpd = _Httpd((config.bind_address, config.port), _Handler)
+        self._httpd.app = self
+        self._thread: threading.Thread | None = None
+        self.rejected: dict[str, int] = {}
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful with port 0)."""
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        host = self.config.bind_address
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}/"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="teleop-http", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    # ---- request logic (no HTTP here, so it is easy to read and test) ---------------------
+    def state(self) -> dict:
+        results = {r.prompt_id: r for r in self.hub.latest_results}
+        last = self.hub.latest_results_time
+        results_age = time.monotonic() - last if last else None
+        prompts = []
+        for pid, box in self.book.snapshot():
+            entry = {"id": pid, "box": box.as_dict(), "color": list(PALETTE[(pid - 1) % len(PALETTE)])}
+            res = results.get(pid)
+            if res is not None:
+                entry["result"] = {"status": res.status, "score": round(res.score, 4), "backend": res.backend,
+                                   "latency_ms": round(res.latency_ms, 2)}
+            prompts.append(entry)
+        latest = self.hub.latest_results
+        backends = sorted({r.backend for r in latest if r.backend})
+        latencies = [r.latency_ms for r in latest if r.status == "OK"]
+        return {
+            "image_topic": self.config.image_topic,
+            "stream": self.hub.stats(),
+            "prompts": prompts,
+            "max_prompts": self.book.max_prompts,
+            "min_box_size": self.config.min_box_size,
+            "backend": ", ".join(backends),
+            "latency_ms": round(max(latencies), 2) if latencies else None,
+            "results_age_s": round(results_age, 3) if results_age is not None else None,
+            "rejected": dict(self.rejected),
+        }
+
+    def handle_prompt_request(self, payload: object) -> tuple[HTTPStatus, dict]:
+        if not isinstance(payload, dict):
+            return self._reject(HTTPStatus.BAD_REQUEST, "invalid", "the request body must be a JSON object")
+        with self._limiter_lock:
+            allowed = self.limiter.allow(time.monotonic())
+        if not allowed:
+            return self._reject(HTTPStatus.TOO_MANY_REQUESTS, "rate_limited",
+                                "too many prompt changes: slow down")
+        action = payload.get("action")
+        try:
+            if action == "add":
+                width, height = self.hub.stream_size
+                box = display_box_to_stream(payload, width, height, self.config.min_box_size)
+                prompt_id = self.book.add(box)
+                reply = {"ok": True, "id": prompt_id, "box": box.as_dict()}
+            elif action == "remove":
+                self.book.remove(parse_prompt_id(payload))
+                reply = {"ok": True}
+            elif action == "clear":
+                self.book.clear()
+                reply = {"ok": True}
+            else:
+                raise InvalidPromptError(f"unknown action {action!r} (add, remove or clear)")
+        except InvalidPromptError as exc:
+            return self._reject(HTTPStatus.BAD_REQUEST, "invalid", str(exc))
+        self.on_change()
+        return HTTPStatus.OK, reply
+
+    def _reject(self, status: HTTPStatus, kind: str, message: str) -> tuple[HTTPStatus, dict]:
+        self.rejected[kind] = self.rejected.get(kind, 0) + 1
+        return status, {"ok": False, "error": message}
+
+
+class _Httpd(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    app: TeleopServer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Httpd
+    protocol_version = "HTTP/1.1"
+    server_version = "picosam3-teleop"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # one line per request would drown the node's log
+
+    @property
+    def app(self) -> TeleopServer:
+        return self.server.app
+
+    def _host_allowed(self) -> bool:
+        # On a loopback bind, refuse other Host names: a web page elsewhere cannot then
+        # drive the robot through the operator's browser (DNS rebinding).
+        if self.app.config.bind_address not in ("127.0.0.1", "localhost", "::1"):
+            return True
+        try:
+            host = urlsplit("//" + (self.headers.get("Host") or "")).hostname
+        except ValueError:
+            return False
+        return host in LOOPBACK_HOSTS
+
+    def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_json(self, status: HTTPStatus, payload: dict) -> None:
+        self._send(status, json.dumps(payload).encode(), "application/json")
+
+    def do_GET(self) -> None:
+        if not self._host_allowed():
+            self._send_json(HTTPStatus.FORBIDDEN, {"ok": False, "error": "unexpected Host header"})
+            return
+        path = self.path.split("?", 1)[0]
+        if path in STATIC_FILES:
+            name, content_type = STATIC_FILES[path]
+            self._send(HTTPStatus.OK, (STATIC_DIR / name).read_bytes(), content_type)
+        elif path == "/api/state":
+            self._send_json(HTTPStatus.OK, self.app.state())
+        elif path == "/frame.jpg":
+            jpeg = self.app.hub.latest_jpeg()
+            if jpeg is None:
+                self._send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"ok": False, "error": "no frame yet"})
+            else:
+                self._send(HTTPStatus.OK, jpeg, "image/jpeg")
+        elif path == "/stream.mjpg":
+            self._stream()
+        else:
+            self._send_json(HTTPStatus.NOT_FOUND, {"ok": False, "error": f"no such page: {path}"})
+
+    def do_POST(self) -> None:
+        if not self._host_allowed():
+            self._send_json(HTTPStatus.FORBIDDEN, {"ok": False, "error": "unexpected Host header"})
+            return
+        if self.path.split("?", 1)[0] != "/api/prompts":
+            self._send_json(HTTPStatus.NOT_FOUND, {"ok": False, "error": "POST only to /api/prompts"})
+            return
+        # JSON only: a cross-site form cannot send it without a CORS preflight, which we never allow.
+        if not (self.headers.get("Content-Type") or "").startswith("application/json"):
+            self._send_json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                            {"ok": False, "error": "send application/json"})
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or "0")
+        except ValueError:
+            length = -1
+        if not 0 < length <= MAX_BODY_BYTES:
+            self.close_connection = True
+            self._send_json(HTTPStatus.BAD_REQUEST, {"ok": False, "error": "body missing or too large"})
+            return
+        try:
+            payload = json.loads(self.rfile.read(length))
+        except (ValueError, UnicodeDecodeError):
+            self._send_json(HTTPStatus.BAD_REQUEST, {"ok": False, "error": "the body is not valid JSON"})
+            return
+        status, reply = self.app.handle_prompt_request(payload)
+        reply["state"] = self.app.state()
+        self._send_json(status, reply)
+
+    def _stream(self) -> None:
+        self.close_connection = True
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        hub = self.app.hub
+        seq = 0
+        try:
+            self.wfile.write(f"--{BOUNDARY}\r\n".encode())
+            while not hub.stopped:
+                got = hub.wait_jpeg(seq, timeout=1.0)
+                if got is None:
+                    continue
+                seq, jpeg = got
+                # The boundary goes right after each picture: browsers show a part when the
+                # next boundary arrives, so this avoids a one-frame lag.
+                head = f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+                self.wfile.write(head + jpeg + f"\r\n--{BOUNDARY}\r\n".encode())
+                self.wfile.flush()
+                hub.record_sent()
+        except (BrokenPipeError, ConnectionResetError, TimeoutError, OSError):
+            return  # the viewer went away

@@ -1,0 +1,130 @@
+"""Training configuration: one flat dataclass, read from YAML, overridden with ``--set key=value``,
+saved as ``config.yaml`` beside every checkpoint (timm/nanoGPT style)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+
+# Normalisation written into model_card.json; training uses exactly these numbers.
+PIXEL_SCALE = 1.0 / 255.0
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# The development split: evaluation only, never training.
+DEV_VAL_DATASET = "coco/annotations/instances_val2017_dev.json:coco/val2017"
+
+
+@dataclass
+class TrainConfig:
+    # model
+    model: str = "picosam3"
+    width_mult: float = 1.0
+    # data: "annotations.json:image_dir" pairs, relative to data_root unless absolute
+    data_root: str = ""  # empty = ../shared/data beside the repository
+    train_datasets: list[str] = field(default_factory=lambda: [
+        "coco/annotations/instances_train2017.json:coco/train2017",
+        "pennfudan/instances_pennfudan.json:pennfudan/images",
+    ])
+    val_dataset: str = DEV_VAL_DATASET
+    teacher_caches: list[str] = field(default_factory=list)  # directories written by cache-teacher
+    cache_dir: str = ".cache/picosam3_train"  # decoded context crops (npz), relative to the repo
+    context_size: int = 192  # stored context crop side: 2x the padded square, so jitter is a crop
+    max_train_instances: int = 0  # 0 = all (tests use a handful)
+    # augmentation
+    augment: bool = True
+    hflip_prob: float = 0.5
+    box_jitter: float = 0.08  # std of each box edge's shift, as a fraction of the box side
+    scale_jitter: float = 0.15  # std of log box scale
+    color_jitter: float = 0.25  # brightness/contrast/saturation strength
+    # loss
+    teacher_sharpen: float = 5.0  # the published sigmoid(5x) of the teacher term
+    teacher_weight_max: float = 0.8  # cap of the per-sample teacher weight
+    area_weight: float = 1.0
+    area_min_ratio: float = 0.4
+    # optimisation
+    epochs: int = 30
+    max_steps: int = 0  # 0 = epochs * steps per epoch; > 0 stops early (tests, smoke runs)
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    grad_clip: float = 2.0
+    # evaluation / checkpoints
+    eval_every: int = 1  # epochs; 0 = never
+    eval_max_instances: int = 0  # 0 = the whole dev split
+    out_dir: str = "runs/picosam3"
+    # runtime
+    device: str = "auto"  # auto, cpu, cuda
+    threads: int = 2
+    seed: int = 0
+    channels_last: bool = True
+
+    def resolved_data_root(self) -> Path:
+        return Path(self.data_root).expanduser() if self.data_root else DEFAULT_DATA_ROOT
+
+    def resolve_dataset(self, spec: str) -> tuple[Path, Path]:
+        """'annotations.json:image_dir' -> absolute (annotation file, image dir)."""
+        if ":" not in spec:
+            raise ValueError(f"dataset spec {spec!r} must be 'annotations.json:image_dir'")
+        ann, images = spec.rsplit(":", 1)
+        root = self.resolved_data_root()
+        return (root / ann).resolve(), (root / images).resolve()
+
+    def resolved_cache_dir(self) -> Path:
+        path = Path(self.cache_dir)
+        return path if path.is_absolute() else REPO_ROOT / path
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _coerce(name: str, value: Any, current: Any) -> Any:
+    if isinstance(current, bool):
+        if isinstance(value, str):
+            return value.lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if isinstance(current, int) and not isinstance(current, bool):
+        return int(value)
+    if isinstance(current, float):
+        return float(value)
+    if isinstance(current, list):
+        if isinstance(value, str):
+            return [v for v in value.split(",") if v]
+        return list(value)
+    return value if value is None else str(value)
+
+
+def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+    config = dataclasses.replace(base) if base is not None else TrainConfig()
+    known = {f.name for f in fields(TrainConfig)}
+    for key, value in values.items():
+        if key not in known:
+            raise ValueError(f"unknown config key {key!r}; known: {sorted(known)}")
+        setattr(config, key, _coerce(key, value, getattr(config, key)))
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """YAML file (optional) then ``key=value`` overrides (values parsed as YAML scalars/lists)."""
+    config = TrainConfig()
+    if path:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        config = config_from_dict(values, config)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must be key=value")
+        key, raw = item.split("=", 1)
+        config = config_from_dict({key.strip(): yaml.safe_load(raw)}, config)
+    return config
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

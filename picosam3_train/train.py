@@ -1,0 +1,291 @@
+"""``picosam3_train train``: train PicoSAM3 (or PicoSAM2, or the wide CNN teacher).
+
+    picosam3_train train --config picosam3_train/configs/picosam3.yaml --set epochs=20 --set out_dir=runs/x
+    picosam3_train train --resume runs/x/last.pt          # continue where it stopped
+
+Writes to ``out_dir``: ``last.pt``/``best.pt`` (+ ``.yaml`` configs), ``metrics.jsonl`` (one line
+per logging interval and per evaluation) and prints a tqdm bar with loss and samples/s.
+The best checkpoint is chosen by crop-space mIoU on the dev split, evaluated every
+``eval_every`` epochs (evaluation only: that split is never trained on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from picosam3_ros.crop import CropRect
+from picosam3_ros.metrics import mean_fraction_above_iou_thresholds
+from picosam3_train.checkpoint import load_checkpoint, save_checkpoint
+from picosam3_train.config import (IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE, TrainConfig, load_config,
+                                   save_config)
+from picosam3_train.data import CROP_SIZE, CropDataset, EvalCrops, InstanceStore, collate, load_teacher_caches
+from picosam3_train.loss import distillation_loss
+from picosam3_train.model import build_model, describe
+from picosam3_train.seed import seed_everything
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda requested but CUDA is not available")
+    return torch.device(name)
+
+
+def build_train_dataset(config: TrainConfig, quiet: bool = False) -> CropDataset:
+    stores, files = [], []
+    for spec in config.train_datasets:
+        ann, images = config.resolve_dataset(spec)
+        if "val2017" in ann.name:
+            raise ValueError(f"refusing to train on {ann.name}: the val split is for evaluation only")
+        stores.append(InstanceStore.build(ann, images, config.resolved_cache_dir(), "context",
+                                          config.context_size, config.max_train_instances, quiet=quiet))
+        files.append(ann)
+    teachers = load_teacher_caches(config.teacher_caches, files) if config.teacher_caches else {}
+    if config.teacher_caches and not quiet:
+        print(f"teacher caches cover: {sorted(teachers)}")
+    return CropDataset(stores, IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE, augment=config.augment,
+                       hflip_prob=config.hflip_prob, box_jitter=config.box_jitter,
+                       scale_jitter=config.scale_jitter, color_jitter=config.color_jitter,
+                       teachers=teachers, seed=config.seed)
+
+
+def build_eval_crops(config: TrainConfig, quiet: bool = False) -> EvalCrops | None:
+    if not config.val_dataset:
+        return None
+    ann, images = config.resolve_dataset(config.val_dataset)
+    store = InstanceStore.build(ann, images, config.resolved_cache_dir(), "standard", quiet=quiet)
+    return EvalCrops(store, IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE, config.eval_max_instances)
+
+
+def batch_ious(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Per-instance IoU of boolean (N,H,W) masks; an empty union counts 1 (papers' protocol)."""
+    inter = np.logical_and(pred, gt).reshape(len(pred), -1).sum(1)
+    union = np.logical_or(pred, gt).reshape(len(pred), -1).sum(1)
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images: np.ndarray, device: torch.device,
+                   batch_size: int = 128, channels_last: bool = True) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[start:start + batch_size]).to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out.append(model(x).float().cpu().numpy()[:, 0])
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, CROP_SIZE, CROP_SIZE), np.float32)
+
+
+def evaluate_crop_space(model: torch.nn.Module, crops: EvalCrops, device: torch.device,
+                        channels_last: bool = True) -> dict:
+    """Crop-space (96x96) mIoU of logits > 0 against the standard-crop ground truth."""
+    logits = predict_logits(model, crops.images, device, channels_last=channels_last)
+    ious = batch_ious(logits > 0, crops.masks)
+    result = {"miou": float(ious.mean()), "instances": int(len(ious)),
+              "mean_fraction_above_iou_50_95": mean_fraction_above_iou_thresholds(ious)}
+    buckets = np.asarray(crops.buckets)
+    for bucket in ("small", "medium", "large"):
+        sel = buckets == bucket
+        result[f"miou_{bucket}"] = float(ious[sel].mean()) if sel.any() else float("nan")
+    return result
+
+
+def box_as_mask_crop_iou(store: InstanceStore, limit: int = 0) -> float:
+    """The baseline: the prompt box itself, drawn into the standard crop, as the mask
+    (a pixel is in when its centre lies inside the box)."""
+    n = len(store) if not limit else min(limit, len(store))
+    ious = []
+    for i in range(n):
+        x, y, w, h = (float(v) for v in store.boxes[i])
+        rect = CropRect(*(int(v) for v in store.context[i]))
+        cols = (np.arange(CROP_SIZE) + 0.5) * rect.width / CROP_SIZE + rect.x
+        rows = (np.arange(CROP_SIZE) + 0.5) * rect.height / CROP_SIZE + rect.y
+        pred = np.zeros((CROP_SIZE, CROP_SIZE), bool)
+        pred[np.ix_((rows >= y) & (rows < y + h), (cols >= x) & (cols < x + w))] = True
+        ious.append(batch_ious(pred[None], (np.asarray(store.masks[i]) >= 128)[None])[0])
+    return float(np.mean(ious))
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for param in model.parameters():
+        (decay if param.dim() > 1 else no_decay).append(param)  # no decay on BN and biases
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup: int):
+    warmup = max(1, min(warmup, total_steps // 5))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train(config: TrainConfig, resume: str | Path | None = None, quiet: bool = False) -> dict:
+    """Run training; returns a summary dict (best/last mIoU, steps, samples/s, paths)."""
+    seed_everything(config.seed)
+    torch.set_num_threads(max(1, config.threads))
+    device = select_device(config.device)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    dataset = build_train_dataset(config, quiet=quiet)
+    eval_crops = build_eval_crops(config, quiet=quiet) if config.eval_every > 0 else None
+    model = build_model(config.model, width_mult=config.width_mult)
+    if not quiet:
+        describe(model)
+    optimizer = make_optimizer(model, config)
+
+    batch_size = min(config.batch_size, len(dataset))
+    steps_per_epoch = max(1, len(dataset) // batch_size)
+    total_steps = config.max_steps if config.max_steps > 0 else config.epochs * steps_per_epoch
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    scheduler = make_scheduler(optimizer, total_steps, config.warmup_steps)
+
+    start_epoch, step, best_miou, history = 0, 0, -1.0, []
+    if resume:
+        payload = torch.load(resume, map_location="cpu", weights_only=False)
+        model.load_state_dict(payload["model_state"])
+        extra = payload.get("extra", {})
+        optimizer.load_state_dict(extra["optimizer"])
+        scheduler.load_state_dict(extra["scheduler"])
+        start_epoch, step = int(extra["epoch"]) + 1, int(extra["step"])
+        best_miou = float(extra.get("best_miou", -1.0))
+        history = list(extra.get("history", []))
+        if not quiet:
+            print(f"resumed from {resume}: epoch {start_epoch}, step {step}, best mIoU {best_miou:.4f}")
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    save_config(config, out_dir / "config.yaml")
+    log_file = (out_dir / "metrics.jsonl").open("a")
+
+    def log(record: dict) -> None:
+        log_file.write(json.dumps(record) + "\n")
+        log_file.flush()
+
+    model.train()
+    run_start = time.perf_counter()
+    samples_seen = 0
+    first_loss = last_loss = None
+    for epoch in range(start_epoch, epochs):
+        if step >= total_steps:
+            break
+        order = np.random.default_rng(config.seed * 1000 + epoch).permutation(len(dataset))
+        dataset.reseed(config.seed * 1000 + epoch + 1)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=quiet,
+                   mininterval=2.0, dynamic_ncols=True)
+        running: dict[str, float] = {}
+        epoch_start = time.perf_counter()
+        for b in bar:
+            if step >= total_steps:
+                break
+            batch = collate([dataset[int(i)] for i in order[b * batch_size:(b + 1) * batch_size]])
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            images = batch["image"]
+            if config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            logits = model(images)
+            has_teacher = bool((batch["teacher_score"] > 0).any())
+            parts = distillation_loss(
+                logits, batch["mask"],
+                batch["teacher"] if has_teacher else None, batch["teacher_valid"],
+                batch["teacher_score"] if has_teacher else None,
+                sharpen=config.teacher_sharpen, teacher_weight_max=config.teacher_weight_max,
+                area_weight=config.area_weight, area_min_ratio=config.area_min_ratio)
+            optimizer.zero_grad(set_to_none=True)
+            parts.total.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            samples_seen += len(images)
+            values = parts.as_floats()
+            first_loss = values["total"] if first_loss is None else first_loss
+            last_loss = values["total"]
+            for k, v in values.items():
+                running[k] = 0.9 * running.get(k, v) + 0.1 * v
+            rate = (b + 1) * batch_size / max(1e-9, time.perf_counter() - epoch_start)
+            bar.set_postfix(loss=f"{running['total']:.3f}", gt=f"{running['ground_truth']:.3f}",
+                            t=f"{running['teacher']:.3f}", area=f"{running['area']:.3f}",
+                            sps=f"{rate:.1f}", refresh=False)
+            if step % 20 == 0 or step == total_steps:
+                log({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "samples_per_s": rate,
+                     **{f"loss_{k}": v for k, v in running.items()}})
+        bar.close()
+
+        last_epoch = step >= total_steps or epoch == epochs - 1
+        metrics = {}
+        if eval_crops is not None and ((epoch + 1) % config.eval_every == 0 or last_epoch):
+            metrics = evaluate_crop_space(model, eval_crops, device, config.channels_last)
+            record = {"epoch": epoch, "step": step, "eval": metrics,
+                      "elapsed_s": time.perf_counter() - run_start}
+            history.append(record)
+            log(record)
+            if not quiet:
+                print(f"epoch {epoch + 1}: dev-val crop mIoU {metrics['miou']:.4f} "
+                      f"(S {metrics['miou_small']:.3f} M {metrics['miou_medium']:.3f} "
+                      f"L {metrics['miou_large']:.3f}), loss {running.get('total', float('nan')):.4f}",
+                      flush=True)
+        extra = {"epoch": epoch, "step": step, "best_miou": best_miou, "history": history,
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "metrics": metrics}
+        if metrics and metrics["miou"] > best_miou:
+            best_miou = metrics["miou"]
+            extra["best_miou"] = best_miou
+            save_checkpoint(out_dir / "best.pt", model, config, {**extra, "optimizer": None, "scheduler": None})
+        save_checkpoint(out_dir / "last.pt", model, config, extra)
+    log_file.close()
+    elapsed = time.perf_counter() - run_start
+    summary = {"best_miou": best_miou, "steps": step, "samples_seen": samples_seen,
+               "samples_per_s": samples_seen / max(elapsed, 1e-9), "elapsed_s": elapsed,
+               "first_loss": first_loss, "last_loss": last_loss, "out_dir": str(out_dir)}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if not quiet:
+        print(json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="picosam3_train train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML config (keys of picosam3_train.config.TrainConfig)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (repeatable); lists comma-separated")
+    parser.add_argument("--resume", help="continue from a last.pt checkpoint (its config is used)")
+    args = parser.parse_args(argv)
+    if args.resume:
+        _, config, _ = load_checkpoint(args.resume)
+        config = load_config(None, []) if config is None else config
+        from picosam3_train.config import config_from_dict
+
+        overrides = dict(item.split("=", 1) for item in args.overrides)
+        import yaml
+
+        config = config_from_dict({k: yaml.safe_load(v) for k, v in overrides.items()}, config)
+    else:
+        config = load_config(args.config, args.overrides)
+    train(config, resume=args.resume)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

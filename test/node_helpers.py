@@ -1,0 +1,245 @@
+"""Helpers shared by the node tests (and usable by other test files).
+
+* Tiny ONNX models with known outputs, written with a model card:
+  :func:`write_disk_model` (a fixed centred disk of logits, whatever the input) and
+  :func:`write_red_model` (logit > 0 exactly where the red channel is > 127).
+* Processes: :func:`ros_env` (a test-specific ROS_DOMAIN_ID, localhost discovery),
+  :func:`start_process` / :func:`stop_process` and the :func:`running` context manager
+  that always kills its child.
+* :class:`RosClient`: an rclpy node in the test process spinning in a thread, with
+  :meth:`RosClient.wait_for` (a generous timeout, never a timed assertion).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+SIZE = 96
+
+
+def disk_logits(size: int = SIZE, radius: float = 30.0, value: float = 8.0) -> np.ndarray:
+    """(size, size) float32: +value inside a centred disk, -value outside (what write_disk_model outputs)."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    centre = (size - 1) / 2.0
+    inside = (xx - centre) ** 2 + (yy - centre) ** 2 <= radius**2
+    return np.where(inside, value, -value).astype(np.float32)
+
+
+def _card(directory: Path, files: dict[str, str]) -> None:
+    card = {
+        "input": {
+            "name": INPUT_NAME,
+            "size": SIZE,
+            "layout": "NCHW",
+            "color": "RGB",
+            "scale": 1.0 / 255.0,
+            "mean": [0.0, 0.0, 0.0],
+            "std": [1.0, 1.0, 1.0],
+        },
+        "output": {"name": OUTPUT_NAME},
+        "files": files,
+    }
+    (directory / "model_card.json").write_text(json.dumps(card, indent=2))
+
+
+def _save(graph, path: Path) -> None:
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def write_disk_model(directory: Path, radius: float = 30.0, value: float = 8.0) -> Path:
+    """A model whose logits are a fixed centred disk (input ignored, batch kept); returns ``directory``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    directory.mkdir(parents=True, exist_ok=True)
+    disk = numpy_helper.from_array(disk_logits(SIZE, radius, value)[None, None], "disk")
+    zero = numpy_helper.from_array(np.zeros((1,), np.float32), "zero")
+    nodes = [
+        helper.make_node("ReduceMean", [INPUT_NAME], ["mean"], axes=[1], keepdims=1),
+        helper.make_node("Mul", ["mean", "zero"], ["zeros"]),
+        helper.make_node("Add", ["zeros", "disk"], [OUTPUT_NAME]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "disk",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", 1, SIZE, SIZE])],
+        initializer=[disk, zero],
+    )
+    _save(graph, directory / "disk.onnx")
+    _card(directory, {"fp32": "disk.onnx", "int8": "disk.onnx"})
+    return directory
+
+
+def write_red_model(directory: Path, gain: float = 40.0) -> Path:
+    """A model with logits = gain * (red/255 - 0.5): object exactly where red > 127.5."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    directory.mkdir(parents=True, exist_ok=True)
+    inits = [
+        numpy_helper.from_array(np.array([0], np.int64), "starts"),
+        numpy_helper.from_array(np.array([1], np.int64), "ends"),
+        numpy_helper.from_array(np.array([1], np.int64), "axes"),
+        numpy_helper.from_array(np.array([0.5], np.float32), "half"),
+        numpy_helper.from_array(np.array([gain], np.float32), "gain"),
+    ]
+    nodes = [
+        helper.make_node("Slice", [INPUT_NAME, "starts", "ends", "axes"], ["red"]),
+        helper.make_node("Sub", ["red", "half"], ["centred"]),
+        helper.make_node("Mul", ["centred", "gain"], [OUTPUT_NAME]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "red",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", 1, SIZE, SIZE])],
+        initializer=inits,
+    )
+    _save(graph, directory / "red.onnx")
+    _card(directory, {"fp32": "red.onnx", "int8": "red.onnx"})
+    return directory
+
+
+# --- processes ------------------------------------------------------------------------------------
+def ros_env(domain_id: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child ROS process: isolated domain, localhost discovery, unbuffered output."""
+    env = dict(os.environ)
+    env["ROS_DOMAIN_ID"] = str(domain_id)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def node_command(
+    module: str, params: dict[str, object] | None = None, params_file: Path | None = None
+) -> list:
+    """``python -m``-style command for a node module with ``--ros-args`` parameters."""
+    cmd = [sys.executable, "-c", f"import sys; from {module} import main; sys.exit(main())", "--ros-args"]
+    if params_file is not None:
+        cmd += ["--params-file", str(params_file)]
+    for name, value in (params or {}).items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        cmd += ["-p", f"{name}:={value}"]
+    return cmd
+
+
+def start_process(cmd: Sequence[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """Start ``cmd`` in its own process group with stdout+stderr to ``log_path``."""
+    log = open(log_path, "wb")  # noqa: SIM115 - closed by stop_process
+    proc = subprocess.Popen(
+        list(cmd), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+    )
+    proc._log_file = log  # type: ignore[attr-defined]
+    return proc
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int | None:
+    """SIGINT, then SIGKILL after ``timeout``; returns the exit code. Only touches this process group."""
+    try:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        pass
+    finally:
+        log = getattr(proc, "_log_file", None)
+        if log is not None:
+            log.close()
+    return proc.returncode
+
+
+@contextlib.contextmanager
+def running(cmd: Sequence[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
+    """Run a child for the duration of a ``with`` block; it is always stopped, even on failure."""
+    proc = start_process(cmd, env, log_path)
+    try:
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+# --- a ROS client in the test process -------------------------------------------------------------
+class RosClient:
+    """A node in the test process with its own context (domain ``domain_id``), spinning in a thread."""
+
+    def __init__(self, domain_id: int, name: str = "test_client"):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.lock = threading.Lock()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:
+                if not self.context.ok():
+                    return
+                raise
+
+    def collect(self, msg_type, topic: str, qos=10) -> list:
+        """Subscribe and return the list the messages are appended to."""
+        received: list = []
+
+        def callback(msg) -> None:
+            with self.lock:
+                received.append(msg)
+
+        self.node.create_subscription(msg_type, topic, callback, qos)
+        return received
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 60.0, proc=None) -> bool:
+        """Poll ``predicate`` until true or timeout; stops early if ``proc`` exited."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if predicate():
+                    return True
+            if proc is not None and proc.poll() is not None:
+                return False
+            time.sleep(0.05)
+        return False
+
+    def close(self) -> None:
+        import rclpy
+
+        try:
+            self.executor.shutdown(timeout_sec=1.0)
+            self.node.destroy_node()
+        finally:
+            if self.context.ok():
+                rclpy.shutdown(context=self.context)
+        self._thread.join(timeout=2.0)

@@ -1,0 +1,414 @@
+"""The teleop page in a real headless browser, against the real teleop_ui node over DDS.
+
+Processes: the `teleop_ui` node (python -m picosam3_ros.teleop_ui_node), a stand-in sensor
+(test/teleop_standin.py: grey frames on `image`, known masks and segmentations for the
+prompts it receives, and a JSON line for every RoiPromptArray that reached it), and
+Debian's Chromium driven by Selenium through chromium-driver. The test drags boxes with
+real pointer input and checks what reached ROS, what the page shows (a pixel check of the
+mask overlay in a screenshot, the results table), removal by click, that bad input never
+reaches ROS as an invalid prompt, and coordinates across window sizes (the display size
+differs from the 640x360 stream both ways).
+
+Needs chromium + chromium-driver (installed here with apt-get when missing and running as
+root) and selenium (requirements/test.txt); skips with the reason when they cannot be had.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from picosam3_ros.teleop_prompts import prompt_color
+
+REPO = Path(__file__).resolve().parent.parent
+DOMAIN_ID = 64
+STREAM_W, STREAM_H = 640, 360
+MAX_PROMPTS = 4
+MIN_BOX = 4
+GREY = 128
+ALPHA = 0.45
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-quic", "--disable-dev-shm-usage",
+]
+WAIT_S = 90.0  # generous: a loaded 2-core machine; never a timing assertion, only a give-up
+
+
+def _apt_install(packages: list[str]) -> str:
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    out = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *packages], env=env,
+                         capture_output=True, text=True, timeout=1200)
+    if out.returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
+        out = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *packages], env=env,
+                             capture_output=True, text=True, timeout=1200)
+    return out.stdout[-2000:] + out.stderr[-2000:]
+
+
+def _browser_paths() -> tuple[str, str]:
+    """Chromium and chromedriver, installed with apt-get when missing (root only), else skip."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        if os.geteuid() == 0 and shutil.which("apt-get"):
+            log = _apt_install(["chromium", "chromium-driver"])
+            chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+            if not (chromium and driver):
+                pytest.skip(f"chromium/chromium-driver could not be installed with apt-get: {log}")
+        else:
+            pytest.skip("chromium and chromium-driver are missing and cannot be installed here "
+                        "(needs root and apt-get): `apt-get install chromium chromium-driver`")
+    return chromium, driver
+
+
+def _import_selenium():
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        pin = next((line.strip() for line in (REPO / "requirements/test.txt").read_text().splitlines()
+                    if line.startswith("selenium")), "selenium")
+        out = subprocess.run([sys.executable, "-m", "pip", "install", pin], capture_output=True, text=True,
+                             timeout=600)
+        if out.returncode != 0:
+            pytest.skip(f"selenium is not installed and `pip install {pin}` failed: {out.stderr[-500:]}")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    return webdriver, Service
+
+
+class Proc:
+    """A child process whose output lines are collected by a thread."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def output(self) -> str:
+        return "\n".join(self.lines[-60:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=15)
+
+
+def wait_for(predicate, what: str, timeout: float = WAIT_S, procs: tuple[Proc, ...] = ()):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        for proc in procs:
+            if proc.proc.poll() is not None:
+                pytest.fail(f"a process exited while waiting for {what}:\n{proc.output()}")
+        time.sleep(0.1)
+    logs = "\n---\n".join(p.output() for p in procs)
+    pytest.fail(f"gave up waiting for {what} after {timeout:.0f} s\n{logs}")
+
+
+class Rig:
+    def __init__(self, ui: Proc, standin: Proc, url: str) -> None:
+        self.ui, self.standin, self.url = ui, standin, url
+
+    def prompt_sets(self) -> list[list[list[int]]]:
+        """Every RoiPromptArray that reached ROS, as [[id, x, y, w, h], ...], oldest first."""
+        sets = []
+        for line in list(self.standin.lines):
+            if line.startswith("{"):
+                record = json.loads(line)
+                if "prompts" in record:
+                    sets.append(record["prompts"])
+        return sets
+
+    def wait_set(self, predicate, what: str, since: int = 0):
+        # Wrapped in a list: an empty set is a valid answer, and falsy.
+        found = wait_for(lambda: next(([s] for s in self.prompt_sets()[since:] if predicate(s)), None), what,
+                         procs=(self.ui, self.standin))
+        return found[0]
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("teleop")
+    nonce = f"teleop-{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+               ROS_LOG_DIR=str(tmp / "ros_log"), PYTHONUNBUFFERED="1")
+    env.pop("ROS_LOCALHOST_ONLY", None)
+    standin = Proc([sys.executable, "test/teleop_standin.py", nonce, "--width", str(STREAM_W),
+                    "--height", str(STREAM_H), "--rate", "10"], env)
+    ui = Proc([sys.executable, "-m", "picosam3_ros.teleop_ui_node", "--ros-args",
+               "-p", "port:=0", "-p", "bind_address:=127.0.0.1", "-p", "image_topic:=image",
+               "-p", f"max_prompts:={MAX_PROMPTS}", "-p", f"min_box_size:={MIN_BOX}",
+               "-p", "republish_period:=0.5", "-p", "max_prompt_rate:=5.0", "-p", "prompt_burst:=10"], env)
+    try:
+        url = wait_for(lambda: next((m.group(0) for line in list(ui.lines)
+                                     if (m := re.search(r"http://127\.0\.0\.1:\d+/", line))), None),
+                       "the teleop_ui URL in its log", procs=(ui, standin))
+        yield Rig(ui, standin, url)
+    finally:
+        ui.stop()
+        standin.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(rig, tmp_path_factory):
+    chromium, chromedriver = _browser_paths()
+    webdriver, Service = _import_selenium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+                 "--window-size=1000,800"]:
+        options.add_argument(flag)
+    log = tmp_path_factory.mktemp("chromedriver") / "chromedriver.log"
+    service = Service(executable_path=chromedriver, log_output=str(log))
+    driver = webdriver.Chrome(options=options, service=service)
+    try:
+        driver.set_page_load_timeout(60)
+        driver.set_script_timeout(60)
+        driver.get(rig.url)
+        wait_for(lambda: driver.execute_script(
+            "const img = document.getElementById('stream');"
+            "return img.complete && img.naturalWidth > 0 && window.getComputedStyle("
+            "document.getElementById('waiting')).display === 'none';"),
+            "the live stream in the page", procs=(rig.ui, rig.standin))
+        yield driver
+    finally:
+        driver.quit()
+
+
+# ---- helpers that act like an operator ------------------------------------------------------
+def stage_rect(driver) -> dict:
+    return driver.execute_script(
+        "const r = document.getElementById('overlay').getBoundingClientRect();"
+        "return {left: r.left, top: r.top, width: r.width, height: r.height};")
+
+
+def pointer_drag(driver, points: list[tuple[int, int]]) -> None:
+    """Press at points[0], move through the rest, release at the last (viewport pixels)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    chain = ActionChains(driver)
+    builder = ActionBuilder(driver)
+    pointer = builder.pointer_action
+    pointer.move_to_location(*points[0])
+    pointer.pointer_down()
+    for point in points[1:]:
+        pointer.move_to_location(*point)
+    pointer.pointer_up()
+    builder.perform()
+    chain.reset_actions()
+
+
+def drag_fraction(driver, fx0: float, fy0: float, fx1: float, fy1: float) -> tuple[float, ...]:
+    """Drag between two points given as fractions of the image; return the box expected in
+    stream pixels (x, y, w, h) from where the pointer really went (whole viewport pixels)."""
+    r = stage_rect(driver)
+    p0 = (round(r["left"] + fx0 * r["width"]), round(r["top"] + fy0 * r["height"]))
+    p1 = (round(r["left"] + fx1 * r["width"]), round(r["top"] + fy1 * r["height"]))
+    mid = ((p0[0] + p1[0]) // 2, (p0[1] + p1[1]) // 2)
+    pointer_drag(driver, [p0, mid, p1])
+    sx, sy = STREAM_W / r["width"], STREAM_H / r["height"]
+    x0, x1 = sorted(((p0[0] - r["left"]) * sx, (p1[0] - r["left"]) * sx))
+    y0, y1 = sorted(((p0[1] - r["top"]) * sy, (p1[1] - r["top"]) * sy))
+    x0, y0 = max(x0, 0), max(y0, 0)
+    x1, y1 = min(x1, STREAM_W), min(y1, STREAM_H)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def assert_roi_close(roi: list[int], expected: tuple[float, ...], driver) -> None:
+    r = stage_rect(driver)
+    # One CSS pixel of pointer rounding, scaled to stream pixels, plus the outward pixel snap.
+    tol = max(STREAM_W / r["width"], STREAM_H / r["height"]) + 1.5
+    assert all(abs(a - b) <= tol for a, b in zip(roi, expected)), (roi, expected, tol)
+
+
+def post_from_page(driver, body: dict) -> int:
+    return driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch('/api/prompts', {method: 'POST', headers: {'Content-Type': 'application/json'},"
+        " body: JSON.stringify(arguments[0])}).then(r => done(r.status), e => done(-1));", body)
+
+
+def clear_prompts(rig: Rig, driver) -> int:
+    since = len(rig.prompt_sets())
+    driver.find_element("id", "clear").click()
+    rig.wait_set(lambda s: s == [], "an empty prompt set after 'Clear all'", since)
+    return len(rig.prompt_sets())
+
+
+def page_rows(driver) -> dict:
+    return driver.execute_script(
+        "const out = {};"
+        "for (const tr of document.querySelectorAll('#prompt-rows tr')) {"
+        "  out[tr.dataset.promptId] = {status: tr.querySelector('.status').textContent,"
+        "    score: (tr.querySelector('.score') || {}).textContent || ''}; }"
+        "return out;")
+
+
+def stage_pixel(driver, fx: float, fy: float) -> np.ndarray:
+    """RGB of the page at a point of the image, from a real screenshot of the stage."""
+    png = driver.find_element("id", "stage").screenshot_as_png
+    shot = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    h, w = shot.shape[:2]
+    patch = shot[int(fy * h) - 2: int(fy * h) + 3, int(fx * w) - 2: int(fx * w) + 3]
+    return patch.reshape(-1, 3).mean(axis=0)[::-1]
+
+
+def tinted(prompt_id: int) -> np.ndarray:
+    return np.array(prompt_color(prompt_id)) * ALPHA + GREY * (1 - ALPHA)
+
+
+def all_sets_valid(rig: Rig) -> None:
+    for prompt_set in rig.prompt_sets():
+        assert len(prompt_set) <= MAX_PROMPTS, prompt_set
+        assert len({p[0] for p in prompt_set}) == len(prompt_set), prompt_set
+        for pid, x, y, w, h in prompt_set:
+            assert pid > 0 and w >= MIN_BOX and h >= MIN_BOX, prompt_set
+            assert x >= 0 and y >= 0 and x + w <= STREAM_W and y + h <= STREAM_H, prompt_set
+
+
+# ---- the tests ---------------------------------------------------------------------------------
+def test_drag_publishes_a_prompt_and_the_mask_appears(rig, browser):
+    since = clear_prompts(rig, browser)
+    expected = drag_fraction(browser, 0.20, 0.25, 0.45, 0.75)
+    published = rig.wait_set(lambda s: len(s) == 1, "one prompt published on `prompts`", since)
+    pid, *roi = published[0]
+    assert_roi_close(roi, expected, browser)
+
+    # The page shows the result for it: status, score, backend and latency.
+    wait_for(lambda: page_rows(browser).get(str(pid), {}).get("status") == "OK", "status OK in the table",
+             procs=(rig.ui, rig.standin))
+    assert page_rows(browser)[str(pid)]["score"] == "0.900"
+    status_line = browser.find_element("id", "status").text
+    assert "standin" in status_line and "7.5 ms" in status_line
+
+    # The mask overlay is drawn on the picture: the middle of the box turns the prompt's colour,
+    # the picture away from it stays grey.
+    centre = (0.325, 0.50)
+    wait_for(lambda: np.abs(stage_pixel(browser, *centre) - tinted(pid)).max() < 25,
+             "the mask overlay in the prompt's colour at the box centre", procs=(rig.ui, rig.standin))
+    assert np.abs(stage_pixel(browser, 0.85, 0.85) - GREY).max() < 12
+
+    state = json.loads(browser.execute_script(
+        "return fetch('/api/state').then(r => r.text());"))
+    print(f"\nframe rate served to the browser: {state['stream']['sent_fps']:.1f} fps "
+          f"(encoded {state['stream']['encoded_fps']:.1f} fps; stand-in publishes 10 fps)")
+    all_sets_valid(rig)
+
+
+def test_several_prompts_and_click_to_remove(rig, browser):
+    since = clear_prompts(rig, browser)
+    drag_fraction(browser, 0.05, 0.10, 0.30, 0.45)
+    first = rig.wait_set(lambda s: len(s) == 1, "the first prompt", since)[0][0]
+    drag_fraction(browser, 0.55, 0.50, 0.90, 0.90)
+    both = rig.wait_set(lambda s: len(s) == 2, "two prompts", since)
+    second = [p[0] for p in both if p[0] != first][0]
+    wait_for(lambda: len(browser.find_elements("css selector", ".prompt-box")) == 2, "two boxes on the page")
+
+    # Both masks are drawn, each in its own colour.
+    wait_for(lambda: np.abs(stage_pixel(browser, 0.175, 0.275) - tinted(first)).max() < 25
+             and np.abs(stage_pixel(browser, 0.725, 0.70) - tinted(second)).max() < 25,
+             "both masks in their colours", procs=(rig.ui, rig.standin))
+
+    # A click on the first box removes it (and only it).
+    since = len(rig.prompt_sets())
+    browser.find_element("css selector", f".prompt-box[data-prompt-id='{first}']").click()
+    remaining = rig.wait_set(lambda s: [p[0] for p in s] == [second], "the set without the clicked prompt",
+                             since)
+    assert remaining[0][0] == second
+    wait_for(lambda: not browser.find_elements("css selector", f".prompt-box[data-prompt-id='{first}']"),
+             "the removed box gone from the page")
+    # Every set published in between was either both prompts or the second alone.
+    assert all([p[0] for p in s] in ([first, second], [second]) for s in rig.prompt_sets()[since:])
+    all_sets_valid(rig)
+
+
+def test_bad_input_from_the_page_never_reaches_ros(rig, browser):
+    since = clear_prompts(rig, browser)
+    r = stage_rect(browser)
+    inside = (round(r["left"] + 0.5 * r["width"]), round(r["top"] + 0.5 * r["height"]))
+    # A click (zero-size drag) on the picture, and a drag that starts outside the image.
+    pointer_drag(browser, [inside, inside])
+    outside = (round(r["left"] + r["width"] + 40), round(r["top"] + 0.3 * r["height"]))
+    pointer_drag(browser, [outside, inside])
+    # A drag that runs off the bottom-right corner: clipped to the frame.
+    expected = drag_fraction(browser, 0.70, 0.60, 1.30, 1.40)
+    clipped = rig.wait_set(lambda s: len(s) == 1, "the clipped prompt", since)[0]
+    assert_roi_close(clipped[1:], expected, browser)
+    assert clipped[1] + clipped[3] == STREAM_W and clipped[2] + clipped[4] == STREAM_H
+    # Neither the click nor the outside drag made a prompt (every set since has just this one).
+    assert all(s in ([], [clipped]) for s in rig.prompt_sets()[since:])
+
+    # Crafted requests from the page: zero size, outside, NaN-like, unknown prompt id.
+    size = {"display_width": 100, "display_height": 100}
+    bad = [
+        {"action": "add", "x0": 10, "y0": 10, "x1": 10, "y1": 10, **size},
+        {"action": "add", "x0": 200, "y0": 10, "x1": 300, "y1": 50, **size},
+        {"action": "add", "x0": None, "y0": 10, "x1": 30, "y1": 50, **size},
+        {"action": "remove", "id": 999999},
+    ]
+    assert [post_from_page(browser, body) for body in bad] == [400, 400, 400, 400]
+
+    # A flood of clicks: 40 adds at once. The rate limit and max_prompts hold.
+    statuses = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "const reqs = [];"
+        "for (let i = 0; i < 40; i++) reqs.push(fetch('/api/prompts', {method: 'POST',"
+        " headers: {'Content-Type': 'application/json'}, body: JSON.stringify({action: 'add',"
+        " x0: 5 + i, y0: 5, x1: 40 + i, y1: 40, display_width: 320, display_height: 180})})"
+        ".then(r => r.status));"
+        "Promise.all(reqs).then(done, () => done(null));")
+    assert statuses is not None and statuses.count(429) > 0 and statuses.count(200) <= MAX_PROMPTS - 1
+    rig.wait_set(lambda s: len(s) == MAX_PROMPTS, "the prompt set filled up to max_prompts", since)
+    state = json.loads(browser.execute_script("return fetch('/api/state').then(r => r.text());"))
+    assert len(state["prompts"]) == MAX_PROMPTS and state["rejected"].get("rate_limited", 0) > 0
+    all_sets_valid(rig)
+
+
+@pytest.mark.parametrize("window", [(620, 900), (1600, 1000)], ids=["narrow", "wide"])
+def test_coordinates_follow_window_size_and_stream_resolution(rig, browser, window):
+    browser.set_window_size(*window)
+    wait_for(lambda: abs(stage_rect(browser)["width"] / stage_rect(browser)["height"] - STREAM_W / STREAM_H)
+             < 0.01, "the stage at the stream's aspect ratio")
+    r = stage_rect(browser)
+    assert abs(r["width"] - STREAM_W) > 20  # the display size really differs from the stream size
+    since = clear_prompts(rig, browser)
+    expected = drag_fraction(browser, 0.30, 0.20, 0.60, 0.80)
+    pid, *roi = rig.wait_set(lambda s: len(s) == 1, "the prompt drawn after resizing", since)[0]
+    # Same fractions of the image, same stream pixels, whatever the window size.
+    assert_roi_close(roi, (0.30 * STREAM_W, 0.20 * STREAM_H, 0.30 * STREAM_W, 0.60 * STREAM_H), browser)
+    assert_roi_close(roi, expected, browser)
+    # The box drawn on the page sits where the operator dragged it.
+    box = browser.execute_script(
+        "const b = document.querySelector(`.prompt-box[data-prompt-id='${arguments[0]}']`)"
+        ".getBoundingClientRect(); return {left: b.left, top: b.top, width: b.width, height: b.height};", pid)
+    assert abs(box["left"] - (r["left"] + 0.30 * r["width"])) <= 3
+    assert abs(box["width"] - 0.30 * r["width"]) <= 4
+    wait_for(lambda: np.abs(stage_pixel(browser, 0.45, 0.50) - tinted(pid)).max() < 25,
+             "the mask under the box after resizing", procs=(rig.ui, rig.standin))
+    all_sets_valid(rig)
