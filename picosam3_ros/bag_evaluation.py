@@ -21,9 +21,11 @@ Bag conventions (the node's own):
 Metrics (per instance = one prompt on one frame with ground truth, averaged):
 
 * ``miou_crop``: the papers' protocol, as picosam3_train's evaluator
-  (:func:`picosam3_ros.metrics.crop_space_iou`): the ground truth cut with the
+  (``picosam3_train.evaluate.crop_space_iou``): the ground truth cut with the
   crop rule and resized to 96x96 (nearest) against logits > 0. In recorded
   mode there are no logits: the published crop mask, resized (nearest) to 96x96.
+  The per-instance functions are picosam3_train's own (``picosam3_train.evaluate``,
+  torch-free), so both report the same numbers on the same instances.
 * ``miou_full``: IoU of the pasted-back mask and the ground truth in the full frame.
 """
 
@@ -50,9 +52,8 @@ from picosam3_ros.bag_io import (
     prompts_from_msg,
     stamp_ns,
 )
-from picosam3_ros.crop import MODEL_INPUT_SIZE, CropRect, InvalidRoiError, crop_and_resize, crop_rect_for_box
+from picosam3_ros.crop import MODEL_INPUT_SIZE, CropRect, InvalidRoiError, crop_rect_for_box
 from picosam3_ros.metrics import (
-    crop_space_iou,
     mask_iou,
     mean_fraction_above_iou_thresholds,
     mean_iou,
@@ -255,27 +256,25 @@ def score_result(
     frame_size: tuple[int, int],
 ) -> tuple[float, float, float]:
     """(iou_crop, iou_full, box_iou_crop) of one OK result against its ground-truth instance."""
+    from picosam3_train.evaluate import box_mask_in_crop, crop_space_iou, gt_crop
+
     width, height = frame_size
     rect: CropRect = result.crop
     full = np.zeros((height, width), bool)
     full[rect.y : rect.y_end, rect.x : rect.x_end] = result.crop_mask > 0
     iou_full = mask_iou(full, gt_instance)
+    size = MODEL_INPUT_SIZE if result.logits96 is None else int(result.logits96.shape[-1])
     if result.logits96 is not None:
-        iou_crop = crop_space_iou(result.logits96, gt_instance, rect)
+        iou_crop = crop_space_iou(result.logits96, gt_crop(gt_instance, rect, size))
     else:
         # Recorded results carry the crop-local mask only: bring it to the network's grid.
-        pred96 = cv2.resize(
-            result.crop_mask, (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE), interpolation=cv2.INTER_NEAREST
-        )
-        iou_crop = crop_space_iou(pred96.astype(np.float32) - 127.5, gt_instance, rect)
+        pred = cv2.resize(result.crop_mask, (size, size), interpolation=cv2.INTER_NEAREST)
+        iou_crop = crop_space_iou(pred.astype(np.float32) - 127.5, gt_crop(gt_instance, rect, size))
     box_iou = float("nan")
     try:
+        # The box baseline on the prompt's own crop (the crop the pipeline would use).
         box_rect = crop_rect_for_box(box, frame_size)
-        box_mask = np.zeros((height, width), np.float32)
-        x, y, w, h = (int(round(v)) for v in box)
-        box_mask[max(y, 0) : max(y + h, 0), max(x, 0) : max(x + w, 0)] = 1.0
-        box96 = crop_and_resize(box_mask, box_rect, MODEL_INPUT_SIZE, cv2.INTER_NEAREST) - 0.5
-        box_iou = crop_space_iou(box96, gt_instance, box_rect)
+        box_iou = mask_iou(box_mask_in_crop(box, box_rect, size), gt_crop(gt_instance, box_rect, size))
     except InvalidRoiError:
         pass
     return iou_crop, iou_full, box_iou

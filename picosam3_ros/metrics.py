@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-import cv2
 import numpy as np
-
-from picosam3_ros.crop import CropRect, crop_and_resize
 
 # COCO's area buckets (pixels of the ground-truth instance in the full image).
 SMALL_AREA_MAX = 32 * 32
@@ -29,19 +26,6 @@ def mask_iou(prediction: np.ndarray, ground_truth: np.ndarray) -> float:
     if union == 0:
         return 1.0
     return float(np.logical_and(pred, gt).sum() / union)
-
-
-def crop_space_iou(crop_logits: np.ndarray, ground_truth_full: np.ndarray, rect: CropRect) -> float:
-    """The papers' crop-space IoU of one instance (torch-free; used by bag_eval and the trainer).
-
-    ``crop_logits``: the network's square output for the crop ``rect`` (object where > 0).
-    ``ground_truth_full``: the instance's full-image mask (0 / non-zero). The ground truth
-    is cut with the one crop rule and resized (nearest) to the output size.
-    """
-    size = int(crop_logits.shape[-1])
-    gt_full = (np.asarray(ground_truth_full) != 0).astype(np.uint8)
-    gt_crop = crop_and_resize(gt_full, rect, size=size, interpolation=cv2.INTER_NEAREST)
-    return mask_iou(np.asarray(crop_logits).reshape(size, size) > 0, gt_crop)
 
 
 def mean_iou(ious: Iterable[float]) -> float:

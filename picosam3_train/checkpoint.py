@@ -20,8 +20,8 @@ from picosam3_train.model import build_model
 FORMAT_VERSION = 1
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, config: TrainConfig, extra: dict[str, Any] | None = None,
-                    ) -> Path:
+def save_checkpoint(path: str | Path, model: nn.Module, config: TrainConfig,
+                    extra: dict[str, Any] | None = None) -> Path:
     """Write ``path`` (.pt) and ``path.with_suffix('.yaml')`` atomically (tmp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

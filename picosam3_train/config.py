@@ -52,6 +52,11 @@ class TrainConfig:
     # optimisation
     epochs: int = 30
     max_steps: int = 0  # 0 = epochs * steps per epoch; > 0 stops early (tests, smoke runs)
+    # > 0: a wall-clock budget for shared CPUs. The cosine schedule then runs on
+    # max(step progress, time progress) and training stops when the budget is spent, so a
+    # run ends on time with a fully decayed learning rate whatever the machine's load.
+    # The steps actually taken are recorded; rerun with max_steps=<that> to reproduce.
+    time_budget_min: float = 0.0
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 1e-4

@@ -57,9 +57,10 @@ class LoadStats:
 
 
 def _load_coco(annotation_file: Path):
-    from pycocotools.coco import COCO
     import contextlib
     import io
+
+    from pycocotools.coco import COCO
 
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress chatter
         return COCO(str(annotation_file))

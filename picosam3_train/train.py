@@ -24,8 +24,14 @@ from tqdm import tqdm
 from picosam3_ros.crop import CropRect
 from picosam3_ros.metrics import mean_fraction_above_iou_thresholds
 from picosam3_train.checkpoint import load_checkpoint, save_checkpoint
-from picosam3_train.config import (IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE, TrainConfig, load_config,
-                                   save_config)
+from picosam3_train.config import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PIXEL_SCALE,
+    TrainConfig,
+    load_config,
+    save_config,
+)
 from picosam3_train.data import CROP_SIZE, CropDataset, EvalCrops, InstanceStore, collate, load_teacher_caches
 from picosam3_train.loss import distillation_loss
 from picosam3_train.model import build_model, describe
@@ -122,20 +128,17 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     decay, no_decay = [], []
     for param in model.parameters():
         (decay if param.dim() > 1 else no_decay).append(param)  # no decay on BN and biases
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": config.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup: int):
-    warmup = max(1, min(warmup, total_steps // 5))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def lr_factor(progress: float, step: int, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from 1 to 0.02 over ``progress`` in [0, 1]."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, max(0.0, progress))
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def train(config: TrainConfig, resume: str | Path | None = None, quiet: bool = False) -> dict:
@@ -157,15 +160,16 @@ def train(config: TrainConfig, resume: str | Path | None = None, quiet: bool = F
     steps_per_epoch = max(1, len(dataset) // batch_size)
     total_steps = config.max_steps if config.max_steps > 0 else config.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
-    scheduler = make_scheduler(optimizer, total_steps, config.warmup_steps)
+    warmup = max(1, min(config.warmup_steps, total_steps // 5))
+    budget_s = config.time_budget_min * 60.0
 
-    start_epoch, step, best_miou, history = 0, 0, -1.0, []
+    start_epoch, step, best_miou, history, elapsed_before = 0, 0, -1.0, [], 0.0
     if resume:
         payload = torch.load(resume, map_location="cpu", weights_only=False)
         model.load_state_dict(payload["model_state"])
         extra = payload.get("extra", {})
         optimizer.load_state_dict(extra["optimizer"])
-        scheduler.load_state_dict(extra["scheduler"])
+        elapsed_before = float(extra.get("elapsed_s", 0.0))
         start_epoch, step = int(extra["epoch"]) + 1, int(extra["step"])
         best_miou = float(extra.get("best_miou", -1.0))
         history = list(extra.get("history", []))
@@ -185,18 +189,30 @@ def train(config: TrainConfig, resume: str | Path | None = None, quiet: bool = F
     run_start = time.perf_counter()
     samples_seen = 0
     first_loss = last_loss = None
-    for epoch in range(start_epoch, epochs):
-        if step >= total_steps:
+    def progress() -> float:
+        done = (step - warmup) / max(1, total_steps - warmup)
+        if budget_s > 0:
+            done = max(done, (elapsed_before + time.perf_counter() - run_start) / budget_s)
+        return done
+
+    def finished() -> bool:
+        return step >= total_steps or (budget_s > 0 and progress() >= 1.0)
+
+    for epoch in range(start_epoch, start_epoch + 1_000_000):  # ends on finished()
+        if finished():
             break
         order = np.random.default_rng(config.seed * 1000 + epoch).permutation(len(dataset))
         dataset.reseed(config.seed * 1000 + epoch + 1)
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=quiet,
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{max(epochs, epoch + 1)}", disable=quiet,
                    mininterval=2.0, dynamic_ncols=True)
         running: dict[str, float] = {}
         epoch_start = time.perf_counter()
         for b in bar:
-            if step >= total_steps:
+            if finished():
                 break
+            lr = config.lr * lr_factor(progress(), step, warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             batch = collate([dataset[int(i)] for i in order[b * batch_size:(b + 1) * batch_size]])
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             images = batch["image"]
@@ -215,7 +231,6 @@ def train(config: TrainConfig, resume: str | Path | None = None, quiet: bool = F
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
-            scheduler.step()
             step += 1
             samples_seen += len(images)
             values = parts.as_floats()
@@ -228,16 +243,16 @@ def train(config: TrainConfig, resume: str | Path | None = None, quiet: bool = F
                             t=f"{running['teacher']:.3f}", area=f"{running['area']:.3f}",
                             sps=f"{rate:.1f}", refresh=False)
             if step % 20 == 0 or step == total_steps:
-                log({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "samples_per_s": rate,
+                log({"step": step, "epoch": epoch, "lr": lr, "samples_per_s": rate,
                      **{f"loss_{k}": v for k, v in running.items()}})
         bar.close()
 
-        last_epoch = step >= total_steps or epoch == epochs - 1
+        last_epoch = finished()
         metrics = {}
         if eval_crops is not None and ((epoch + 1) % config.eval_every == 0 or last_epoch):
             metrics = evaluate_crop_space(model, eval_crops, device, config.channels_last)
             record = {"epoch": epoch, "step": step, "eval": metrics,
-                      "elapsed_s": time.perf_counter() - run_start}
+                      "elapsed_s": elapsed_before + time.perf_counter() - run_start}
             history.append(record)
             log(record)
             if not quiet:
@@ -246,12 +261,12 @@ def train(config: TrainConfig, resume: str | Path | None = None, quiet: bool = F
                       f"L {metrics['miou_large']:.3f}), loss {running.get('total', float('nan')):.4f}",
                       flush=True)
         extra = {"epoch": epoch, "step": step, "best_miou": best_miou, "history": history,
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "metrics": metrics}
+                 "optimizer": optimizer.state_dict(), "metrics": metrics,
+                 "elapsed_s": elapsed_before + time.perf_counter() - run_start}
         if metrics and metrics["miou"] > best_miou:
             best_miou = metrics["miou"]
             extra["best_miou"] = best_miou
-            save_checkpoint(out_dir / "best.pt", model, config, {**extra, "optimizer": None, "scheduler": None})
+            save_checkpoint(out_dir / "best.pt", model, config, {**extra, "optimizer": None})
         save_checkpoint(out_dir / "last.pt", model, config, extra)
     log_file.close()
     elapsed = time.perf_counter() - run_start

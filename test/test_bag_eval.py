@@ -244,6 +244,44 @@ def test_known_answers_both_storage_formats(tmp_path, left_half_model, storage):
     assert roi_report["miou_full"] == pytest.approx(1.0)
 
 
+def test_emulated_imx500_backend_gives_the_same_known_answers(tmp_path, left_half_model):
+    """--backend imx500: the real IMX500 backend on the emulated sensor, one ROI per frame."""
+    from picosam3_ros.bag_eval import main
+
+    bag = tmp_path / "bag"
+    write_known_bag(bag, "mcap")
+    out = tmp_path / "imx.json"
+    assert (
+        main(
+            [
+                str(bag),
+                "--image-topic",
+                "/image",
+                "--prompt-topic",
+                "/prompts",
+                "--gt-topic",
+                "/gt",
+                "--model",
+                str(left_half_model),
+                "--backend",
+                "imx500",
+                "--roi-apply-delay",
+                "2",
+                "--json",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    report = json.loads(out.read_text())
+    assert report["backend"] == "imx500"
+    assert report["status_counts"] == {"OK": 4}
+    by_id = {row["prompt_id"]: row for row in report["per_instance"]}
+    assert by_id[7]["iou_crop"] == pytest.approx(1.0) and by_id[7]["iou_full"] == pytest.approx(1.0)
+    assert by_id[9]["iou_crop"] == pytest.approx(0.5) and by_id[9]["iou_full"] == pytest.approx(0.5)
+
+
 def test_mirrored_model_scores_differently(tmp_path):
     """The same bag with a right-half model: A's left half now scores 0 (orientation is checked)."""
     from picosam3_ros.bag_eval import main

@@ -404,6 +404,8 @@ def test_coordinates_follow_window_size_and_stream_resolution(rig, browser, wind
     assert_roi_close(roi, (0.30 * STREAM_W, 0.20 * STREAM_H, 0.30 * STREAM_W, 0.60 * STREAM_H), browser)
     assert_roi_close(roi, expected, browser)
     # The box drawn on the page sits where the operator dragged it.
+    wait_for(lambda: browser.find_elements("css selector", f".prompt-box[data-prompt-id='{pid}']"),
+             "the new box on the page")
     box = browser.execute_script(
         "const b = document.querySelector(`.prompt-box[data-prompt-id='${arguments[0]}']`)"
         ".getBoundingClientRect(); return {left: b.left, top: b.top, width: b.width, height: b.height};", pid)

@@ -12,6 +12,7 @@
 # requirements/constraints.txt, except requirements/venv-<name>.txt: each gets its
 # own .venv-<name>/ (tools whose pins clash, e.g. Sony's converter), installed from
 # that file alone; a first line "# python: python3.10" picks its interpreter.
+# PICOSAM3_SKIP_REQUIREMENTS="train venv-imx500" skips files (e.g. on a robot).
 #
 # Modes:
 #   - No ROS sourced (this dev machine: Debian 12, Python 3.11): ROS 2 Kilted and colcon
@@ -68,7 +69,15 @@ PYVER="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 VENV="$ROOT/.venv"
 shopt -s nullglob
 req_files=()
+# PICOSAM3_SKIP_REQUIREMENTS="train venv-imx500" leaves those files out (a robot that
+# only runs the node needs neither torch nor the converter).
+skipped() {
+  local skip="${PICOSAM3_SKIP_REQUIREMENTS:-}"
+  case " ${skip//,/ } " in *" $(basename "$1" .txt) "*) return 0 ;; esac
+  return 1
+}
 for f in requirements/*.txt; do
+  skipped "$f" && continue
   case "$(basename "$f")" in
     constraints.txt|venv-*.txt) ;;
     ros.txt) [ "$MODE" = venv-ros ] && req_files+=("$f") ;;
@@ -78,66 +87,65 @@ done
 deps_key="$(printf '%s\n' "$MODE" "$PYVER" | cat - "${req_files[@]}" requirements/constraints.txt \
   tools/bootstrap.sh tools/constraints.py | sha256sum | cut -c1-16) ${req_files[*]}"
 
-{
-  env_key="$MODE python$PYVER"
-  made_for="$(cat "$VENV/.picosam3-env" 2>/dev/null || true)"
-  if [ -n "$made_for" ] && [ "$made_for" != "$env_key" ]; then
-    log "$VENV was made for '$made_for', now '$env_key': recreating it"
-    rm -rf "$VENV"
-  elif [ -x "$VENV/bin/python" ] && [ -z "$made_for" ]; then
-    echo "$env_key" > "$VENV/.picosam3-env"  # a venv made by hand: adopt it, keep what is in it
-  fi
-  if [ ! -x "$VENV/bin/python" ]; then
-    log "creating $VENV ($env_key)"
-    venv_args=()
-    [ "$MODE" != venv-ros ] && venv_args+=(--system-site-packages)
-    "$PYTHON" -m venv "${venv_args[@]}" "$VENV" \
-      || die "could not create a venv with $PYTHON (on Debian/Ubuntu: apt install python3-venv)"
-    echo "$env_key" > "$VENV/.picosam3-env"
-  fi
-  touch "$VENV/COLCON_IGNORE"  # colcon must never crawl the venv for packages
+env_key="$MODE python$PYVER"
+made_for="$(cat "$VENV/.picosam3-env" 2>/dev/null || true)"
+if [ -n "$made_for" ] && [ "$made_for" != "$env_key" ]; then
+  log "$VENV was made for '$made_for', now '$env_key': recreating it and the build"
+  rm -rf "$VENV" build install log  # CMake caches hold the old ROS paths
+elif [ -x "$VENV/bin/python" ] && [ -z "$made_for" ]; then
+  echo "$env_key" > "$VENV/.picosam3-env"  # a venv made by hand: adopt it, keep what is in it
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV ($env_key)"
+  venv_args=()
+  if [ "$MODE" != venv-ros ]; then venv_args+=(--system-site-packages); fi
+  "$PYTHON" -m venv "${venv_args[@]}" "$VENV" \
+    || die "could not create a venv with $PYTHON (on Debian/Ubuntu: apt install python3-venv)"
+  echo "$env_key" > "$VENV/.picosam3-env"
+fi
+touch "$VENV/COLCON_IGNORE"  # colcon must never crawl the venv for packages
 
-  if [ "$(cat "$VENV/.picosam3-deps" 2>/dev/null)" != "$deps_key" ]; then
-    req_args=()
-    for f in "${req_files[@]}"; do req_args+=(-r "$f"); done
-    if [ "$MODE" = venv-ros ]; then
-      log "installing ${req_files[*]} (pinned by requirements/constraints.txt) into .venv"
-      # setuptools is named so that its pin applies: `setup.py develop` depends on it.
-      pip_quiet "$VENV/bin/python" -c requirements/constraints.txt setuptools "${req_args[@]}"
-    else
-      # System ROS: what the system Python has (apt numpy, yaml, ...) stays pinned at its
-      # version; our pins apply to the rest unless they clash with apt's, then pip chooses.
-      extra=()
-      "$VENV/bin/python" -c 'import colcon_core' 2>/dev/null || extra+=(colcon-common-extensions)
-      "$PYTHON" tools/constraints.py system "$VENV/constraints.system.txt"
-      "$PYTHON" tools/constraints.py system --only-system "$VENV/constraints.system-only.txt"
-      log "installing ${req_files[*]} into .venv (system packages kept)"
-      pip_quiet "$VENV/bin/python" -c "$VENV/constraints.system.txt" "${extra[@]}" "${req_args[@]}" || {
-        log "our pins clash with the system's; retrying with only the system's versions pinned"
-        pip_quiet "$VENV/bin/python" -c "$VENV/constraints.system-only.txt" "${extra[@]}" "${req_args[@]}"
-      }
-    fi
-    if [ "$MODE" = venv-ros ]; then "$VENV/bin/python" tools/constraints.py check; fi
-    echo "$deps_key" > "$VENV/.picosam3-deps"
+if [ "$(cat "$VENV/.picosam3-deps" 2>/dev/null)" != "$deps_key" ]; then
+  req_args=()
+  for f in "${req_files[@]}"; do req_args+=(-r "$f"); done
+  if [ "$MODE" = venv-ros ]; then
+    log "installing ${req_files[*]} (pinned by requirements/constraints.txt) into .venv"
+    # setuptools is named so that its pin applies: `setup.py develop` depends on it.
+    pip_quiet "$VENV/bin/python" -c requirements/constraints.txt setuptools "${req_args[@]}"
+    "$VENV/bin/python" tools/constraints.py check  # warns about packages without a pin
   else
-    log ".venv is up to date"
+    # System ROS: what the system Python has (apt numpy, yaml, ...) stays pinned at its
+    # version; our pins apply to the rest unless they clash with apt's, then pip chooses.
+    extra=()
+    "$VENV/bin/python" -c 'import colcon_core' 2>/dev/null || extra+=(colcon-common-extensions)
+    "$PYTHON" tools/constraints.py system "$VENV/constraints.system.txt"
+    "$PYTHON" tools/constraints.py system --only-system "$VENV/constraints.system-only.txt"
+    log "installing ${req_files[*]} into .venv (system packages kept)"
+    pip_quiet "$VENV/bin/python" -c "$VENV/constraints.system.txt" "${extra[@]}" "${req_args[@]}" || {
+      log "our pins clash with the system's; retrying with only the system's versions pinned"
+      pip_quiet "$VENV/bin/python" -c "$VENV/constraints.system-only.txt" "${extra[@]}" "${req_args[@]}"
+    }
   fi
+  echo "$deps_key" > "$VENV/.picosam3-deps"
+else
+  log ".venv is up to date"
+fi
 
-  # --- one venv per requirements/venv-<name>.txt ----------------------------------
-  for f in requirements/venv-*.txt; do
-    name="$(basename "$f" .txt)"; name="${name#venv-}"
-    dir="$ROOT/.venv-$name"
-    py="$(sed -n '1s/^# *python: *//p' "$f")"; py="${py:-$PYTHON}"
-    key="$(cat "$f" | sha256sum | cut -c1-16) $py"
-    if [ "$(cat "$dir/.picosam3-deps" 2>/dev/null)" = "$key" ]; then continue; fi
-    command -v "$py" >/dev/null || die "$f asks for $py, which is not installed"
-    log "installing $f into .venv-$name (own venv, $py)"
-    [ -x "$dir/bin/python" ] || "$py" -m venv "$dir"
-    touch "$dir/COLCON_IGNORE"
-    pip_quiet "$dir/bin/python" -r "$f"
-    echo "$key" > "$dir/.picosam3-deps"
-  done
-}
+# --- one venv per requirements/venv-<name>.txt ----------------------------------
+for f in requirements/venv-*.txt; do
+  skipped "$f" && continue
+  name="$(basename "$f" .txt)"; name="${name#venv-}"
+  dir="$ROOT/.venv-$name"
+  py="$(sed -n '1s/^# *python: *//p' "$f")"; py="${py:-$PYTHON}"
+  key="$(cat "$f" | sha256sum | cut -c1-16) $py"
+  if [ "$(cat "$dir/.picosam3-deps" 2>/dev/null)" = "$key" ]; then continue; fi
+  command -v "$py" >/dev/null || die "$f asks for $py, which is not installed"
+  log "installing $f into .venv-$name (own venv, $py)"
+  [ -x "$dir/bin/python" ] || "$py" -m venv "$dir"
+  touch "$dir/COLCON_IGNORE"
+  pip_quiet "$dir/bin/python" -r "$f"
+  echo "$key" > "$dir/.picosam3-deps"
+done
 
 # --- colcon build ---------------------------------------------------------------
 if [ "$build" = never ]; then log "done in ${SECONDS}s"; exit 0; fi

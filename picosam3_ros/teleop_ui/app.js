@@ -136,43 +136,53 @@ function render(s) {
   statusLine.dataset.backend = s.backend || "";
   countLabel.textContent = `(${s.prompts.length}/${s.max_prompts})`;
 
-  // Boxes over the image, in percent of the stream size so they follow any resize.
-  for (const el of overlay.querySelectorAll(".prompt-box")) el.remove();
-  rows.textContent = "";
+  // Boxes over the image, in percent of the stream size so they follow any resize. Elements
+  // are kept and updated (not rebuilt each poll), so a click in progress never loses its target.
+  const ids = new Set(s.prompts.map((p) => String(p.id)));
+  for (const el of overlay.querySelectorAll(".prompt-box")) if (!ids.has(el.dataset.promptId)) el.remove();
+  for (const el of rows.querySelectorAll("tr")) if (!ids.has(el.dataset.promptId)) el.remove();
   for (const p of s.prompts) {
     const b = p.box;
     const color = rgb(p.color);
     const res = p.result;
-    if (st.width > 0) {
-      const el = document.createElement("div");
+    let el = overlay.querySelector(`.prompt-box[data-prompt-id="${p.id}"]`);
+    if (!el) {
+      el = document.createElement("div");
       el.className = "prompt-box";
       el.dataset.promptId = p.id;
+      el.title = `prompt ${p.id}: click to remove`;
+      el.appendChild(document.createElement("span")).className = "label";
+      overlay.appendChild(el);
+    }
+    el.hidden = !(st.width > 0);
+    if (st.width > 0) {
       el.style.left = `${100 * b.x / st.width}%`;
       el.style.top = `${100 * b.y / st.height}%`;
       el.style.width = `${100 * b.width / st.width}%`;
       el.style.height = `${100 * b.height / st.height}%`;
-      el.style.borderColor = color;
-      el.title = `prompt ${p.id}: click to remove`;
-      const label = document.createElement("span");
-      label.className = "label";
-      label.style.background = color;
-      label.textContent = res ? `#${p.id} ${res.status} ${res.score.toFixed(2)}` : `#${p.id}`;
-      el.appendChild(label);
-      overlay.appendChild(el);
     }
-    const tr = document.createElement("tr");
-    tr.dataset.promptId = p.id;
-    const cells = [
-      `<span class="swatch" style="background:${color}"></span>`,
-      String(p.id),
-      `${b.x},${b.y} ${b.width}\u00d7${b.height}`,
-      res ? `<span class="status ${statusClass(res.status)}">${res.status}</span>` : "<span class=\"status\">-</span>",
-      res ? `<span class="score">${res.score.toFixed(3)}</span>` : "-",
-      res ? `${res.latency_ms.toFixed(1)} ms` : "-",
-      `<button type="button" class="remove" data-prompt-id="${p.id}" title="remove">\u00d7</button>`,
-    ];
-    tr.innerHTML = cells.map((c) => `<td>${c}</td>`).join("");
-    rows.appendChild(tr);
+    el.style.borderColor = color;
+    const label = el.querySelector(".label");
+    label.style.background = color;
+    label.textContent = res ? `#${p.id} ${res.status} ${res.score.toFixed(2)}` : `#${p.id}`;
+
+    let tr = rows.querySelector(`tr[data-prompt-id="${p.id}"]`);
+    if (!tr) {
+      tr = document.createElement("tr");
+      tr.dataset.promptId = p.id;
+      tr.innerHTML = `<td><span class="swatch"></span></td><td class="id"></td><td class="box"></td>` +
+        `<td><span class="status"></span></td><td class="score"></td><td class="latency"></td>` +
+        `<td><button type="button" class="remove" data-prompt-id="${p.id}" title="remove">\u00d7</button></td>`;
+      rows.appendChild(tr);
+    }
+    tr.querySelector(".swatch").style.background = color;
+    tr.querySelector(".id").textContent = String(p.id);
+    tr.querySelector(".box").textContent = `${b.x},${b.y} ${b.width}\u00d7${b.height}`;
+    const status = tr.querySelector(".status");
+    status.textContent = res ? res.status : "-";
+    status.className = `status ${res ? statusClass(res.status) : ""}`;
+    tr.querySelector(".score").textContent = res ? res.score.toFixed(3) : "-";
+    tr.querySelector(".latency").textContent = res ? `${res.latency_ms.toFixed(1)} ms` : "-";
   }
   if (drag) drawRubber();
 }

@@ -1,0 +1,74 @@
+"""A plain camera frame source (picamera2 or the emulator, no network) for the CPU backend."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+
+from picosam3_ros.backends.base import BackendConfig, BackendError, SensorFrame, SensorFrameSource
+from picosam3_ros.backends.imx500_backend import import_picamera2
+from picosam3_ros.crop import CropRect
+
+
+class PlainCamera(SensorFrameSource):
+    """Frames only; ``request_roi`` is a no-op (the CPU crops every prompt itself)."""
+
+    name = "camera"
+
+    def __init__(self, config: BackendConfig):
+        emulator_settings = dict(config.emulator) if config.camera == "emulator" else None
+        Picamera2, _ = import_picamera2(config.camera, emulator_settings)
+        self._stream_size = (int(config.stream_size[0]), int(config.stream_size[1]))
+        try:
+            self.picam2 = Picamera2(0)
+            self.picam2.configure(
+                self.picam2.create_preview_configuration(
+                    main={"size": self._stream_size, "format": "RGB888"},
+                    controls={"FrameRate": float(config.frame_rate)},
+                )
+            )
+        except Exception as exc:
+            raise BackendError(f"cannot open the camera: {exc}") from exc
+        self._first: int | None = None
+        self._started = False
+
+    @property
+    def stream_size(self) -> tuple[int, int]:
+        return self._stream_size
+
+    def start(self) -> None:
+        if not self._started:
+            self.picam2.start()
+            self._started = True
+
+    def stop(self) -> None:
+        if self._started:
+            self._started = False
+            try:
+                self.picam2.stop()
+                self.picam2.close()
+            except Exception:
+                pass
+
+    def request_roi(self, crop: CropRect | None, prompt_id: int | None) -> None:
+        pass
+
+    def next_frame(self, timeout_s: float = 1.0) -> SensorFrame | None:
+        try:
+            request = self.picam2.capture_request()
+        except TimeoutError:
+            return None
+        except Exception as exc:
+            raise BackendError(f"camera capture failed: {exc}") from exc
+        try:
+            metadata = request.get_metadata()
+            image = request.make_array("main")
+        finally:
+            request.release()
+        timestamp = int(metadata.get("SensorTimestamp", time.monotonic_ns()))
+        if self._first is None:
+            self._first = timestamp
+        duration = int(metadata.get("FrameDuration", 33333)) * 1000
+        sequence = round((timestamp - self._first) / max(1, duration))
+        return SensorFrame(sequence, timestamp, cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB))

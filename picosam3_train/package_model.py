@@ -1,0 +1,188 @@
+"""Build the shipped model folder from a checkpoint.
+
+``picosam3_train package --checkpoint CKPT --out picosam3_ros/models`` does, in order:
+
+1. fp32 ONNX export (``picosam3_fp32.onnx``; onnx.checker, ORT vs torch);
+2. MCT INT8 PTQ (IMX500 target), calibrated on real COCO-train crops preprocessed per
+   the card -> ``picosam3_int8.onnx`` (QDQ, stock ONNX Runtime);
+3. the sensor model: normalisation folded in (pixel input), PTQ, MCTQ export,
+   ``imxconv-pt`` -> ``packerOut.zip`` with its memory report;
+4. evaluation of fp32, INT8 and the sensor model (fake-quant twin) against the box
+   baseline on dev val, crop space and full resolution;
+5. ``model_card.json`` (``picosam3_ros.model_card`` reads it) and the evaluation report.
+
+If the converter step fails, fp32 and INT8 are still written and the card says why
+``imx500`` is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from picosam3_ros.model_card import MODEL_CARD_NAME, InputSpec, load_model_card
+
+FP32_NAME = "picosam3_fp32.onnx"
+INT8_NAME = "picosam3_int8.onnx"
+IMX500_NAME = "packerOut.zip"
+REPORT_DIR = "eval"
+
+
+def _teacher_info(config) -> list[dict]:
+    """Teacher name and provenance from the cache meta.json files the config trained with."""
+    teachers = []
+    for cache in getattr(config, "teacher_caches", []) or []:
+        meta_path = Path(cache) / "meta.json"
+        if not meta_path.is_absolute():
+            meta_path = Path(__file__).resolve().parent.parent / meta_path
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            teachers.append({"cache": str(cache), "error": "meta.json unreadable"})
+            continue
+        teachers.append({"cache": str(cache), **{k: meta.get(k) for k in ("teacher", "provenance", "dataset")}})
+    return teachers
+
+
+def _metrics(summary: dict) -> dict:
+    keys = ("count", "crop_miou", "full_miou", "mean_frac_iou_50_95", "full_mean_frac_iou_50_95")
+    out = {k: summary.get(k) for k in keys}
+    out["by_size_crop_miou"] = {b: v["crop_miou"] for b, v in summary["by_size"].items()}
+    return out
+
+
+def build_package(checkpoint: str | Path, out_dir: str | Path, calibration_spec: str, calibration_count: int,
+                  eval_spec: str, eval_limit: int = 0, work_dir: str | Path | None = None,
+                  skip_imx500: bool = False, command: str = "") -> dict:
+    from picosam3_train.checkpoint import load_checkpoint
+    from picosam3_train.evaluate import (
+        OnnxPredictor, box_predictor, evaluate_methods, input_spec_from_config, load_eval_set,
+        resolve_dataset, write_report,
+    )
+    from picosam3_train.export import export_onnx
+    from picosam3_train.quantize import (
+        TPC_VERSION, NormalizedInput, calibration_crops, pixel_input_spec, quantize_model,
+    )
+
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="picosam3_package_"))
+    work.mkdir(parents=True, exist_ok=True)
+    model, config, extra = load_checkpoint(checkpoint)
+    spec: InputSpec = input_spec_from_config(config)
+
+    print("[1/5] fp32 ONNX export")
+    exported = export_onnx(model, out_dir / FP32_NAME)
+
+    print(f"[2/5] INT8 PTQ, calibration: {calibration_count} crops of {calibration_spec}")
+    calib_ann, calib_images = resolve_dataset(calibration_spec)
+    crops = calibration_crops(calib_ann, calib_images, count=calibration_count)
+    cpu_q = quantize_model(model, spec.preprocess(crops), work, stem="picosam3")
+    shutil.copyfile(cpu_q.int8_onnx, out_dir / INT8_NAME)
+
+    files = {"fp32": FP32_NAME, "int8": INT8_NAME}
+    imx500: dict = {"tpc_version": TPC_VERSION}
+    sensor_q = None
+    print("[3/5] sensor model (normalisation folded in) and imxconv-pt")
+    if skip_imx500:
+        imx500["missing_reason"] = "skipped (--skip-imx500)"
+    else:
+        try:
+            from picosam3_train.imx500 import ConversionError, convert
+
+            sensor_q = quantize_model(NormalizedInput(model, spec), pixel_input_spec(spec).preprocess(crops),
+                                      work / "imx500", stem="picosam3_pixels")
+            try:
+                result = convert(sensor_q.mctq_onnx, work / "imx500")
+                print("   ", result.describe())
+                shutil.copyfile(result.packer_zip, out_dir / IMX500_NAME)
+                files["imx500"] = IMX500_NAME
+                imx500.update({"memory_report": result.memory_report, "fits_8mb": result.fits,
+                               "input": "RGB pixels 0..255 (normalisation folded into the network)"})
+            except ConversionError as exc:
+                imx500["missing_reason"] = str(exc)
+        except Exception as exc:  # noqa: BLE001  (MCT failures must not lose fp32/int8)
+            imx500["missing_reason"] = f"sensor-model quantization failed: {exc!r}"
+    if "missing_reason" in imx500:
+        print(f"    imx500 file missing: {imx500['missing_reason']}")
+        (out_dir / IMX500_NAME).unlink(missing_ok=True)
+
+    print(f"[4/5] evaluation on {eval_spec}")
+    eval_ann, eval_images = resolve_dataset(eval_spec)
+    evalset = load_eval_set(eval_ann, eval_images, limit=eval_limit)
+    predictors = {
+        "fp32": OnnxPredictor(out_dir / FP32_NAME, spec),
+        "int8": OnnxPredictor(out_dir / INT8_NAME, spec),
+    }
+    if sensor_q is not None:
+        predictors["imx500_fakequant"] = OnnxPredictor(sensor_q.int8_onnx, pixel_input_spec(spec))
+    predictors["box"] = box_predictor(evalset)
+    results = evaluate_methods(predictors, evalset)
+    report = write_report(results, evalset, work / REPORT_DIR,
+                          meta={"checkpoint": str(checkpoint)}, example_methods=["fp32"])
+    methods = report["methods"]
+    metrics = {name: _metrics(m) for name, m in methods.items()}
+    gap_pt = 100.0 * (methods["fp32"]["crop_miou"] - methods["int8"]["crop_miou"])
+    print(f"    crop mIoU fp32 {methods['fp32']['crop_miou']:.4f}, int8 {methods['int8']['crop_miou']:.4f} "
+          f"(gap {gap_pt:.2f} pt), box {methods['box']['crop_miou']:.4f}")
+
+    print("[5/5] model card")
+    card = {
+        "name": "picosam3",
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "files": files,
+        "input": {"name": "image", "size": spec.size, "layout": "NCHW", "color": "RGB", "scale": spec.scale,
+                  "mean": list(spec.mean), "std": list(spec.std),
+                  "formula": "x = (pixel * scale - mean) / std"},
+        "output": {"name": "logits", "shape": [None, 1, spec.size, spec.size], "meaning": "logits, > 0 = object"},
+        "crop": "picosam3_ros.crop.crop_rect_for_box: box + 10% each side, square, clipped to the image, "
+                "resized to 96x96 without keeping aspect",
+        "model": {"name": getattr(config, "model", None), "width_mult": getattr(config, "width_mult", None),
+                  "checkpoint": str(checkpoint), "training_extra": {k: v for k, v in extra.items()
+                                                                   if isinstance(v, (int, float, str))}},
+        "training_data": list(getattr(config, "train_datasets", [])),
+        "teacher": _teacher_info(config) or "none (ground truth only)",
+        "export": {"opset": exported.opset, "ort_vs_torch_max_abs_diff": exported.max_abs_diff},
+        "quantization": {"tool": "model-compression-toolkit PTQ", "target": "imx500", "tpc_version": TPC_VERSION,
+                         "calibration": f"{cpu_q.calibration_count} crops of {calibration_spec}",
+                         "int8_format": "fake-quant QDQ ONNX (QuantizeLinear/DequantizeLinear)"},
+        "imx500": imx500,
+        "metrics": {"dataset": eval_spec, "instances": len(evalset), **metrics,
+                    "int8_gap_crop_miou_pt": gap_pt},
+        "reproduce": {"package": command, "training_config": config.to_dict() if hasattr(config, "to_dict") else {}},
+    }
+    card_path = out_dir / MODEL_CARD_NAME
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    load_model_card(out_dir)  # the runtime must be able to read what we wrote
+    print(f"wrote {card_path}; files {files}; evaluation report in {work / REPORT_DIR}")
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    from picosam3_train.evaluate import DEV_VAL_SPEC
+    from picosam3_train.quantize import DEFAULT_CALIBRATION_SPEC
+
+    parser = argparse.ArgumentParser(prog="picosam3_train package", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--out", default="picosam3_ros/models")
+    parser.add_argument("--calibration", default=DEFAULT_CALIBRATION_SPEC, help="annotations.json[:image_dir]")
+    parser.add_argument("--calibration-count", type=int, default=256)
+    parser.add_argument("--eval-dataset", default=DEV_VAL_SPEC)
+    parser.add_argument("--eval-limit", type=int, default=0)
+    parser.add_argument("--work-dir", default="runs/package", help="intermediate files and the eval report")
+    parser.add_argument("--skip-imx500", action="store_true")
+    args = parser.parse_args(argv)
+    command = "picosam3_train package " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    build_package(args.checkpoint, args.out, args.calibration, args.calibration_count, args.eval_dataset,
+                  args.eval_limit, args.work_dir, args.skip_imx500, command)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

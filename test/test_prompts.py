@@ -1,0 +1,78 @@
+"""The prompt store and the ROI scheduler."""
+
+from __future__ import annotations
+
+import math
+
+from picosam3_ros.backends.roi_scheduler import RoiScheduler
+from picosam3_ros.pipeline import Prompt, Status
+from picosam3_ros.prompts import PromptStore
+
+S = 1_000_000_000
+
+
+def test_set_all_replaces_dedups_and_caps():
+    store = PromptStore(max_prompts=3)
+    store.set_all([Prompt(1, (0, 0, 5, 5)), Prompt(2, (1, 1, 5, 5)), Prompt(1, (9, 9, 5, 5))])
+    assert [(p.prompt_id, p.box_xywh[0]) for p in store.snapshot()] == [(2, 1), (1, 9)]
+    messages = store.set_all([Prompt(i, (i, 0, 5, 5)) for i in range(10)])
+    assert [p.prompt_id for p in store.snapshot()] == [0, 1, 2] and "7 prompts" in messages[0]
+    plan = store.plan(0)
+    assert [r.status for r in plan.reports] == [Status.TOO_MANY_PROMPTS] * 7
+    assert store.plan(0).reports == []  # reported once
+
+
+def test_non_finite_and_negative_boxes_are_rejected_once():
+    store = PromptStore()
+    messages = store.set_all(
+        [Prompt(1, (math.nan, 0, 5, 5)), Prompt(2, (0, 0, -3, 5)), Prompt(3, (0, 0, 0, 0))]
+    )
+    assert len(messages) == 2
+    plan = store.plan(0)
+    assert {(r.prompt_id, r.status) for r in plan.reports} == {
+        (1, Status.INVALID_ROI),
+        (2, Status.INVALID_ROI),
+    }
+    assert [p.prompt_id for p in plan.prompts] == [3]  # zero size: decided per frame by the crop rule
+
+
+def test_set_one_keeps_the_others():
+    store = PromptStore(max_prompts=2)
+    store.set_all([Prompt(5, (0, 0, 5, 5))])
+    store.set_one(Prompt(0, (1, 1, 5, 5)))
+    store.set_one(Prompt(0, (2, 2, 5, 5)))
+    assert sorted((p.prompt_id, p.box_xywh[0]) for p in store.snapshot()) == [(0, 2), (5, 0)]
+    assert store.set_one(Prompt(9, (0, 0, 1, 1)))  # over the cap: refused with a message
+
+
+def test_timeout_reports_stale_once():
+    store = PromptStore(timeout_s=1.0)
+    store.set_all([Prompt(1, (0, 0, 5, 5), stamp_ns=0), Prompt(2, (0, 0, 5, 5), stamp_ns=S)])
+    plan = store.plan(int(1.5 * S))
+    assert [p.prompt_id for p in plan.prompts] == [2]
+    assert [(r.prompt_id, r.status) for r in plan.reports] == [(1, Status.STALE_PROMPT)]
+    assert [r.prompt_id for r in store.plan(int(1.6 * S)).reports] == []
+
+
+def test_frame_id_mismatch_is_invalid_on_that_frame():
+    store = PromptStore()
+    store.set_all([Prompt(1, (0, 0, 5, 5), frame_id="left")])
+    assert store.plan(0, "right").reports[0].status == Status.INVALID_ROI
+    assert store.plan(0, "left").prompts
+
+
+def test_round_robin_serves_in_turn_and_skips_invalid():
+    scheduler = RoiScheduler("round_robin")
+    prompts = [Prompt(1, (0, 0, 10, 10)), Prompt(2, (5000, 0, 10, 10)), Prompt(3, (20, 20, 10, 10))]
+    order = [scheduler.choose(prompts, (640, 480))[0].prompt_id for _ in range(4)]
+    assert order == [1, 3, 1, 3]
+
+
+def test_staleness_is_fair_for_still_boxes_and_favours_moving_ones():
+    scheduler = RoiScheduler("staleness")
+    still = [Prompt(i, (50 * i, 10, 40, 40)) for i in range(1, 4)]
+    order = [scheduler.choose(still, (640, 480))[0].prompt_id for _ in range(6)]
+    assert sorted(order[:3]) == [1, 2, 3] and order[:3] == order[3:]
+    # Prompt 2 jumps by a box width: it is served before the older still prompt.
+    moved = [still[0], Prompt(2, (140, 10, 40, 40)), still[2]]
+    assert scheduler.choose(moved, (640, 480))[0].prompt_id == 2
