@@ -6,7 +6,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 ENV := source tools/env.sh
 
-.PHONY: help bootstrap build test demo lint bench constraints clean distclean
+.PHONY: help bootstrap build test demo lint bench model constraints clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,12 @@ bench: bootstrap  ## run every bench/*.py (each prints a table)
 	@$(ENV) && shopt -s nullglob && benches=(bench/*.py) && \
 	  if [ $${#benches[@]} -eq 0 ]; then echo "no bench/*.py yet"; fi && \
 	  for b in "$${benches[@]}"; do echo "== $$b"; python "$$b"; done
+
+model: bootstrap  ## retrain the default model on ../shared/data and package it into picosam3_ros/models (CPU, ~75 min)
+	$(ENV) && python -m picosam3_train.cli train --config picosam3_train/configs/picosam3.yaml \
+	  --set out_dir=runs/picosam3_default && \
+	python -m picosam3_train.cli package --checkpoint runs/picosam3_default/best.pt --out picosam3_ros/models \
+	  --work-dir runs/picosam3_default/package
 
 constraints:  ## re-pin requirements/constraints.txt from the current .venv
 	.venv/bin/python tools/constraints.py freeze

@@ -62,13 +62,14 @@ def bench_data(batch: int, batches: int) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="picosam3,picosam2,picosam3x2",
                         help="comma list; a 'x2' suffix means width_mult=2 (the CNN teacher)")
     parser.add_argument("--batches", default="16,32")
     parser.add_argument("--threads", default="2")
     parser.add_argument("--formats", default="channels_last,contiguous")
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--no-data", action="store_true", help="skip the data-pipeline row")
     args = parser.parse_args(argv)
 

@@ -19,6 +19,7 @@ and the README. Errors print one line and exit 1 (bad usage: 2).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -127,7 +128,8 @@ def run(args: argparse.Namespace) -> dict:
     figures = write_figures(evaluation, args.figures) if args.figures else []
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(markdown_summary(summary, figures))
+        links = [os.path.relpath(f, args.markdown.parent.resolve()) for f in map(os.path.abspath, figures)]
+        args.markdown.write_text(markdown_summary(summary, links))
     return summary
 
 

@@ -44,6 +44,11 @@ from picosam3_ros.model_card import DEFAULT_MODELS_DIR, ModelCardError, load_mod
 from picosam3_ros.pipeline import Status, compose_frame_mask
 
 NAMESPACE = "/picosam3_demo"
+# image_raw is best effort: on Fast DDS, frames above its 512 KiB shared-memory segment go
+# over UDP fragments and most are lost between processes on a loaded machine (measured here:
+# 9/100 640x480 rgb8 frames arrived, 100/100 at 480x360). The prompt publisher must see the
+# frames, so the demo streams 480x360.
+DEFAULT_STREAM_SIZE = (480, 360)
 LEAD_IN_SECONDS = 4.0  # the first image is held longer while the processes discover each other
 
 
@@ -62,6 +67,14 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-images", type=int, default=None, help="only the first N clip images")
     parser.add_argument("--hold-frames", type=int, default=10, help="frames each clip image is shown")
     parser.add_argument("--fps", type=float, default=10.0, help="emulated sensor frame rate")
+    parser.add_argument(
+        "--stream-size",
+        type=int,
+        nargs=2,
+        default=DEFAULT_STREAM_SIZE,
+        metavar=("W", "H"),
+        help="image_raw size (the emulated ISP scales the clip to it)",
+    )
     parser.add_argument("--roi-delay", type=int, default=2, help="frames before a new ROI takes effect")
     parser.add_argument("--output-dir", type=Path, default=Path("demo_output"))
     parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
@@ -471,6 +484,8 @@ def run(args: argparse.Namespace) -> dict:
                     "emulator.loop": False,
                     "emulator.ground_truth_log": str(frame_log_path.resolve()),
                     "frame_rate": float(args.fps),
+                    "stream_width": int(args.stream_size[0]),
+                    "stream_height": int(args.stream_size[1]),
                     "roi_apply_delay_frames": args.roi_delay,
                 },
             ),
@@ -492,7 +507,7 @@ def run(args: argparse.Namespace) -> dict:
     figures = write_figures(scorer.evaluation, out)
     write_png(out / "overlays.png", scorer.grid())
     figures.append(str(out / "overlays.png"))
-    (out / "report.md").write_text(markdown_summary(summary, figures))
+    (out / "report.md").write_text(markdown_summary(summary, [Path(f).name for f in figures]))
     summary["demo"] = counts
     summary["video"] = (
         str(out / "overlay.mp4")

@@ -147,7 +147,7 @@ def markdown_summary(summary: dict, figures: list[str] = ()) -> str:
             "at that frame (not scored)."
         )
     if figures:
-        lines += ["", "## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures]
+        lines += ["", "## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
 
 

@@ -17,7 +17,6 @@ SUBCOMMANDS = {
     "quantize": ("picosam3_train.quantize", "MCT INT8 PTQ, QDQ ONNX and imxconv-pt packerOut.zip"),
     "package": ("picosam3_train.package_model", "build picosam3_ros/models/ from a checkpoint"),
     "model": ("picosam3_train.model", "print a model's parameters and MACs at 96x96"),
-    "bench-train": ("bench.bench_train", "training samples/s table"),
 }
 
 

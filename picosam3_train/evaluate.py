@@ -90,8 +90,10 @@ def box_mask_in_crop(box_xywh: Sequence[float], rect: CropRect, size: int = MODE
     (nearest). On instances_val2017_dev.json this scores the reference 0.561."""
     x, y, w, h = (float(v) for v in box_xywh)
     region = np.zeros((rect.height, rect.width), np.uint8)
-    region[max(0, math.floor(y) - rect.y):max(0, math.ceil(y + h) - rect.y),
-           max(0, math.floor(x) - rect.x):max(0, math.ceil(x + w) - rect.x)] = 1
+    region[
+        max(0, math.floor(y) - rect.y) : max(0, math.ceil(y + h) - rect.y),
+        max(0, math.floor(x) - rect.x) : max(0, math.ceil(x + w) - rect.x),
+    ] = 1
     return cv2.resize(region, (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
@@ -151,11 +153,14 @@ def resolve_dataset(spec: str, data_root: Path | None = None) -> tuple[Path, Pat
     for candidate in (annotations.parent.parent / stem, annotations.parent / "images", annotations.parent):
         if candidate.is_dir() and candidate != annotations.parent.parent:
             return annotations, candidate
-    raise FileNotFoundError(f"cannot find the image folder of {annotations}; pass 'annotations.json:image_dir'")
+    raise FileNotFoundError(
+        f"cannot find the image folder of {annotations}; pass 'annotations.json:image_dir'"
+    )
 
 
-def load_eval_set(annotation_file: str | Path, image_dir: str | Path, limit: int = 0,
-                  progress: bool = False) -> EvalSet:
+def load_eval_set(
+    annotation_file: str | Path, image_dir: str | Path, limit: int = 0, progress: bool = False
+) -> EvalSet:
     """Decode every usable non-crowd instance (first ``limit`` if > 0, in image-id order).
 
     Skipped and counted: crowd annotations, boxes under 1 px or whose crop the rule
@@ -205,7 +210,7 @@ def load_eval_set(annotation_file: str | Path, image_dir: str | Path, limit: int
             if mask.shape != (height, width) or not mask.any():
                 skipped["empty_mask"] += 1
                 continue
-            region = mask[rect.y:rect.y_end, rect.x:rect.x_end]
+            region = mask[rect.y : rect.y_end, rect.x : rect.x_end]
             crops.append(crop_and_resize(rgb, rect))
             gts.append(gt_crop(mask, rect))
             boxes.append((x, y, w, h))
@@ -236,15 +241,19 @@ def default_input_spec() -> InputSpec:
     """The training normalisation (scale 1/255, ImageNet mean/std), as in the trainer's config."""
     from picosam3_train.config import IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE
 
-    return InputSpec("image", MODEL_INPUT_SIZE, "NCHW", "RGB", PIXEL_SCALE, tuple(IMAGENET_MEAN),
-                     tuple(IMAGENET_STD))
+    return InputSpec(
+        "image", MODEL_INPUT_SIZE, "NCHW", "RGB", PIXEL_SCALE, tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)
+    )
 
 
 def input_spec_from_config(config) -> InputSpec:
     """InputSpec from a checkpoint's TrainConfig (falls back to the trainer's constants)."""
     base = default_input_spec()
     return InputSpec(
-        "image", MODEL_INPUT_SIZE, "NCHW", "RGB",
+        "image",
+        MODEL_INPUT_SIZE,
+        "NCHW",
+        "RGB",
         float(getattr(config, "pixel_scale", getattr(config, "scale", base.scale))),
         tuple(float(v) for v in getattr(config, "mean", base.mean)),
         tuple(float(v) for v in getattr(config, "std", base.std)),
@@ -319,8 +328,15 @@ def grabcut_logits(crop_rgb: np.ndarray, box_in_crop: np.ndarray, iterations: in
     mask = np.zeros((size, size), np.uint8)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     try:
-        cv2.grabCut(cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2BGR), mask, (x0, y0, x1 - x0, y1 - y0), bgd, fgd,
-                    iterations, cv2.GC_INIT_WITH_RECT)
+        cv2.grabCut(
+            cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2BGR),
+            mask,
+            (x0, y0, x1 - x0, y1 - y0),
+            bgd,
+            fgd,
+            iterations,
+            cv2.GC_INIT_WITH_RECT,
+        )
     except cv2.error:
         return fallback
     foreground = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
@@ -336,10 +352,12 @@ def grabcut_predictor(evalset: EvalSet, iterations: int = 3) -> Predictor:
     """Baseline: cv2.grabCut initialised with the box, ``iterations`` rounds, on the crop."""
 
     def predict(crops: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        return np.stack([
-            grabcut_logits(crop, box_mask_in_crop(evalset.boxes[i], evalset.rects[i]), iterations)
-            for crop, i in zip(crops, indices)
-        ])
+        return np.stack(
+            [
+                grabcut_logits(crop, box_mask_in_crop(evalset.boxes[i], evalset.rects[i]), iterations)
+                for crop, i in zip(crops, indices)
+            ]
+        )
 
     return predict
 
@@ -376,9 +394,15 @@ def summarize(crop_ious: np.ndarray, full_ious: np.ndarray, size_classes: np.nda
     return overall
 
 
-def evaluate_predictor(predictor: Predictor, evalset: EvalSet, name: str = "model", batch_size: int = 64,
-                       full_resolution: bool = True, progress: bool = False, keep_examples: int = 8,
-                       ) -> MethodResult:
+def evaluate_predictor(
+    predictor: Predictor,
+    evalset: EvalSet,
+    name: str = "model",
+    batch_size: int = 64,
+    full_resolution: bool = True,
+    progress: bool = False,
+    keep_examples: int = 8,
+) -> MethodResult:
     """Run ``predictor`` over ``evalset`` in batches; per-instance crop and full-res IoU."""
     n = len(evalset)
     crop_ious = np.zeros(n, np.float64)
@@ -398,8 +422,9 @@ def evaluate_predictor(predictor: Predictor, evalset: EvalSet, name: str = "mode
         crop_ious[idx] = crop_space_ious(logits, evalset.gt_crops[idx])
         if full_resolution:
             for j, i in enumerate(idx):
-                full_ious[i] = _full_iou_in_rect(logits[j], evalset.rects[i], evalset.gt_in_rect[i],
-                                                 int(evalset.gt_outside[i]))
+                full_ious[i] = _full_iou_in_rect(
+                    logits[j], evalset.rects[i], evalset.gt_in_rect[i], int(evalset.gt_outside[i])
+                )
         if all_logits is not None:
             all_logits[idx] = np.clip(logits, -60000, 60000)
     seconds = time.perf_counter() - start_time
@@ -408,7 +433,9 @@ def evaluate_predictor(predictor: Predictor, evalset: EvalSet, name: str = "mode
         order = np.argsort(crop_ious, kind="stable")
         for i in list(order[:keep_examples]) + list(order[-keep_examples:]):
             examples[int(i)] = all_logits[i].astype(np.float32)
-    return MethodResult(name, crop_ious, full_ious if full_resolution else crop_ious * np.nan, seconds, examples)
+    return MethodResult(
+        name, crop_ious, full_ious if full_resolution else crop_ious * np.nan, seconds, examples
+    )
 
 
 def _full_iou_in_rect(logits: np.ndarray, rect: CropRect, gt_in_rect: np.ndarray, gt_outside: int) -> float:
@@ -420,17 +447,27 @@ def _full_iou_in_rect(logits: np.ndarray, rect: CropRect, gt_in_rect: np.ndarray
     return 1.0 if union == 0 else inter / union
 
 
-def quick_crop_miou(model, evalset: EvalSet, input_spec: InputSpec | None = None, batch_size: int = 64) -> float:
+def quick_crop_miou(
+    model, evalset: EvalSet, input_spec: InputSpec | None = None, batch_size: int = 64
+) -> float:
     """The trainer's quick check: crop-space mIoU of a torch model (no full-res pass)."""
-    result = evaluate_predictor(TorchPredictor(model, input_spec), evalset, batch_size=batch_size,
-                                full_resolution=False, keep_examples=0)
+    result = evaluate_predictor(
+        TorchPredictor(model, input_spec),
+        evalset,
+        batch_size=batch_size,
+        full_resolution=False,
+        keep_examples=0,
+    )
     return float(result.crop_ious.mean())
 
 
-def evaluate_methods(predictors: dict[str, Predictor], evalset: EvalSet, batch_size: int = 64,
-                     progress: bool = False) -> dict[str, MethodResult]:
-    return {name: evaluate_predictor(p, evalset, name, batch_size, progress=progress)
-            for name, p in predictors.items()}
+def evaluate_methods(
+    predictors: dict[str, Predictor], evalset: EvalSet, batch_size: int = 64, progress: bool = False
+) -> dict[str, MethodResult]:
+    return {
+        name: evaluate_predictor(p, evalset, name, batch_size, progress=progress)
+        for name, p in predictors.items()
+    }
 
 
 # --------------------------------------------------------------------------- reports
@@ -442,32 +479,42 @@ def build_report(results: dict[str, MethodResult], evalset: EvalSet, meta: dict 
         "skipped": evalset.skipped,
         "instances_by_size": {b: int((sizes == b).sum()) for b in SIZE_BUCKETS},
         "protocol": {
-            "crop": "standard crop (box +10% each side, square, clipped, 96x96); GT nearest; pred logits > 0; "
-                    "empty union = 1",
+            "crop": "standard crop (box +10% each side, square, clipped, 96x96); GT nearest; "
+            "pred logits > 0; empty union = 1",
             "full": "logits pasted back (bilinear) into the frame, > 0, vs full-resolution GT",
-            "mean_frac_iou_50_95": "mean over IoU thresholds " + ",".join(f"{t:.2f}" for t in IOU_THRESHOLDS)
-                                   + " of the fraction of instances with IoU >= threshold (the papers' 'mAP')",
+            "mean_frac_iou_50_95": "mean over IoU thresholds "
+            + ",".join(f"{t:.2f}" for t in IOU_THRESHOLDS)
+            + " of the fraction of instances with IoU >= threshold (the papers' 'mAP')",
             "size": "COCO classes of the GT area: small < 32^2, medium < 96^2, large",
         },
-        "methods": {name: {**r.summary(sizes), "seconds": round(r.seconds, 3)} for name, r in results.items()},
+        "methods": {
+            name: {**r.summary(sizes), "seconds": round(r.seconds, 3)} for name, r in results.items()
+        },
         "meta": meta or {},
     }
 
 
 def report_markdown(report: dict) -> str:
-    lines = [f"# Evaluation on {report['dataset']}", "",
-             f"{report['instances']} instances ({', '.join(f'{k} {v}' for k, v in report['instances_by_size'].items())});"
-             f" skipped: {report['skipped']}.", "",
-             "| method | crop mIoU | full-res mIoU | mean_frac_iou_50_95 (crop) | small | medium | large |",
-             "|---|---|---|---|---|---|---|"]
+    by_size = ", ".join(f"{k} {v}" for k, v in report["instances_by_size"].items())
+    lines = [
+        f"# Evaluation on {report['dataset']}",
+        "",
+        f"{report['instances']} instances ({by_size}); skipped: {report['skipped']}.",
+        "",
+        "| method | crop mIoU | full-res mIoU | mean_frac_iou_50_95 (crop) | small | medium | large |",
+        "|---|---|---|---|---|---|---|",
+    ]
 
     def fmt(v) -> str:
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
     for name, m in report["methods"].items():
         by = m["by_size"]
-        lines.append(f"| {name} | {fmt(m['crop_miou'])} | {fmt(m['full_miou'])} | {fmt(m['mean_frac_iou_50_95'])} | "
-                     + " | ".join(fmt(by[b]["crop_miou"]) for b in SIZE_BUCKETS) + " |")
+        lines.append(
+            f"| {name} | {fmt(m['crop_miou'])} | {fmt(m['full_miou'])} | {fmt(m['mean_frac_iou_50_95'])} | "
+            + " | ".join(fmt(by[b]["crop_miou"]) for b in SIZE_BUCKETS)
+            + " |"
+        )
     lines += ["", "Size columns: crop-space mIoU per COCO size class.", ""]
     for key, text in report["protocol"].items():
         lines.append(f"- **{key}**: {text}")
@@ -491,8 +538,9 @@ def plot_size_bars(report: dict, path: Path) -> None:
         values = [m["crop_miou"]] + [m["by_size"][b]["crop_miou"] or 0.0 for b in SIZE_BUCKETS]
         ax.bar(np.arange(len(groups)) + k * width, values, width, label=name)
     ax.set_xticks(np.arange(len(groups)) + width * (len(methods) - 1) / 2)
-    ax.set_xticklabels([f"{g}\n(n={report['instances'] if g == 'all' else report['instances_by_size'][g]})"
-                        for g in groups])
+    ax.set_xticklabels(
+        [f"{g}\n(n={report['instances'] if g == 'all' else report['instances_by_size'][g]})" for g in groups]
+    )
     ax.set_ylabel("crop-space mIoU")
     ax.set_ylim(0, 1)
     ax.set_title(f"mIoU by size on {report['dataset']}")
@@ -526,8 +574,9 @@ def plot_examples(result: MethodResult, evalset: EvalSet, path: Path, per_row: i
             overlay = image.astype(np.float32)
             overlay[pred] = overlay[pred] * 0.5 + np.array([255, 0, 0]) * 0.5
             overlay = overlay.astype(np.uint8)
-            contours, _ = cv2.findContours(evalset.gt_crops[i].astype(np.uint8), cv2.RETR_EXTERNAL,
-                                           cv2.CHAIN_APPROX_NONE)
+            contours, _ = cv2.findContours(
+                evalset.gt_crops[i].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+            )
             cv2.drawContours(overlay, contours, -1, (0, 255, 0), 1)
             ax.imshow(overlay)
             ax.set_title(f"{label} {result.crop_ious[i]:.2f}", fontsize=7)
@@ -537,8 +586,13 @@ def plot_examples(result: MethodResult, evalset: EvalSet, path: Path, per_row: i
     plt.close(fig)
 
 
-def write_report(results: dict[str, MethodResult], evalset: EvalSet, out_dir: str | Path,
-                 meta: dict | None = None, example_methods: Sequence[str] | None = None) -> dict:
+def write_report(
+    results: dict[str, MethodResult],
+    evalset: EvalSet,
+    out_dir: str | Path,
+    meta: dict | None = None,
+    example_methods: Sequence[str] | None = None,
+) -> dict:
     """report.json, report.md, size_bars.png and examples_<method>.png in ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -570,9 +624,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="picosam3_train evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", action="append", default=[], help="torch checkpoint (repeatable)")
     parser.add_argument("--onnx", action="append", default=[], help="ONNX model file (repeatable)")
-    parser.add_argument("--model-card", help="model card (dir or json) for the ONNX input normalisation; "
-                                             "default: the card beside each ONNX file, else the training one")
-    parser.add_argument("--dataset", default=DEV_VAL_SPEC, help="annotations.json[:image_dir] (default: dev val)")
+    parser.add_argument(
+        "--model-card",
+        help="model card (dir or json) for the ONNX input normalisation; "
+        "default: the card beside each ONNX file, else the training one",
+    )
+    parser.add_argument(
+        "--dataset", default=DEV_VAL_SPEC, help="annotations.json[:image_dir] (default: dev val)"
+    )
     parser.add_argument("--data-root", default=None, help="root for relative dataset paths (../shared/data)")
     parser.add_argument("--baselines", default="box,grabcut", help="comma list of box,grabcut ('' for none)")
     parser.add_argument("--grabcut-iterations", type=int, default=3)
@@ -605,8 +664,11 @@ def main(argv: list[str] | None = None) -> int:
     if not predictors:
         parser.error("nothing to evaluate: give --checkpoint, --onnx or --baselines")
     results = evaluate_methods(predictors, evalset, args.batch_size, progress=sys.stderr.isatty())
-    meta = {"command": "picosam3_train evaluate " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "annotations": str(annotations), "images": str(images)}
+    meta = {
+        "command": "picosam3_train evaluate " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "annotations": str(annotations),
+        "images": str(images),
+    }
     if args.out:
         report = write_report(results, evalset, args.out, meta)
         print(f"wrote {args.out}/report.json, report.md and figures")

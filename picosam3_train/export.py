@@ -41,8 +41,15 @@ def exportable_copy(model):
     return prepare_for_export(model)
 
 
-def export_onnx(model, path: str | Path, input_size: int = INPUT_SIZE, opset: int = OPSET,
-                check_batch: int = 3, seed: int = 0, verbose: bool = True) -> ExportResult:
+def export_onnx(
+    model,
+    path: str | Path,
+    input_size: int = INPUT_SIZE,
+    opset: int = OPSET,
+    check_batch: int = 3,
+    seed: int = 0,
+    verbose: bool = True,
+) -> ExportResult:
     """Export ``model`` to ``path``; run onnx.checker and compare ONNX Runtime with torch."""
     import onnx
     import torch
@@ -53,22 +60,30 @@ def export_onnx(model, path: str | Path, input_size: int = INPUT_SIZE, opset: in
     dummy = torch.zeros(1, 3, input_size, input_size)
     with torch.inference_mode():
         torch.onnx.export(
-            model, (dummy,), str(path),
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            model,
+            (dummy,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            opset_version=opset, do_constant_folding=True, dynamo=False,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
         )
     onnx_model = onnx.load(str(path))
     onnx.checker.check_model(onnx_model, full_check=True)
     diff = compare_with_torch(model, path, input_size, check_batch, seed)
     if verbose:
-        print(f"exported {path} (opset {opset}, {path.stat().st_size / 1e6:.2f} MB); "
-              f"onnx.checker OK; ONNX Runtime vs torch max abs diff {diff:.3g} (batch {check_batch})")
+        print(
+            f"exported {path} (opset {opset}, {path.stat().st_size / 1e6:.2f} MB); "
+            f"onnx.checker OK; ONNX Runtime vs torch max abs diff {diff:.3g} (batch {check_batch})"
+        )
     return ExportResult(path, diff, opset)
 
 
-def compare_with_torch(model, onnx_path: str | Path, input_size: int = INPUT_SIZE, batch: int = 3,
-                       seed: int = 0) -> float:
+def compare_with_torch(
+    model, onnx_path: str | Path, input_size: int = INPUT_SIZE, batch: int = 3, seed: int = 0
+) -> float:
     """Max |ORT - torch| of the logits on a random normal batch."""
     import onnxruntime as ort
     import torch

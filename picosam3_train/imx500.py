@@ -35,16 +35,21 @@ class ConversionResult:
 
     def describe(self) -> str:
         r = self.memory_report
-        return (f"{self.packer_zip} ({self.packer_zip.stat().st_size / 1e6:.2f} MB): memory usage "
-                f"{r.get('Memory Usage')} of {r.get('Total Memory Available On Chip')} "
-                f"({r.get('Memory Utilization')}; runtime {r.get('Runtime Memory Physical Size')}, "
-                f"model {r.get('Model Memory Physical Size')}); fits in chip: {self.fits}")
+        return (
+            f"{self.packer_zip} ({self.packer_zip.stat().st_size / 1e6:.2f} MB): memory usage "
+            f"{r.get('Memory Usage')} of {r.get('Total Memory Available On Chip')} "
+            f"({r.get('Memory Utilization')}; runtime {r.get('Runtime Memory Physical Size')}, "
+            f"model {r.get('Model Memory Physical Size')}); fits in chip: {self.fits}"
+        )
 
 
 def find_imxconv() -> Path | None:
     """$PICOSAM3_IMXCONV, else the repo's .venv-imx500/bin/imxconv-pt, else imxconv-pt on PATH."""
-    candidates = [os.environ.get(ENV_VAR, ""), str(REPO_ROOT / ".venv-imx500" / "bin" / "imxconv-pt"),
-                  shutil.which("imxconv-pt") or ""]
+    candidates = [
+        os.environ.get(ENV_VAR, ""),
+        str(REPO_ROOT / ".venv-imx500" / "bin" / "imxconv-pt"),
+        shutil.which("imxconv-pt") or "",
+    ]
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return Path(candidate)
@@ -62,7 +67,8 @@ def convert(mctq_onnx: str | Path, out_dir: str | Path, timeout_s: float = 1800)
         raise ConversionError(
             "imxconv-pt not found: create its venv (python3 -m venv .venv-imx500 && "
             ".venv-imx500/bin/pip install -r requirements/venv-imx500.txt, or tools/bootstrap.sh) "
-            f"or set {ENV_VAR}")
+            f"or set {ENV_VAR}"
+        )
     if shutil.which("java") is None:
         raise ConversionError("imxconv-pt needs a Java runtime (e.g. apt install default-jre-headless)")
     if not mctq_onnx.is_file():

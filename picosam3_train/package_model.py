@@ -46,7 +46,9 @@ def _teacher_info(config) -> list[dict]:
         except (OSError, json.JSONDecodeError):
             teachers.append({"cache": str(cache), "error": "meta.json unreadable"})
             continue
-        teachers.append({"cache": str(cache), **{k: meta.get(k) for k in ("teacher", "provenance", "dataset")}})
+        teachers.append(
+            {"cache": str(cache), **{k: meta.get(k) for k in ("teacher", "provenance", "dataset")}}
+        )
     return teachers
 
 
@@ -57,17 +59,34 @@ def _metrics(summary: dict) -> dict:
     return out
 
 
-def build_package(checkpoint: str | Path, out_dir: str | Path, calibration_spec: str, calibration_count: int,
-                  eval_spec: str, eval_limit: int = 0, work_dir: str | Path | None = None,
-                  skip_imx500: bool = False, command: str = "") -> dict:
+def build_package(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    calibration_spec: str,
+    calibration_count: int,
+    eval_spec: str,
+    eval_limit: int = 0,
+    work_dir: str | Path | None = None,
+    skip_imx500: bool = False,
+    command: str = "",
+) -> dict:
     from picosam3_train.checkpoint import load_checkpoint
     from picosam3_train.evaluate import (
-        OnnxPredictor, box_predictor, evaluate_methods, input_spec_from_config, load_eval_set,
-        resolve_dataset, write_report,
+        OnnxPredictor,
+        box_predictor,
+        evaluate_methods,
+        input_spec_from_config,
+        load_eval_set,
+        resolve_dataset,
+        write_report,
     )
     from picosam3_train.export import export_onnx
     from picosam3_train.quantize import (
-        TPC_VERSION, NormalizedInput, calibration_crops, pixel_input_spec, quantize_model,
+        TPC_VERSION,
+        NormalizedInput,
+        calibration_crops,
+        pixel_input_spec,
+        quantize_model,
     )
 
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
@@ -96,15 +115,24 @@ def build_package(checkpoint: str | Path, out_dir: str | Path, calibration_spec:
         try:
             from picosam3_train.imx500 import ConversionError, convert
 
-            sensor_q = quantize_model(NormalizedInput(model, spec), pixel_input_spec(spec).preprocess(crops),
-                                      work / "imx500", stem="picosam3_pixels")
+            sensor_q = quantize_model(
+                NormalizedInput(model, spec),
+                pixel_input_spec(spec).preprocess(crops),
+                work / "imx500",
+                stem="picosam3_pixels",
+            )
             try:
                 result = convert(sensor_q.mctq_onnx, work / "imx500")
                 print("   ", result.describe())
                 shutil.copyfile(result.packer_zip, out_dir / IMX500_NAME)
                 files["imx500"] = IMX500_NAME
-                imx500.update({"memory_report": result.memory_report, "fits_8mb": result.fits,
-                               "input": "RGB pixels 0..255 (normalisation folded into the network)"})
+                imx500.update(
+                    {
+                        "memory_report": result.memory_report,
+                        "fits_8mb": result.fits,
+                        "input": "RGB pixels 0..255 (normalisation folded into the network)",
+                    }
+                )
             except ConversionError as exc:
                 imx500["missing_reason"] = str(exc)
         except Exception as exc:  # noqa: BLE001  (MCT failures must not lose fp32/int8)
@@ -124,38 +152,66 @@ def build_package(checkpoint: str | Path, out_dir: str | Path, calibration_spec:
         predictors["imx500_fakequant"] = OnnxPredictor(sensor_q.int8_onnx, pixel_input_spec(spec))
     predictors["box"] = box_predictor(evalset)
     results = evaluate_methods(predictors, evalset)
-    report = write_report(results, evalset, work / REPORT_DIR,
-                          meta={"checkpoint": str(checkpoint)}, example_methods=["fp32"])
+    report = write_report(
+        results, evalset, work / REPORT_DIR, meta={"checkpoint": str(checkpoint)}, example_methods=["fp32"]
+    )
     methods = report["methods"]
     metrics = {name: _metrics(m) for name, m in methods.items()}
     gap_pt = 100.0 * (methods["fp32"]["crop_miou"] - methods["int8"]["crop_miou"])
-    print(f"    crop mIoU fp32 {methods['fp32']['crop_miou']:.4f}, int8 {methods['int8']['crop_miou']:.4f} "
-          f"(gap {gap_pt:.2f} pt), box {methods['box']['crop_miou']:.4f}")
+    print(
+        f"    crop mIoU fp32 {methods['fp32']['crop_miou']:.4f}, int8 {methods['int8']['crop_miou']:.4f} "
+        f"(gap {gap_pt:.2f} pt), box {methods['box']['crop_miou']:.4f}"
+    )
 
     print("[5/5] model card")
     card = {
         "name": "picosam3",
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "files": files,
-        "input": {"name": "image", "size": spec.size, "layout": "NCHW", "color": "RGB", "scale": spec.scale,
-                  "mean": list(spec.mean), "std": list(spec.std),
-                  "formula": "x = (pixel * scale - mean) / std"},
-        "output": {"name": "logits", "shape": [None, 1, spec.size, spec.size], "meaning": "logits, > 0 = object"},
+        "input": {
+            "name": "image",
+            "size": spec.size,
+            "layout": "NCHW",
+            "color": "RGB",
+            "scale": spec.scale,
+            "mean": list(spec.mean),
+            "std": list(spec.std),
+            "formula": "x = (pixel * scale - mean) / std",
+        },
+        "output": {
+            "name": "logits",
+            "shape": [None, 1, spec.size, spec.size],
+            "meaning": "logits, > 0 = object",
+        },
         "crop": "picosam3_ros.crop.crop_rect_for_box: box + 10% each side, square, clipped to the image, "
-                "resized to 96x96 without keeping aspect",
-        "model": {"name": getattr(config, "model", None), "width_mult": getattr(config, "width_mult", None),
-                  "checkpoint": str(checkpoint), "training_extra": {k: v for k, v in extra.items()
-                                                                   if isinstance(v, (int, float, str))}},
+        "resized to 96x96 without keeping aspect",
+        "model": {
+            "name": getattr(config, "model", None),
+            "width_mult": getattr(config, "width_mult", None),
+            "checkpoint": str(checkpoint),
+            "training_extra": {k: v for k, v in extra.items() if isinstance(v, (int, float, str))},
+        },
         "training_data": list(getattr(config, "train_datasets", [])),
         "teacher": _teacher_info(config) or "none (ground truth only)",
         "export": {"opset": exported.opset, "ort_vs_torch_max_abs_diff": exported.max_abs_diff},
-        "quantization": {"tool": "model-compression-toolkit PTQ", "target": "imx500", "tpc_version": TPC_VERSION,
-                         "calibration": f"{cpu_q.calibration_count} crops of {calibration_spec}",
-                         "int8_format": "fake-quant QDQ ONNX (QuantizeLinear/DequantizeLinear)"},
+        "quantization": {
+            "tool": "model-compression-toolkit PTQ",
+            "target": "imx500",
+            "tpc_version": TPC_VERSION,
+            "calibration": f"{cpu_q.calibration_count} crops of {calibration_spec}",
+            "int8_format": "fake-quant QDQ ONNX (QuantizeLinear/DequantizeLinear)",
+        },
         "imx500": imx500,
-        "metrics": {"dataset": eval_spec, "instances": len(evalset), **metrics,
-                    "int8_gap_crop_miou_pt": gap_pt},
-        "reproduce": {"package": command, "training_config": config.to_dict() if hasattr(config, "to_dict") else {}},
+        "metrics": {
+            "dataset": eval_spec,
+            "instances": len(evalset),
+            **metrics,
+            "int8_gap_crop_miou_pt": gap_pt,
+        },
+        "reproduce": {
+            "package": command,
+            "training_config": config.to_dict() if hasattr(config, "to_dict") else {},
+        },
     }
     card_path = out_dir / MODEL_CARD_NAME
     card_path.write_text(json.dumps(card, indent=2) + "\n")
@@ -171,16 +227,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="picosam3_train package", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--out", default="picosam3_ros/models")
-    parser.add_argument("--calibration", default=DEFAULT_CALIBRATION_SPEC, help="annotations.json[:image_dir]")
+    parser.add_argument(
+        "--calibration", default=DEFAULT_CALIBRATION_SPEC, help="annotations.json[:image_dir]"
+    )
     parser.add_argument("--calibration-count", type=int, default=256)
     parser.add_argument("--eval-dataset", default=DEV_VAL_SPEC)
     parser.add_argument("--eval-limit", type=int, default=0)
     parser.add_argument("--work-dir", default="runs/package", help="intermediate files and the eval report")
     parser.add_argument("--skip-imx500", action="store_true")
     args = parser.parse_args(argv)
-    command = "picosam3_train package " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    build_package(args.checkpoint, args.out, args.calibration, args.calibration_count, args.eval_dataset,
-                  args.eval_limit, args.work_dir, args.skip_imx500, command)
+    command = "picosam3_train package " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    build_package(
+        args.checkpoint,
+        args.out,
+        args.calibration,
+        args.calibration_count,
+        args.eval_dataset,
+        args.eval_limit,
+        args.work_dir,
+        args.skip_imx500,
+        command,
+    )
     return 0
 
 

@@ -34,7 +34,9 @@ import numpy as np
 from picosam3_ros.crop import InvalidRoiError, crop_and_resize, crop_rect_for_box
 from picosam3_ros.model_card import InputSpec
 
-TPC_VERSION = "1.0"  # MCT's default IMX500 TPC; its MCTQ output converts with imx500-converter 3.19 (verified)
+TPC_VERSION = (
+    "1.0"  # MCT's default IMX500 TPC; its MCTQ output converts with imx500-converter 3.19 (verified)
+)
 DEFAULT_CALIBRATION_SPEC = "coco/annotations/instances_train2017.json:coco/train2017"
 
 
@@ -78,8 +80,12 @@ def pixel_input_spec(spec: InputSpec) -> InputSpec:
     return InputSpec(spec.name, spec.size, spec.layout, spec.color, 1.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 
-def calibration_crops(annotation_file: str | Path, image_dir: str | Path, count: int = 256, seed: int = 0,
-                      ) -> np.ndarray:
+def calibration_crops(
+    annotation_file: str | Path,
+    image_dir: str | Path,
+    count: int = 256,
+    seed: int = 0,
+) -> np.ndarray:
     """``count`` real standard crops (uint8 RGB, N x 96 x 96 x 3) of random non-crowd instances."""
     from pycocotools.coco import COCO
 
@@ -118,7 +124,7 @@ def calibration_crops(annotation_file: str | Path, image_dir: str | Path, count:
 
 def _batches(data: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
     for start in range(0, len(data), batch_size):
-        yield data[start:start + batch_size]
+        yield data[start : start + batch_size]
 
 
 def rename_io(path: Path, input_name: str, output_name: str) -> None:
@@ -141,9 +147,17 @@ def rename_io(path: Path, input_name: str, output_name: str) -> None:
     onnx.save(model, str(path))
 
 
-def quantize_model(model, calibration: np.ndarray, out_dir: str | Path, stem: str = "picosam3",
-                   batch_size: int = 16, input_name: str = "image", output_name: str = "logits",
-                   opset: int = 17, verbose: bool = True) -> QuantizeResult:
+def quantize_model(
+    model,
+    calibration: np.ndarray,
+    out_dir: str | Path,
+    stem: str = "picosam3",
+    batch_size: int = 16,
+    input_name: str = "image",
+    output_name: str = "logits",
+    opset: int = 17,
+    verbose: bool = True,
+) -> QuantizeResult:
     """MCT PTQ of ``model`` (IMX500 TPC) on ``calibration`` (float32 NCHW, already in the
     model's input space); writes ``<stem>_int8.onnx`` (QDQ) and ``<stem>_mctq.onnx``."""
     import torch
@@ -166,18 +180,27 @@ def quantize_model(model, calibration: np.ndarray, out_dir: str | Path, stem: st
     tpc = mct.get_target_platform_capabilities(tpc_version=TPC_VERSION, device_type="imx500")
     start = time.perf_counter()
     quantized, _ = mct.ptq.pytorch_post_training_quantization(
-        model, representative_data, target_platform_capabilities=tpc)
+        model, representative_data, target_platform_capabilities=tpc
+    )
     int8_path, mctq_path = out_dir / f"{stem}_int8.onnx", out_dir / f"{stem}_mctq.onnx"
     formats = mct.exporter.QuantizationFormat
     for path, fmt in ((int8_path, formats.FAKELY_QUANT), (mctq_path, formats.MCTQ)):
         with torchscript_onnx_export():
-            mct.exporter.pytorch_export_model(quantized, str(path), representative_data, quantization_format=fmt,
-                                              onnx_opset_version=opset, output_names=[output_name])
+            mct.exporter.pytorch_export_model(
+                quantized,
+                str(path),
+                representative_data,
+                quantization_format=fmt,
+                onnx_opset_version=opset,
+                output_names=[output_name],
+            )
         rename_io(path, input_name, output_name)
     seconds = time.perf_counter() - start
     if verbose:
-        print(f"MCT PTQ (IMX500 TPC {TPC_VERSION}) on {len(calibration)} crops in {seconds:.0f} s: "
-              f"{int8_path.name} (QDQ, ONNX Runtime), {mctq_path.name} (MCTQ, imxconv-pt)")
+        print(
+            f"MCT PTQ (IMX500 TPC {TPC_VERSION}) on {len(calibration)} crops in {seconds:.0f} s: "
+            f"{int8_path.name} (QDQ, ONNX Runtime), {mctq_path.name} (MCTQ, imxconv-pt)"
+        )
     return QuantizeResult(int8_path, mctq_path, len(calibration), seconds)
 
 
@@ -185,10 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="picosam3_train quantize", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--calibration", default=DEFAULT_CALIBRATION_SPEC, help="annotations.json[:image_dir]")
+    parser.add_argument(
+        "--calibration", default=DEFAULT_CALIBRATION_SPEC, help="annotations.json[:image_dir]"
+    )
     parser.add_argument("--calibration-count", type=int, default=256)
-    parser.add_argument("--imx500", action="store_true",
-                        help="also quantize the pixel-input (normalisation folded) model and run imxconv-pt")
+    parser.add_argument(
+        "--imx500",
+        action="store_true",
+        help="also quantize the pixel-input (normalisation folded) model and run imxconv-pt",
+    )
     args = parser.parse_args(argv)
 
     from picosam3_train.checkpoint import load_checkpoint
@@ -202,8 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.imx500:
         from picosam3_train.imx500 import ConversionError, convert
 
-        sensor = quantize_model(NormalizedInput(model, spec), pixel_input_spec(spec).preprocess(crops),
-                                Path(args.out) / "imx500", stem=f"{stem}_pixels")
+        sensor = quantize_model(
+            NormalizedInput(model, spec),
+            pixel_input_spec(spec).preprocess(crops),
+            Path(args.out) / "imx500",
+            stem=f"{stem}_pixels",
+        )
         try:
             result = convert(sensor.mctq_onnx, Path(args.out) / "imx500")
             print(result.describe())

@@ -20,8 +20,13 @@ from picosam3_train.teachers.base import Teacher, TeacherOutput
 TEACHER_KINDS = ("sam", "sam2", "sam3", "sam3-package", "onnx", "checkpoint")
 
 
-def build_teacher(kind: str, path: str | Path, device: str = "cpu", input_size: int | None = None,
-                  bpe_path: str | None = None) -> Teacher:
+def build_teacher(
+    kind: str,
+    path: str | Path,
+    device: str = "cpu",
+    input_size: int | None = None,
+    bpe_path: str | None = None,
+) -> Teacher:
     """Build a teacher by kind from a local weights path (imports its backend lazily)."""
     if kind in ("sam", "sam2", "sam3"):
         from picosam3_train.teachers.sam import TransformersSamTeacher

@@ -57,17 +57,21 @@ def to_standard_frame(patch_values: np.ndarray, size: int = MODEL_INPUT_SIZE) ->
     return cv2.resize(values, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
-def run_on_context(image_rgb: np.ndarray, box_xywh: Sequence[float],
-                   segment: Callable[[np.ndarray, tuple[float, float, float, float]], tuple[np.ndarray, float]],
-                   ) -> TeacherOutput:
+def run_on_context(
+    image_rgb: np.ndarray,
+    box_xywh: Sequence[float],
+    segment: Callable[[np.ndarray, tuple[float, float, float, float]], tuple[np.ndarray, float]],
+) -> TeacherOutput:
     """Cut the padded square crop at full resolution, let ``segment(patch, box_xyxy_in_patch)``
     return (probability over the patch, score), and bring it into the standard frame."""
     rect = standard_rect(image_rgb, box_xywh)
-    patch = np.ascontiguousarray(image_rgb[rect.y:rect.y_end, rect.x:rect.x_end])
+    patch = np.ascontiguousarray(image_rgb[rect.y : rect.y_end, rect.x : rect.x_end])
     x, y, w, h = (float(v) for v in box_xywh)
     box_in_patch = (
-        min(max(x - rect.x, 0.0), rect.width), min(max(y - rect.y, 0.0), rect.height),
-        min(max(x + w - rect.x, 0.0), rect.width), min(max(y + h - rect.y, 0.0), rect.height),
+        min(max(x - rect.x, 0.0), rect.width),
+        min(max(y - rect.y, 0.0), rect.height),
+        min(max(x + w - rect.x, 0.0), rect.width),
+        min(max(y + h - rect.y, 0.0), rect.height),
     )
     probability, score = segment(patch, box_in_patch)
     if probability.shape != patch.shape[:2]:

@@ -67,16 +67,33 @@ def load_cache(directory: str | Path, mmap: bool = True) -> TeacherCache:
     soft = np.load(directory / "soft_masks.npy", mmap_mode="r" if mmap else None)
     ann_ids = np.load(directory / "ann_ids.npy")
     scores = np.load(directory / "scores.npy")
-    if soft.dtype != np.uint8 or soft.shape[1:] != (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE) \
-            or len(ann_ids) != len(soft) or len(scores) != len(soft):
-        raise ValueError(f"teacher cache {directory} is inconsistent: {soft.dtype} {soft.shape}, "
-                         f"{len(ann_ids)} ids, {len(scores)} scores")
-    return TeacherCache(soft, ann_ids.astype(np.int64), scores.astype(np.float32),
-                        json.loads((directory / "meta.json").read_text()))
+    if (
+        soft.dtype != np.uint8
+        or soft.shape[1:] != (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE)
+        or len(ann_ids) != len(soft)
+        or len(scores) != len(soft)
+    ):
+        raise ValueError(
+            f"teacher cache {directory} is inconsistent: {soft.dtype} {soft.shape}, "
+            f"{len(ann_ids)} ids, {len(scores)} scores"
+        )
+    return TeacherCache(
+        soft,
+        ann_ids.astype(np.int64),
+        scores.astype(np.float32),
+        json.loads((directory / "meta.json").read_text()),
+    )
 
 
-def build_cache(teacher: Teacher, annotation_file: str | Path, image_dir: str | Path, out_dir: str | Path,
-                limit: int = 0, progress: bool = False, command: str = "") -> TeacherCache:
+def build_cache(
+    teacher: Teacher,
+    annotation_file: str | Path,
+    image_dir: str | Path,
+    out_dir: str | Path,
+    limit: int = 0,
+    progress: bool = False,
+    command: str = "",
+) -> TeacherCache:
     """Run ``teacher`` once over every usable non-crowd instance and write the cache.
 
     Written to a temporary sibling directory and renamed, so a cache is never half-written."""
@@ -162,24 +179,34 @@ def main(argv: list[str] | None = None) -> int:
     from picosam3_train.evaluate import resolve_dataset
     from picosam3_train.teachers import TEACHER_KINDS, build_teacher
 
-    parser = argparse.ArgumentParser(prog="picosam3_train cache-teacher", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="picosam3_train cache-teacher", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--teacher", required=True, choices=TEACHER_KINDS)
-    parser.add_argument("--weights", required=True, help="local weights: a transformers folder, a .pt/.onnx file")
-    parser.add_argument("--dataset", required=True, help="annotations.json[:image_dir] (relative to ../shared/data)")
+    parser.add_argument(
+        "--weights", required=True, help="local weights: a transformers folder, a .pt/.onnx file"
+    )
+    parser.add_argument(
+        "--dataset", required=True, help="annotations.json[:image_dir] (relative to ../shared/data)"
+    )
     parser.add_argument("--out", required=True, help="cache directory to write")
     parser.add_argument("--limit", type=int, default=0, help="first N instances only (0 = all)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--input-size", type=int, default=None, help="onnx/checkpoint teachers: input side")
     parser.add_argument("--bpe-path", default=None, help="sam3-package: the BPE vocabulary file")
     args = parser.parse_args(argv)
-    teacher = build_teacher(args.teacher, args.weights, device=args.device, input_size=args.input_size,
-                            bpe_path=args.bpe_path)
+    teacher = build_teacher(
+        args.teacher, args.weights, device=args.device, input_size=args.input_size, bpe_path=args.bpe_path
+    )
     annotations, images = resolve_dataset(args.dataset)
     command = "picosam3_train cache-teacher " + " ".join(argv if argv is not None else sys.argv[1:])
-    cache = build_cache(teacher, annotations, images, args.out, args.limit, progress=sys.stderr.isatty(),
-                        command=command)
-    print(f"wrote {args.out}: {len(cache)} soft masks from {teacher.name}; skipped {cache.meta['skipped']}; "
-          f"mean score {float(cache.scores.mean()) if len(cache) else float('nan'):.3f}")
+    cache = build_cache(
+        teacher, annotations, images, args.out, args.limit, progress=sys.stderr.isatty(), command=command
+    )
+    print(
+        f"wrote {args.out}: {len(cache)} soft masks from {teacher.name}; skipped {cache.meta['skipped']}; "
+        f"mean score {float(cache.scores.mean()) if len(cache) else float('nan'):.3f}"
+    )
     return 0
 
 

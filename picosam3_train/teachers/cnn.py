@@ -15,7 +15,14 @@ import numpy as np
 
 from picosam3_ros.crop import crop_and_resize
 from picosam3_ros.model_card import InputSpec, ModelCardError, load_model_card
-from picosam3_train.teachers.base import Teacher, TeacherOutput, certainty, sigmoid, standard_rect, to_standard_frame
+from picosam3_train.teachers.base import (
+    Teacher,
+    TeacherOutput,
+    certainty,
+    sigmoid,
+    standard_rect,
+    to_standard_frame,
+)
 
 
 def _with_size(spec: InputSpec, size: int) -> InputSpec:
@@ -40,8 +47,13 @@ class _CropTeacher(Teacher):
 class OnnxTeacher(_CropTeacher):
     """Any ONNX model with one NCHW image input and one (N, 1, S, S) or (N, S, S) logit output."""
 
-    def __init__(self, path: str | Path, input_size: int | None = None, input_spec: InputSpec | None = None,
-                 threads: int = 0):
+    def __init__(
+        self,
+        path: str | Path,
+        input_size: int | None = None,
+        input_spec: InputSpec | None = None,
+        threads: int = 0,
+    ):
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -68,8 +80,13 @@ class OnnxTeacher(_CropTeacher):
         return self.session.run(None, {self.input_name: x})[0]
 
     def provenance(self) -> dict:
-        return {"name": self.name, "api": "onnxruntime", "weights": str(self.path.resolve()),
-                "input_size": self.input_spec.size, "score": "certainty mean|2p-1|"}
+        return {
+            "name": self.name,
+            "api": "onnxruntime",
+            "weights": str(self.path.resolve()),
+            "input_size": self.input_spec.size,
+            "score": "certainty mean|2p-1|",
+        }
 
 
 class CheckpointTeacher(_CropTeacher):
@@ -95,6 +112,13 @@ class CheckpointTeacher(_CropTeacher):
 
     def provenance(self) -> dict:
         metrics = {k: v for k, v in self.extra.items() if isinstance(v, (int, float, str))}
-        return {"name": self.name, "api": "picosam3_train checkpoint", "weights": str(self.path.resolve()),
-                "model": getattr(self.config, "model", None), "width_mult": getattr(self.config, "width_mult", None),
-                "input_size": self.input_spec.size, "checkpoint_extra": metrics, "score": "certainty mean|2p-1|"}
+        return {
+            "name": self.name,
+            "api": "picosam3_train checkpoint",
+            "weights": str(self.path.resolve()),
+            "model": getattr(self.config, "model", None),
+            "width_mult": getattr(self.config, "width_mult", None),
+            "input_size": self.input_spec.size,
+            "checkpoint_extra": metrics,
+            "score": "certainty mean|2p-1|",
+        }

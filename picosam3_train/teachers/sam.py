@@ -37,7 +37,9 @@ def _require_transformers():
     try:
         import transformers
     except ImportError as exc:  # pragma: no cover - transformers is in requirements/train.txt
-        raise ImportError("the SAM/SAM2/SAM3 teachers need transformers: pip install -r requirements/train.txt") from exc
+        raise ImportError(
+            "the SAM/SAM2/SAM3 teachers need transformers: pip install -r requirements/train.txt"
+        ) from exc
     return transformers
 
 
@@ -47,13 +49,17 @@ class TransformersSamTeacher(Teacher):
             raise ValueError(f"unknown SAM family {family!r}; choose from {sorted(FAMILIES)}")
         self.path = Path(path)
         if not (self.path / "config.json").is_file():
-            raise FileNotFoundError(f"no transformers model at {self.path} (config.json missing); "
-                                    "weights must be a local folder saved with save_pretrained")
+            raise FileNotFoundError(
+                f"no transformers model at {self.path} (config.json missing); "
+                "weights must be a local folder saved with save_pretrained"
+            )
         transformers = _require_transformers()
         model_name, processor_name = FAMILIES[family]
         if not hasattr(transformers, model_name):
-            raise ImportError(f"transformers {transformers.__version__} has no {model_name}; "
-                              "pip install -r requirements/train.txt")
+            raise ImportError(
+                f"transformers {transformers.__version__} has no {model_name}; "
+                "pip install -r requirements/train.txt"
+            )
         import torch
 
         self.torch = torch
@@ -95,7 +101,9 @@ class TransformersSamTeacher(Teacher):
                 return int(size[0] if isinstance(size, (list, tuple)) else size)
         return 1024
 
-    def _segment_manual(self, patch: np.ndarray, box: tuple[float, float, float, float]) -> tuple[np.ndarray, float]:
+    def _segment_manual(
+        self, patch: np.ndarray, box: tuple[float, float, float, float]
+    ) -> tuple[np.ndarray, float]:
         cfg = self._manual
         side = cfg["size"]
         resized = cv2.resize(patch, (side, side), interpolation=cv2.INTER_LINEAR).astype(np.float32)
@@ -115,15 +123,18 @@ class TransformersSamTeacher(Teacher):
         return sigmoid(logits), float(out.iou_scores[0, 0, k])
 
     # -- the transformers processor path ---------------------------------------------------
-    def _segment_processor(self, patch: np.ndarray, box: tuple[float, float, float, float]) -> tuple[np.ndarray, float]:
+    def _segment_processor(
+        self, patch: np.ndarray, box: tuple[float, float, float, float]
+    ) -> tuple[np.ndarray, float]:
         torch = self.torch
         inputs = self.processor(images=patch, input_boxes=[[list(box)]], return_tensors="pt").to(self.device)
         forward = {k: v for k, v in inputs.items() if k in ("pixel_values", "input_boxes")}
         with torch.inference_mode():
             out = self.model(**forward, multimask_output=True)
         extra = [inputs["reshaped_input_sizes"]] if "reshaped_input_sizes" in inputs else []
-        masks = self.processor.post_process_masks(out.pred_masks.cpu(), inputs["original_sizes"].cpu(),
-                                                  *[e.cpu() for e in extra], binarize=False)
+        masks = self.processor.post_process_masks(
+            out.pred_masks.cpu(), inputs["original_sizes"].cpu(), *[e.cpu() for e in extra], binarize=False
+        )
         k = int(out.iou_scores[0, 0].float().argmax())
         logits = masks[0][0, k].float().numpy()  # (H, W) logits at the patch's resolution
         return sigmoid(logits), float(out.iou_scores[0, 0, k])
@@ -134,12 +145,17 @@ class TransformersSamTeacher(Teacher):
 
     def provenance(self) -> dict:
         return {
-            "name": self.name, "family": self.family, "api": "transformers",
-            "transformers": self.transformers_version, "weights": str(self.path.resolve()),
+            "name": self.name,
+            "family": self.family,
+            "api": "transformers",
+            "transformers": self.transformers_version,
+            "weights": str(self.path.resolve()),
             "model_class": type(self.model).__name__,
-            "preprocessing": "transformers processor" if self.processor is not None
+            "preprocessing": "transformers processor"
+            if self.processor is not None
             else f"built-in square resize ({self.processor_error})",
-            "mask_choice": "highest predicted IoU of 3 multimask outputs", "score": "predicted IoU",
+            "mask_choice": "highest predicted IoU of 3 multimask outputs",
+            "score": "predicted IoU",
         }
 
 
@@ -154,9 +170,15 @@ class Sam3PackageTeacher(Teacher):
             from sam3 import build_sam3_image_model
             from sam3.model.sam3_image_processor import Sam3Processor
         except ImportError as exc:
-            raise ImportError("the sam3 package is not installed (pip install sam3, or use a transformers "
-                              "SAM3 folder with --teacher sam3)") from exc
-        kwargs = {"checkpoint_path": str(self.checkpoint), "enable_inst_interactivity": True, "device": device}
+            raise ImportError(
+                "the sam3 package is not installed (pip install sam3, or use a transformers "
+                "SAM3 folder with --teacher sam3)"
+            ) from exc
+        kwargs = {
+            "checkpoint_path": str(self.checkpoint),
+            "enable_inst_interactivity": True,
+            "device": device,
+        }
         if bpe_path:
             kwargs["bpe_path"] = str(bpe_path)
         self.model = build_sam3_image_model(**kwargs)
@@ -168,7 +190,12 @@ class Sam3PackageTeacher(Teacher):
 
         state = self.processor.set_image(Image.fromarray(patch))
         masks, scores, low_res_logits = self.model.predict_inst(
-            state, point_coords=None, point_labels=None, box=np.asarray(box, np.float32), multimask_output=True)
+            state,
+            point_coords=None,
+            point_labels=None,
+            box=np.asarray(box, np.float32),
+            multimask_output=True,
+        )
         k = int(np.argmax(np.asarray(scores)))
         logits = np.asarray(low_res_logits)[k].astype(np.float32)
         logits = cv2.resize(logits, (patch.shape[1], patch.shape[0]), interpolation=cv2.INTER_LINEAR)
@@ -178,5 +205,10 @@ class Sam3PackageTeacher(Teacher):
         return run_on_context(image_rgb, box_xywh, self._segment)
 
     def provenance(self) -> dict:
-        return {"name": self.name, "api": "sam3 package", "weights": str(self.checkpoint.resolve()),
-                "mask_choice": "highest score of 3 multimask outputs", "score": "predicted IoU"}
+        return {
+            "name": self.name,
+            "api": "sam3 package",
+            "weights": str(self.checkpoint.resolve()),
+            "mask_choice": "highest score of 3 multimask outputs",
+            "score": "predicted IoU",
+        }

@@ -1,0 +1,115 @@
+"""INT8 PTQ with the real model-compression-toolkit on a tiny model, and the converter glue."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+torch = pytest.importorskip("torch")
+try:
+    from picosam3_train.compat import import_mct
+
+    import_mct()
+except ModuleNotFoundError:  # pragma: no cover - MCT is in requirements/train.txt
+    pytest.skip("model-compression-toolkit is not installed", allow_module_level=True)
+
+from test_evaluate import make_coco_fixture  # noqa: E402
+
+from picosam3_train import imx500  # noqa: E402
+from picosam3_train.evaluate import default_input_spec  # noqa: E402
+from picosam3_train.quantize import (  # noqa: E402
+    NormalizedInput,
+    calibration_crops,
+    pixel_input_spec,
+    quantize_model,
+)
+
+
+def tiny_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 1, 1),
+    ).eval()
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory):
+    ann, images = make_coco_fixture(tmp_path_factory.mktemp("coco"), n_images=4)
+    crops = calibration_crops(ann, images, count=8)
+    assert crops.dtype == np.uint8 and crops.shape[1:] == (96, 96, 3)
+    return crops
+
+
+@pytest.fixture(scope="module")
+def quantized(calibration, tmp_path_factory):
+    out = tmp_path_factory.mktemp("q")
+    spec = default_input_spec()
+    model = tiny_net()
+    result = quantize_model(
+        model, spec.preprocess(calibration), out, stem="tiny", batch_size=4, verbose=False
+    )
+    return model, spec, result
+
+
+def test_int8_qdq_onnx_runs_in_stock_onnxruntime(quantized, calibration):
+    model, spec, result = quantized
+    graph = onnx.load(str(result.int8_onnx))
+    ops = {node.op_type for node in graph.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert {o.domain for o in graph.opset_import} <= {"", "ai.onnx"}  # no custom ops
+    session = ort.InferenceSession(str(result.int8_onnx), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].name == "image" and session.get_outputs()[0].name == "logits"
+    x = spec.preprocess(calibration)
+    int8 = session.run(None, {"image": x})[0]
+    assert int8.shape == (len(x), 1, 96, 96)
+    with torch.inference_mode():
+        fp32 = model(torch.from_numpy(x)).numpy()
+    # Quantized, so not equal; but close relative to the output's range, and the sign map agrees.
+    assert not np.array_equal(int8, fp32)
+    assert np.abs(int8 - fp32).max() < 0.1 * (np.abs(fp32).max() + 1e-6) + 0.05
+    assert np.mean((int8 > 0) == (fp32 > 0)) > 0.95
+
+
+def test_mctq_onnx_carries_mct_quantizer_ops(quantized):
+    _, _, result = quantized
+    graph = onnx.load(str(result.mctq_onnx))
+    assert "mct_quantizers" in {o.domain for o in graph.opset_import}
+    assert graph.graph.input[0].name == "image"
+
+
+def test_normalized_input_folds_the_model_card_normalisation(calibration):
+    model = tiny_net()
+    spec = default_input_spec()
+    folded = NormalizedInput(model, spec)
+    with torch.inference_mode():
+        a = folded(torch.from_numpy(pixel_input_spec(spec).preprocess(calibration)))
+        b = model(torch.from_numpy(spec.preprocess(calibration)))
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4)
+
+
+def test_converter_errors_are_explained(tmp_path):
+    with pytest.raises(imx500.ConversionError):
+        imx500.convert(tmp_path / "missing_mctq.onnx", tmp_path / "out")
+
+
+@pytest.mark.skipif(
+    os.environ.get("PICOSAM3_RUN_IMXCONV") != "1"
+    or imx500.find_imxconv() is None
+    or shutil.which("java") is None,
+    reason="imxconv-pt takes ~2 min; set PICOSAM3_RUN_IMXCONV=1 (needs .venv-imx500 and Java)",
+)
+def test_imxconv_produces_packer_out_that_fits(quantized, tmp_path):
+    _, _, result = quantized
+    conversion = imx500.convert(result.mctq_onnx, tmp_path)
+    assert conversion.packer_zip.is_file() and conversion.fits
+    assert conversion.memory_report["Total Memory Available On Chip"] == "8.00MB"
