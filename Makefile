@@ -18,7 +18,7 @@ build:  ## bootstrap deps, then always run colcon build --symlink-install
 	tools/bootstrap.sh --build
 
 test: bootstrap  ## build, run every test through colcon test, fail (and list failures) if any fails
-	tools/test.sh
+	tools/test.sh $(TEST_ARGS)
 
 demo: bootstrap  ## the main job on the bundled defaults, no camera needed
 	$(ENV) && python -m picosam3_ros.demo

@@ -5,7 +5,10 @@ The node runs in its own process; this script publishes 640x480 rgb8 frames at
 masks out per frame in, end-to-end latency (frame stamp -> mask received)
 p50/p99, node drops (from /diagnostics), node CPU % and RSS.
 
-    python bench/bench_node.py [--seconds 20] [--model DIR] [--prompts 1 4 8]
+    python bench/bench_node.py [--seconds 20] [--model DIR] [--prompts 1 4 8] [--no-fastdds-profile]
+
+Both processes use config/fastdds_large_images.xml (README "Large images over DDS")
+unless --no-fastdds-profile: without it most 0.9 MB best-effort frames are lost.
 
 Model: --model, else the packaged model (picosam3_ros/models), else a
 random-init PicoSAM3-sized network exported with picosam3_train (needs torch).
@@ -26,7 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "test"))
 
-from node_helpers import RosClient, node_command, ros_env, running  # noqa: E402
+from node_helpers import RosClient, large_images_env, node_command, ros_env, running  # noqa: E402
 
 DOMAIN = 38
 
@@ -155,7 +158,14 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--model", default="")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument(
+        "--no-fastdds-profile", action="store_true", help="do not use config/fastdds_large_images.xml"
+    )
     args = parser.parse_args()
+    # This process publishes the frames: its participant needs the profile as much as the node's.
+    profile_env = {} if args.no_fastdds_profile else large_images_env()
+    os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+    os.environ.update(profile_env)
 
     packaged = REPO / "picosam3_ros" / "models"
     tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
@@ -177,7 +187,7 @@ def main() -> int:
         REPO / "config" / "sensor.yaml",
     )
     rows = []
-    with running(cmd, ros_env(DOMAIN), tmp / "node.log") as proc:
+    with running(cmd, ros_env(DOMAIN, profile_env), tmp / "node.log") as proc:
         client = RosClient(DOMAIN, "bench_client")
         try:
             for prompts in args.prompts:
@@ -186,7 +196,8 @@ def main() -> int:
             client.close()
     print(
         f"\nmodel: {model_name}; {args.fps:.0f} fps 640x480 rgb8 for {args.seconds:.0f} s per row; "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs; Fast DDS profile: {'none' if args.no_fastdds_profile else 'large images'}; "
+        f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
     )
     print(
         "| prompts | in fps | frames reaching node / sent | masks out / frame in | p50 ms | p99 ms "

@@ -4,9 +4,14 @@
     ros2 launch picosam3_ros sensor.launch.py camera:=emulator teleop:=true
 
 backend, camera and model override the config file (config_file, default config/sensor.yaml).
+Unless you already chose a Fast DDS profile or transports, the launched processes get
+config/fastdds_large_images.xml (large images over shared memory; README "Large images
+over DDS"); fastdds_profile:='' turns that off.
 """
 
-from launch.actions import DeclareLaunchArgument
+import os
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -14,8 +19,26 @@ from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
 
+# Any of these set means the user already configured Fast DDS: leave it alone.
+USER_FASTDDS_SETTINGS = (
+    "FASTDDS_DEFAULT_PROFILES_FILE",
+    "FASTRTPS_DEFAULT_PROFILES_FILE",
+    "FASTDDS_BUILTIN_TRANSPORTS",
+)
+
+
+def large_images_profile(context):
+    """Point Fast DDS at the large-images profile, unless disabled or the user has their own."""
+    profile = LaunchConfiguration("fastdds_profile").perform(context)
+    if not profile or any(os.environ.get(name) for name in USER_FASTDDS_SETTINGS):
+        return []
+    return [SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", profile)]
+
 
 def generate_launch_description():
+    default_profile = PathJoinSubstitution(
+        [FindPackageShare("picosam3_ros"), "config", "fastdds_large_images.xml"]
+    )
     default_config = PathJoinSubstitution([FindPackageShare("picosam3_ros"), "config", "sensor.yaml"])
     arguments = [
         DeclareLaunchArgument("backend", default_value="auto", description="auto | imx500 | onnx"),
@@ -30,6 +53,12 @@ def generate_launch_description():
             "namespace", default_value="", description="namespace of the node and its topics"
         ),
         DeclareLaunchArgument("teleop", default_value="false", description="also start the teleop web UI"),
+        DeclareLaunchArgument(
+            "fastdds_profile",
+            default_value=default_profile,
+            description="Fast DDS XML profile for large images ('' = none); "
+            "ignored when FASTDDS_DEFAULT_PROFILES_FILE or FASTDDS_BUILTIN_TRANSPORTS is set",
+        ),
     ]
     overrides = {
         "backend": LaunchConfiguration("backend"),
@@ -53,4 +82,4 @@ def generate_launch_description():
         output="screen",
         condition=IfCondition(LaunchConfiguration("teleop")),
     )
-    return LaunchDescription([*arguments, sensor, teleop])
+    return LaunchDescription([*arguments, OpaqueFunction(function=large_images_profile), sensor, teleop])

@@ -40,15 +40,15 @@ from picosam3_ros.evaluation_report import (
     write_json,
     write_png,
 )
+from picosam3_ros.fastdds_profile import with_large_images_profile
 from picosam3_ros.model_card import DEFAULT_MODELS_DIR, ModelCardError, load_model_card
 from picosam3_ros.pipeline import Status, compose_frame_mask
 
 NAMESPACE = "/picosam3_demo"
-# image_raw is best effort: on Fast DDS, frames above its 512 KiB shared-memory segment go
-# over UDP fragments and most are lost between processes on a loaded machine (measured here:
-# 9/100 640x480 rgb8 frames arrived, 100/100 at 480x360). The prompt publisher must see the
-# frames, so the demo streams 480x360.
-DEFAULT_STREAM_SIZE = (480, 360)
+# image_raw is best effort: on Fast DDS, frames above its default 512 KiB shared-memory segment
+# are mostly lost between processes; the demo's processes load config/fastdds_large_images.xml
+# (README "Large images over DDS"), so it streams the node's default 640x480.
+DEFAULT_STREAM_SIZE = (640, 480)
 LEAD_IN_SECONDS = 4.0  # the first image is held longer while the processes discover each other
 
 
@@ -450,6 +450,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(args.domain_id)
     env.pop("ROS_LOCALHOST_ONLY", None)
+    env = with_large_images_profile(env)  # the sensor node publishes 0.9 MB image_raw frames
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     print(
         f"demo: {len(clip)} clip images x {args.hold_frames} frames at {args.fps:g} fps through the emulated "

@@ -13,34 +13,21 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
+from picosam3_ros.image_conversion import SUPPORTED_ENCODINGS, image_to_rgb
 from picosam3_ros.teleop_prompts import prompt_color
 
-# Encodings the page can show (8 bits per channel); anything else is counted and skipped.
-_CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4, "8UC1": 1, "8UC3": 3}
 
+def to_bgr(msg: Any) -> np.ndarray:
+    """A sensor_msgs/Image (or any object with its fields) as HxWx3 BGR for the JPEG encoder.
 
-def to_bgr(data: bytes | memoryview, width: int, height: int, step: int, encoding: str) -> np.ndarray:
-    """A sensor_msgs/Image payload as an HxWx3 BGR array; ValueError when it cannot be shown."""
-    channels = _CHANNELS.get(encoding)
-    if channels is None:
-        raise ValueError(f"unsupported encoding '{encoding}' (supported: {', '.join(_CHANNELS)})")
-    if width <= 0 or height <= 0 or step < width * channels or len(data) < step * height:
-        raise ValueError(f"image {width}x{height} step {step} does not match its {len(data)} bytes")
-    rows = np.frombuffer(data, dtype=np.uint8, count=step * height).reshape(height, step)
-    pixels = rows[:, : width * channels].reshape(height, width, channels)
-    if encoding in ("rgb8",):
-        return cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
-    if encoding == "rgba8":
-        return cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGR)
-    if encoding == "bgra8":
-        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2BGR)
-    if channels == 1:
-        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR)
-    return np.ascontiguousarray(pixels)
+    Raises ImageConversionError (a ValueError) when it cannot be shown.
+    """
+    return cv2.cvtColor(image_to_rgb(msg), cv2.COLOR_RGB2BGR)
 
 
 @dataclass(frozen=True)
@@ -52,14 +39,6 @@ class PromptResult:
     score: float
     backend: str
     latency_ms: float
-
-
-@dataclass
-class _Frame:
-    frame_id: str
-    width: int
-    height: int
-    raw: tuple  # (data, step, encoding): converted only when shown
 
 
 def overlay_mask(bgr: np.ndarray, mask: np.ndarray, prompt_ids: list[int], alpha: float) -> np.ndarray:
@@ -94,7 +73,7 @@ class FrameHub:
         self.overlay_hold_s = overlay_hold_s
         self._ring_size = ring_size
         self._lock = threading.Condition()
-        self._frames: OrderedDict[int, _Frame] = OrderedDict()
+        self._frames: OrderedDict[int, Any] = OrderedDict()
         self._masks: OrderedDict[int, np.ndarray] = OrderedDict()
         self._results: OrderedDict[int, list[PromptResult]] = OrderedDict()
         self._dirty = False
@@ -119,20 +98,21 @@ class FrameHub:
         self._last_result_stamp: int | None = None
 
     # ---- input side (called from ROS callbacks; must stay cheap) -----------------------
-    def put_frame(self, stamp_ns: int, frame_id: str, width: int, height: int, step: int,
-                  encoding: str, data: bytes | memoryview) -> None:
-        if encoding not in _CHANNELS:
+    def put_frame(self, stamp_ns: int, frame: Any) -> None:
+        """A sensor_msgs/Image (or any object with its fields); converted only if it is shown."""
+        if frame.encoding not in SUPPORTED_ENCODINGS:
             self.frames_rejected += 1
-            self.last_error = f"frames on the image topic have encoding '{encoding}': not shown"
+            self.last_error = f"frames on the image topic have encoding '{frame.encoding}': not shown"
             return
+        width, height = int(frame.width), int(frame.height)
         with self._lock:
-            self._frames[stamp_ns] = _Frame(frame_id, width, height, (data, step, encoding))
+            self._frames[stamp_ns] = frame
             self._frames.move_to_end(stamp_ns)
             while len(self._frames) > self._ring_size:
                 self._frames.popitem(last=False)
             self.frames_received += 1
             self.stream_size = (width, height)
-            self.frame_id = frame_id
+            self.frame_id = str(frame.header.frame_id)
             self._dirty = True
             self._lock.notify()
 
@@ -208,7 +188,7 @@ class FrameHub:
     def stopped(self) -> bool:
         return self._stop
 
-    def _pick(self) -> tuple[int, _Frame, np.ndarray | None, list[int]] | None:
+    def _pick(self) -> tuple[int, Any, np.ndarray | None, list[int]] | None:
         """Choose what to show next (called with the lock held)."""
         now = time.monotonic()
         # Newest mask that has its results and a frame (same stamp, else the newest frame of its size).
@@ -254,8 +234,7 @@ class FrameHub:
                 continue
             stamp, frame, mask, prompt_ids = picked
             try:
-                data, step, encoding = frame.raw
-                bgr = to_bgr(data, frame.width, frame.height, step, encoding)
+                bgr = to_bgr(frame)
                 if mask is not None:
                     bgr = overlay_mask(bgr, mask, prompt_ids, self.mask_alpha)
                 ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(self.jpeg_quality)])

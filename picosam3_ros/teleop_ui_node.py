@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-import numpy as np
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.exceptions import ParameterException
@@ -22,6 +21,7 @@ from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from picosam3_msgs.msg import RoiPrompt, RoiPromptArray, Segmentation, SegmentationArray
+from picosam3_ros.image_conversion import ImageConversionError, image_array
 from picosam3_ros.teleop_frames import FrameHub, PromptResult
 from picosam3_ros.teleop_prompts import PromptBook, RateLimiter
 from picosam3_ros.teleop_server import ServerConfig, TeleopServer
@@ -129,8 +129,7 @@ class TeleopUiNode(Node):
     # ---- ROS callbacks: hand data to the hub, nothing heavy here -------------------------------
     def image_callback(self, msg: Image) -> None:
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        self.hub.put_frame(stamp, msg.header.frame_id, msg.width, msg.height, msg.step, msg.encoding,
-                           msg.data)
+        self.hub.put_frame(stamp, msg)
         size = (msg.width, msg.height)
         if size != self._stream_size:
             if self._stream_size != (0, 0):
@@ -142,17 +141,17 @@ class TeleopUiNode(Node):
                 self.publish_prompts()
 
     def mask_callback(self, msg: Image) -> None:
-        size_ok = msg.step >= msg.width and len(msg.data) >= msg.step * msg.height
-        if msg.encoding not in ("mono8", "8UC1") or not size_ok:
-            if not self._bad_mask_logged:
-                self.get_logger().error(f"ignoring masks: expected mono8, got '{msg.encoding}' "
-                                        f"{msg.width}x{msg.height} step {msg.step}")
+        try:
+            if msg.encoding not in ("mono8", "8UC1"):
+                raise ImageConversionError(f"expected mono8, got '{msg.encoding}'")
+            mask = image_array(msg)
+        except ImageConversionError as exc:
+            if not self._bad_mask_logged:  # once: a wrong publisher would flood the log
+                self.get_logger().error(f"ignoring masks on '{self.resolve_topic_name('mask')}': {exc}")
                 self._bad_mask_logged = True
             return
-        rows = np.frombuffer(msg.data, dtype=np.uint8, count=msg.step * msg.height)
-        rows = rows.reshape(msg.height, msg.step)
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        self.hub.put_mask(stamp, rows[:, : msg.width])
+        self.hub.put_mask(stamp, mask)
 
     def segmentations_callback(self, msg: SegmentationArray) -> None:
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec

@@ -209,6 +209,8 @@ def build_package(
             "int8_gap_crop_miou_pt": gap_pt,
         },
         "reproduce": {
+            "train": extra.get("command")
+            or "picosam3_train train --config CONFIG.yaml (training_config below)",
             "package": command,
             "training_config": config.to_dict() if hasattr(config, "to_dict") else {},
         },

@@ -26,6 +26,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+LARGE_IMAGES_PROFILE = REPO / "config" / "fastdds_large_images.xml"
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 SIZE = 96
@@ -128,6 +129,15 @@ def ros_env(domain_id: int, extra: dict[str, str] | None = None) -> dict[str, st
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
+
+
+def large_images_env() -> dict[str, str]:
+    """Environment that gives a child process the shipped Fast DDS large-images profile.
+
+    Pass it to :func:`ros_env` (``extra``) for both ends of a topic carrying images bigger
+    than 512 KiB; the publisher's side is the one that matters (README "Large images over DDS").
+    """
+    return {"FASTDDS_DEFAULT_PROFILES_FILE": str(LARGE_IMAGES_PROFILE)}
 
 
 def node_command(

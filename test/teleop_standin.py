@@ -1,6 +1,6 @@
 """A stand-in for the sensor node with known output, for the teleop UI tests (its own process).
 
-    python test/teleop_standin.py NONCE --width 640 --height 360 [--rate 10]
+    python test/teleop_standin.py NONCE --width 640 --height 360 [--rate 10] [--frames-only]
 
 Publishes uniform grey rgb8 frames on `image` (header.frame_id = NONCE) and, for every
 frame, a `mask` and `segmentations` answering the latest RoiPromptArray received on
@@ -8,6 +8,9 @@ frame, a `mask` and `segmentations` answering the latest RoiPromptArray received
 status OK, score 0.9, backend "standin", latency 7.5 ms. Prints one JSON line per
 RoiPromptArray whose frame_id is NONCE: {"prompts": [[id, x, y, w, h], ...]}, so the test
 sees exactly what reached ROS. Messages from other runs (other nonces) are ignored.
+--frames-only: publish frames (grey, with a white square in the middle) and log prompts,
+but no results: the real sensor node answers instead.
+--textured: frames with photo-like texture (for bench/bench_teleop.py: grey JPEGs are too cheap).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import json
 import sys
 
+import cv2
 import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException
@@ -29,7 +33,8 @@ GREY = 128
 
 
 class StandIn(Node):
-    def __init__(self, nonce: str, width: int, height: int, rate: float) -> None:
+    def __init__(self, nonce: str, width: int, height: int, rate: float, frames_only: bool,
+                 textured: bool = False) -> None:
         super().__init__("teleop_standin")
         self.nonce, self.width, self.height = nonce, width, height
         self.prompts: list[tuple[int, int, int, int, int]] = []
@@ -37,7 +42,15 @@ class StandIn(Node):
         self.mask_pub = self.create_publisher(Image, "mask", QoSProfile(depth=5))
         self.seg_pub = self.create_publisher(SegmentationArray, "segmentations", QoSProfile(depth=5))
         self.create_subscription(RoiPromptArray, "prompts", self.prompts_callback, QoSProfile(depth=10))
-        self.frame = np.full((height, width, 3), GREY, dtype=np.uint8).tobytes()
+        self.frames_only = frames_only
+        frame = np.full((height, width, 3), GREY, dtype=np.uint8)
+        if frames_only:
+            frame[height // 3: 2 * height // 3, width // 3: 2 * width // 3] = 255
+        if textured:
+            noise = np.random.default_rng(0).normal(0, 60, (height, width, 3)).astype(np.float32)
+            smooth = cv2.GaussianBlur(noise, (0, 0), 3) * 4 + cv2.GaussianBlur(noise, (0, 0), 0.7) * 0.5
+            frame = np.clip(smooth + GREY, 0, 255).astype(np.uint8)
+        self.frame = frame.tobytes()
         self.create_timer(1.0 / rate, self.timer_callback)
 
     def prompts_callback(self, msg: RoiPromptArray) -> None:
@@ -53,6 +66,8 @@ class StandIn(Node):
         image.header.frame_id = self.nonce
         image.data = self.frame
         self.image_pub.publish(image)
+        if self.frames_only:
+            return
 
         mask = np.zeros((self.height, self.width), dtype=np.uint8)
         segs = SegmentationArray(header=image.header)
@@ -76,9 +91,11 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=360)
     parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument("--frames-only", action="store_true")
+    parser.add_argument("--textured", action="store_true")
     args = parser.parse_args()
     rclpy.init()
-    node = StandIn(args.nonce, args.width, args.height, args.rate)
+    node = StandIn(args.nonce, args.width, args.height, args.rate, args.frames_only, args.textured)
     print(json.dumps({"ready": True}), flush=True)
     try:
         rclpy.spin(node)

@@ -113,3 +113,27 @@ def test_imxconv_produces_packer_out_that_fits(quantized, tmp_path):
     conversion = imx500.convert(result.mctq_onnx, tmp_path)
     assert conversion.packer_zip.is_file() and conversion.fits
     assert conversion.memory_report["Total Memory Available On Chip"] == "8.00MB"
+
+
+def test_package_writes_a_readable_card_and_explains_a_missing_converter(tmp_path, monkeypatch):
+    from picosam3_ros.model_card import load_model_card
+    from picosam3_train.checkpoint import save_checkpoint
+    from picosam3_train.config import TrainConfig
+    from picosam3_train.model import build_model
+    from picosam3_train.package_model import build_package
+
+    ann, images = make_coco_fixture(tmp_path / "coco", n_images=2)
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(
+        tmp_path / "m.pt", build_model("picosam3", width_mult=0.25), TrainConfig(width_mult=0.25)
+    )
+    monkeypatch.setattr(imx500, "find_imxconv", lambda: None)  # as on a machine without the converter
+    spec = f"{ann}:{images}"
+    card = build_package(ckpt, tmp_path / "models", spec, 4, spec, work_dir=tmp_path / "work", command="test")
+    assert "imx500" not in card["files"] and "imxconv-pt not found" in card["imx500"]["missing_reason"]
+    loaded = load_model_card(tmp_path / "models")
+    assert loaded.path("fp32").is_file() and loaded.path("int8").is_file()
+    assert loaded.input.mean == pytest.approx(default_input_spec().mean) and loaded.output_name == "logits"
+    metrics = card["metrics"]
+    assert metrics["instances"] == 4 and metrics["box"]["crop_miou"] > 0.85
+    assert {"fp32", "int8", "imx500_fakequant", "int8_gap_crop_miou_pt"} <= set(metrics)

@@ -110,6 +110,56 @@ def tiny_sam2(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def tiny_sam3(tmp_path_factory):
+    """A randomly initialised SAM3 tracker (SAM3's box-promptable head) at 112 px."""
+    path = tmp_path_factory.mktemp("tiny_sam3")
+    torch.manual_seed(0)
+    backbone = {
+        "model_type": "sam3_vit_model",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 112,
+        "patch_size": 14,
+        "window_size": 4,
+        "global_attn_indexes": [1],
+        "pretrain_image_size": 56,
+    }
+    config = transformers.Sam3TrackerConfig(
+        vision_config={
+            "backbone_config": backbone,
+            "fpn_hidden_size": 32,
+            "backbone_feature_sizes": [[32, 32], [16, 16], [8, 8]],
+        },
+        prompt_encoder_config={
+            "hidden_size": 32,
+            "image_size": 112,
+            "patch_size": 14,
+            "mask_input_channels": 4,
+        },
+        mask_decoder_config={
+            "hidden_size": 32,
+            "mlp_dim": 64,
+            "num_attention_heads": 2,
+            "iou_head_hidden_dim": 32,
+        },
+    )
+    transformers.Sam3TrackerModel(config).save_pretrained(path)
+    (path / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "size": {"height": 112, "width": 112},
+                "rescale_factor": 1 / 255,
+                "image_mean": [0.5, 0.5, 0.5],
+                "image_std": [0.5, 0.5, 0.5],
+            }
+        )
+    )
+    return path
+
+
 def test_context_teachers_land_in_the_standard_crop_frame():
     # A "teacher" that answers with its box prompt: in the standard frame this must be
     # exactly the box as the evaluator draws it (crop rect 46,11,48x48 -> 2x upsampling).
@@ -155,8 +205,13 @@ def test_sam_teacher_matches_processor_and_model_run_directly(tiny_sam):
     assert teacher.provenance()["weights"] == str(tiny_sam.resolve())
 
 
-def test_sam2_teacher_runs_from_a_local_folder(tiny_sam2):
-    teacher = build_teacher("sam2", tiny_sam2)
+@pytest.mark.parametrize(
+    ("kind", "folder", "model_class"),
+    [("sam2", "tiny_sam2", "Sam2Model"), ("sam3", "tiny_sam3", "Sam3TrackerModel")],
+)
+def test_sam2_and_sam3_teachers_run_from_a_local_folder(kind, folder, model_class, request):
+    path = request.getfixturevalue(folder)
+    teacher = build_teacher(kind, path)
     image = _image()
     a = teacher.predict(image, (50, 20, 40, 30))
     b = teacher.predict(image, (50, 20, 40, 30))
@@ -165,7 +220,7 @@ def test_sam2_teacher_runs_from_a_local_folder(tiny_sam2):
     assert np.array_equal(a.probability, b.probability)  # deterministic
     assert not np.allclose(a.probability, c.probability)  # the prompt matters
     provenance = teacher.provenance()
-    assert provenance["model_class"] == "Sam2Model" and provenance["weights"] == str(tiny_sam2.resolve())
+    assert provenance["model_class"] == model_class and provenance["weights"] == str(path.resolve())
 
 
 def test_missing_weights_give_a_clear_error(tmp_path):

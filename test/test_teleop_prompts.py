@@ -8,6 +8,7 @@ import json
 import math
 import random
 import time
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -167,18 +168,25 @@ def test_rate_limiter_allows_a_burst_then_the_average_rate():
 
 
 # ---- images and the overlay ---------------------------------------------------------------
+def fake_image(width, height, encoding, data, step=None, frame_id="cam"):
+    """An object with sensor_msgs/Image's fields (the teleop core is ROS-free)."""
+    channels = {"rgb8": 3, "bgr8": 3, "mono8": 1}.get(encoding, 3)
+    return SimpleNamespace(header=SimpleNamespace(frame_id=frame_id), width=width, height=height,
+                           encoding=encoding, step=step or width * channels, data=data, is_bigendian=0)
+
+
 def test_to_bgr_handles_encodings_and_row_padding():
     rgb = np.zeros((2, 3, 3), np.uint8)
     rgb[..., 0] = 200  # red
     padded = np.zeros((2, 12), np.uint8)
     padded[:, :9] = rgb.reshape(2, 9)
-    out = to_bgr(padded.tobytes(), 3, 2, 12, "rgb8")
+    out = to_bgr(fake_image(3, 2, "rgb8", padded.tobytes(), step=12))
     assert out.shape == (2, 3, 3) and (out[..., 2] == 200).all() and (out[..., 0] == 0).all()
-    assert (to_bgr(bytes([7] * 6), 3, 2, 3, "mono8") == 7).all()
+    assert (to_bgr(fake_image(3, 2, "mono8", bytes([7] * 6))) == 7).all()
     with pytest.raises(ValueError, match="unsupported encoding"):
-        to_bgr(bytes(12), 3, 2, 6, "16UC1")
-    with pytest.raises(ValueError, match="does not match"):
-        to_bgr(bytes(5), 3, 2, 9, "rgb8")
+        to_bgr(fake_image(3, 2, "32FC1", bytes(24)))
+    with pytest.raises(ValueError, match="expected step"):
+        to_bgr(fake_image(3, 2, "rgb8", bytes(5)))
 
 
 def test_overlay_tints_each_prompt_in_its_colour_and_leaves_background_alone():
@@ -206,7 +214,7 @@ def server():
                        on_change=lambda: changes.append(book.snapshot()), log=lambda _: None)
     srv.start()
     frame = np.full((360, 640, 3), 90, np.uint8)
-    hub.put_frame(1, "cam", 640, 360, 640 * 3, "rgb8", frame.tobytes())
+    hub.put_frame(1, fake_image(640, 360, "rgb8", frame.tobytes()))
     srv.changes = changes
     yield srv
     srv.stop()
@@ -288,8 +296,8 @@ def test_server_serves_the_page_state_and_a_live_mjpeg_stream(server):
 def test_hub_shows_masks_on_their_own_frame(server):
     hub = server.hub
     grey = np.full((360, 640, 3), 90, np.uint8).tobytes()
-    hub.put_frame(5, "cam", 640, 360, 640 * 3, "rgb8", grey)
-    hub.put_frame(6, "cam", 640, 360, 640 * 3, "rgb8", np.full((360, 640, 3), 200, np.uint8).tobytes())
+    hub.put_frame(5, fake_image(640, 360, "rgb8", grey))
+    hub.put_frame(6, fake_image(640, 360, "rgb8", np.full((360, 640, 3), 200, np.uint8).tobytes()))
     mask = np.zeros((360, 640), np.uint8)
     mask[100:200, 100:300] = 1
     hub.put_results(5, [PromptResult(4, "OK", 0.8, "onnx", 3.0)])

@@ -15,8 +15,10 @@ root) and selenium (requirements/test.txt); skips with the reason when they cann
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -34,7 +36,10 @@ import pytest
 from picosam3_ros.teleop_prompts import prompt_color
 
 REPO = Path(__file__).resolve().parent.parent
-DOMAIN_ID = 64
+# This area's ROS domains are 60-79. The UI shows whatever frames arrive on its topic, so two
+# runs of the suite on one machine (sharing a domain) would mix their streams: pick domains at
+# random to make that unlikely; prompts still carry a per-run nonce so a clash cannot fake a pass.
+DOMAIN_ID, REAL_NODE_DOMAIN_ID = random.Random(os.getpid() ^ time.time_ns()).sample(range(60, 80), 2)
 STREAM_W, STREAM_H = 640, 360
 MAX_PROMPTS = 4
 MIN_BOX = 4
@@ -131,8 +136,8 @@ def wait_for(predicate, what: str, timeout: float = WAIT_S, procs: tuple[Proc, .
 
 
 class Rig:
-    def __init__(self, ui: Proc, standin: Proc, url: str) -> None:
-        self.ui, self.standin, self.url = ui, standin, url
+    def __init__(self, ui: Proc, standin: Proc, url: str, procs: tuple[Proc, ...]) -> None:
+        self.ui, self.standin, self.url, self.procs = ui, standin, url, procs
 
     def prompt_sets(self) -> list[list[list[int]]]:
         """Every RoiPromptArray that reached ROS, as [[id, x, y, w, h], ...], oldest first."""
@@ -147,44 +152,58 @@ class Rig:
     def wait_set(self, predicate, what: str, since: int = 0):
         # Wrapped in a list: an empty set is a valid answer, and falsy.
         found = wait_for(lambda: next(([s] for s in self.prompt_sets()[since:] if predicate(s)), None), what,
-                         procs=(self.ui, self.standin))
+                         procs=self.procs)
         return found[0]
 
 
-@pytest.fixture(scope="module")
-def rig(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("teleop")
+@contextlib.contextmanager
+def rig_running(tmp: Path, domain_id: int, sensor_model: Path | None = None):
+    """The teleop_ui node and the stand-in (and, with a model, the real sensor node answering
+    instead of the stand-in); every child is stopped on the way out."""
     nonce = f"teleop-{uuid.uuid4().hex[:8]}"
-    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               ROS_LOG_DIR=str(tmp / "ros_log"), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+               ROS_LOG_DIR=str(tmp / "ros_log"), PYTHONUNBUFFERED="1",
+               FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / "config" / "fastdds_large_images.xml"))
     env.pop("ROS_LOCALHOST_ONLY", None)
-    standin = Proc([sys.executable, "test/teleop_standin.py", nonce, "--width", str(STREAM_W),
-                    "--height", str(STREAM_H), "--rate", "10"], env)
-    ui = Proc([sys.executable, "-m", "picosam3_ros.teleop_ui_node", "--ros-args",
-               "-p", "port:=0", "-p", "bind_address:=127.0.0.1", "-p", "image_topic:=image",
-               "-p", f"max_prompts:={MAX_PROMPTS}", "-p", f"min_box_size:={MIN_BOX}",
-               "-p", "republish_period:=0.5", "-p", "max_prompt_rate:=5.0", "-p", "prompt_burst:=10"], env)
+    procs: list[Proc] = []
     try:
+        standin_cmd = [sys.executable, "test/teleop_standin.py", nonce, "--width", str(STREAM_W),
+                       "--height", str(STREAM_H), "--rate", "10"]
+        if sensor_model is not None:
+            from node_helpers import node_command
+
+            procs.append(Proc(node_command("picosam3_ros.sensor_node", {
+                "model": str(sensor_model), "camera": "none", "backend": "onnx"},
+                REPO / "config" / "sensor.yaml"), env))
+            standin_cmd.append("--frames-only")
+        standin = Proc(standin_cmd, env)
+        ui = Proc([sys.executable, "-m", "picosam3_ros.teleop_ui_node", "--ros-args",
+                   "-p", "port:=0", "-p", "bind_address:=127.0.0.1", "-p", "image_topic:=image",
+                   "-p", f"max_prompts:={MAX_PROMPTS}", "-p", f"min_box_size:={MIN_BOX}",
+                   "-p", "republish_period:=0.5", "-p", "max_prompt_rate:=5.0",
+                   "-p", "prompt_burst:=10"], env)
+        procs += [standin, ui]
         url = wait_for(lambda: next((m.group(0) for line in list(ui.lines)
                                      if (m := re.search(r"http://127\.0\.0\.1:\d+/", line))), None),
-                       "the teleop_ui URL in its log", procs=(ui, standin))
-        yield Rig(ui, standin, url)
+                       "the teleop_ui URL in its log", procs=tuple(procs))
+        yield Rig(ui, standin, url, tuple(procs))
     finally:
-        ui.stop()
-        standin.stop()
+        for proc in reversed(procs):
+            proc.stop()
 
 
-@pytest.fixture(scope="module")
-def browser(rig, tmp_path_factory):
+@contextlib.contextmanager
+def browser_on(rig: Rig, tmp: Path):
+    """Headless Chromium (Selenium + chromium-driver) with the page loaded and the stream live."""
     chromium, chromedriver = _browser_paths()
     webdriver, Service = _import_selenium()
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-                 "--window-size=1000,800"]:
+    profile = tmp / "chromium-profile"
+    profile.mkdir()
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1000,800"]:
         options.add_argument(flag)
-    log = tmp_path_factory.mktemp("chromedriver") / "chromedriver.log"
-    service = Service(executable_path=chromedriver, log_output=str(log))
+    service = Service(executable_path=chromedriver, log_output=str(tmp / "chromedriver.log"))
     driver = webdriver.Chrome(options=options, service=service)
     try:
         driver.set_page_load_timeout(60)
@@ -194,10 +213,22 @@ def browser(rig, tmp_path_factory):
             "const img = document.getElementById('stream');"
             "return img.complete && img.naturalWidth > 0 && window.getComputedStyle("
             "document.getElementById('waiting')).display === 'none';"),
-            "the live stream in the page", procs=(rig.ui, rig.standin))
+            "the live stream in the page", procs=rig.procs)
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory):
+    with rig_running(tmp_path_factory.mktemp("teleop"), DOMAIN_ID) as running_rig:
+        yield running_rig
+
+
+@pytest.fixture(scope="module")
+def browser(rig, tmp_path_factory):
+    with browser_on(rig, tmp_path_factory.mktemp("browser")) as driver:
+        yield driver
 
 
 # ---- helpers that act like an operator ------------------------------------------------------
@@ -279,8 +310,8 @@ def stage_pixel(driver, fx: float, fy: float) -> np.ndarray:
     return patch.reshape(-1, 3).mean(axis=0)[::-1]
 
 
-def tinted(prompt_id: int) -> np.ndarray:
-    return np.array(prompt_color(prompt_id)) * ALPHA + GREY * (1 - ALPHA)
+def tinted(prompt_id: int, under: float = GREY) -> np.ndarray:
+    return np.array(prompt_color(prompt_id)) * ALPHA + under * (1 - ALPHA)
 
 
 def all_sets_valid(rig: Rig) -> None:
@@ -302,7 +333,7 @@ def test_drag_publishes_a_prompt_and_the_mask_appears(rig, browser):
 
     # The page shows the result for it: status, score, backend and latency.
     wait_for(lambda: page_rows(browser).get(str(pid), {}).get("status") == "OK", "status OK in the table",
-             procs=(rig.ui, rig.standin))
+             procs=rig.procs)
     assert page_rows(browser)[str(pid)]["score"] == "0.900"
     status_line = browser.find_element("id", "status").text
     assert "standin" in status_line and "7.5 ms" in status_line
@@ -311,7 +342,7 @@ def test_drag_publishes_a_prompt_and_the_mask_appears(rig, browser):
     # the picture away from it stays grey.
     centre = (0.325, 0.50)
     wait_for(lambda: np.abs(stage_pixel(browser, *centre) - tinted(pid)).max() < 25,
-             "the mask overlay in the prompt's colour at the box centre", procs=(rig.ui, rig.standin))
+             "the mask overlay in the prompt's colour at the box centre", procs=rig.procs)
     assert np.abs(stage_pixel(browser, 0.85, 0.85) - GREY).max() < 12
 
     state = json.loads(browser.execute_script(
@@ -333,7 +364,7 @@ def test_several_prompts_and_click_to_remove(rig, browser):
     # Both masks are drawn, each in its own colour.
     wait_for(lambda: np.abs(stage_pixel(browser, 0.175, 0.275) - tinted(first)).max() < 25
              and np.abs(stage_pixel(browser, 0.725, 0.70) - tinted(second)).max() < 25,
-             "both masks in their colours", procs=(rig.ui, rig.standin))
+             "both masks in their colours", procs=rig.procs)
 
     # A click on the first box removes it (and only it).
     since = len(rig.prompt_sets())
@@ -412,5 +443,27 @@ def test_coordinates_follow_window_size_and_stream_resolution(rig, browser, wind
     assert abs(box["left"] - (r["left"] + 0.30 * r["width"])) <= 3
     assert abs(box["width"] - 0.30 * r["width"]) <= 4
     wait_for(lambda: np.abs(stage_pixel(browser, 0.45, 0.50) - tinted(pid)).max() < 25,
-             "the mask under the box after resizing", procs=(rig.ui, rig.standin))
+             "the mask under the box after resizing", procs=rig.procs)
     all_sets_valid(rig)
+
+
+def test_with_the_real_sensor_node(tmp_path):
+    """The same page against the real sensor node (CPU backend) and a known-output model: a centred
+    disk in every crop, so the mask sits in the middle of the dragged box."""
+    from node_helpers import write_disk_model
+
+    model = write_disk_model(tmp_path / "model")
+    with rig_running(tmp_path, REAL_NODE_DOMAIN_ID, sensor_model=model) as real, \
+            browser_on(real, tmp_path) as driver:
+        expected = drag_fraction(driver, 0.30, 0.30, 0.70, 0.70)
+        pid, *roi = real.wait_set(lambda s: len(s) == 1, "the prompt published to the sensor node")[0]
+        assert_roi_close(roi, expected, driver)
+        wait_for(lambda: page_rows(driver).get(str(pid), {}).get("status") == "OK",
+                 "status OK from the sensor node in the table", procs=real.procs)
+        assert float(page_rows(driver)[str(pid)]["score"]) > 0.9  # sigmoid(8) inside the disk
+        assert "backend: onnx" in driver.find_element("id", "status").text
+        # The frame is white in the middle: the mask tints white there, the grey border stays grey.
+        wait_for(lambda: np.abs(stage_pixel(driver, 0.5, 0.5) - tinted(pid, under=255)).max() < 25,
+                 "the sensor node's mask drawn at the box centre", procs=real.procs)
+        assert np.abs(stage_pixel(driver, 0.1, 0.1) - GREY).max() < 12
+        all_sets_valid(real)

@@ -53,6 +53,11 @@ class OnnxBackend(CropSegmenter):
             options.intra_op_num_threads = int(config.threads)
             options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # No busy-waiting between runs: spinning pool threads steal the cores the executor
+        # (image deserialisation) and the camera need; on a loaded 2-core machine a batch of
+        # 4 crops took ~2x longer with spinning on (bench/bench_node.py, README).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(
                 str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]

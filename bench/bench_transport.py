@@ -1,0 +1,243 @@
+"""Benchmark large best-effort images between two processes under several Fast DDS settings.
+
+A publisher process sends 640x480 rgb8 frames (~0.9 MB) at 30 Hz, best-effort,
+depth 1; a subscriber process (best-effort, depth 1) counts the distinct frames
+that arrive. Each row is one transport setting, applied to both processes
+through the environment. It prints the delivery ratio and the subscriber's
+callback cost, and rclpy's (de)serialisation time for one such Image.
+
+    python bench/bench_transport.py [--frames 300] [--rate 30] [--size 640x480] [--repeat 1]
+        [--options default profile ...]
+
+Options: see OPTIONS below (`default` is Fast DDS's built-in SHM + UDPv4 transports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "test"))
+
+from node_helpers import LARGE_IMAGES_PROFILE, ros_env, running  # noqa: E402
+
+DOMAIN = 39
+
+# name -> environment for both processes (an empty value removes the variable).
+OPTIONS: dict[str, dict[str, str]] = {
+    "default": {},
+    "profile": {"FASTDDS_DEFAULT_PROFILES_FILE": str(LARGE_IMAGES_PROFILE)},
+    "large_data": {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"},
+    "large_data_2mb": {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA?max_msg_size=2MB&sockets_size=4MB"},
+    "udp_only": {"FASTDDS_BUILTIN_TRANSPORTS": "UDPv4"},
+    "shm_only": {"FASTDDS_BUILTIN_TRANSPORTS": "SHM"},
+    "subnet": {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"},
+    # The shipped profile on one side only: which side's segment matters?
+    "profile_pub_only": {"FASTDDS_DEFAULT_PROFILES_FILE": str(LARGE_IMAGES_PROFILE)},
+    "profile_sub_only": {"FASTDDS_DEFAULT_PROFILES_FILE": str(LARGE_IMAGES_PROFILE)},
+    "profile_big_udp_request": {},
+    # Ablations of the shipped profile (written to a temporary folder by variant_profiles()).
+    "profile_shm_segment_only": {},
+    "profile_udp_buffers_only": {},
+}
+ABLATIONS = {
+    # keep the 16 MiB segment, default UDP socket buffers
+    "profile_shm_segment_only": [
+        ("<sendBufferSize>4194304</sendBufferSize>", ""),
+        ("<receiveBufferSize>4194304</receiveBufferSize>", ""),
+    ],
+    # default 512 KiB segment and port queue, larger UDP buffers
+    "profile_udp_buffers_only": [
+        ("<segment_size>16777216</segment_size>", ""),
+        ("<port_queue_capacity>1024</port_queue_capacity>", ""),
+    ],
+    # UDP buffers far above net.core.rmem_max: does the transport still start?
+    "profile_big_udp_request": [
+        ("<sendBufferSize>4194304</sendBufferSize>", "<sendBufferSize>67108864</sendBufferSize>"),
+        ("<receiveBufferSize>4194304</receiveBufferSize>", "<receiveBufferSize>67108864</receiveBufferSize>"),
+    ],
+}
+ONE_SIDE = {"profile_pub_only": "pub", "profile_sub_only": "sub"}
+CLEARED = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS")
+
+
+def variant_profiles(tmp: Path) -> None:
+    """Write the ablation profiles and point their OPTIONS at them."""
+    text = LARGE_IMAGES_PROFILE.read_text()
+    for name, edits in ABLATIONS.items():
+        variant = text
+        for old, new in edits:
+            assert old in variant, old
+            variant = variant.replace(old, new)
+        path = tmp / f"{name}.xml"
+        path.write_text(variant)
+        OPTIONS[name] = {"FASTDDS_DEFAULT_PROFILES_FILE": str(path)}
+
+
+def _qos():
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
+
+
+def subscriber(result_path: Path, raw: bool) -> int:
+    """Count distinct frames (index in frame_id) until SIGINT; write JSON to ``result_path``."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+    from sensor_msgs.msg import Image
+
+    rclpy.init()
+    node = rclpy.create_node("transport_sub")
+    seen: set[bytes | str] = set()
+    busy = [0.0]
+
+    def image_callback(msg) -> None:
+        t0 = time.perf_counter()
+        seen.add(msg if raw else msg.header.frame_id)
+        busy[0] += time.perf_counter() - t0
+
+    node.create_subscription(Image, "image", image_callback, _qos(), raw=raw)
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    result_path.write_text(json.dumps({"received": len(seen), "callback_s": busy[0]}))
+    node.destroy_node()
+    if rclpy.ok():
+        rclpy.shutdown()
+    return 0
+
+
+def publisher(frames: int, rate: float, width: int, height: int) -> int:
+    """Wait for the subscriber, then publish ``frames`` frames at ``rate`` Hz."""
+    import numpy as np
+    import rclpy
+    from sensor_msgs.msg import Image
+
+    rclpy.init()
+    node = rclpy.create_node("transport_pub")
+    pub = node.create_publisher(Image, "image", _qos())
+    deadline = time.monotonic() + 30.0
+    while pub.get_subscription_count() < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # let the match settle on both sides
+    data = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8).tobytes()
+    period, next_t = 1.0 / rate, time.monotonic()
+    for i in range(frames):
+        msg = Image(height=height, width=width, encoding="rgb8", step=width * 3, data=data)
+        msg.header.frame_id = str(i)
+        pub.publish(msg)
+        next_t += period
+        time.sleep(max(0.0, next_t - time.monotonic()))
+    time.sleep(1.0)  # the last frames in flight
+    node.destroy_node()
+    rclpy.shutdown()
+    return 0
+
+
+def serialisation_ms(width: int, height: int, repeats: int = 30) -> tuple[float, float]:
+    """Median ms to serialise and to deserialise one Image with rclpy."""
+    import numpy as np
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import Image
+
+    data = np.zeros((height, width, 3), np.uint8).tobytes()
+    msg = Image(height=height, width=width, encoding="rgb8", step=width * 3, data=data)
+    ser, de = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        raw = serialize_message(msg)
+        t1 = time.perf_counter()
+        deserialize_message(raw, Image)
+        ser.append(t1 - t0)
+        de.append(time.perf_counter() - t1)
+    return 1e3 * float(np.median(ser)), 1e3 * float(np.median(de))
+
+
+def run_option(name: str, args, tmp: Path, raw: bool) -> dict:
+    env = ros_env(DOMAIN)
+    for key in CLEARED:
+        env.pop(key, None)
+    base_env = dict(env)
+    env.update(OPTIONS[name])
+    pub_env = base_env if ONE_SIDE.get(name) == "sub" else env
+    sub_env = base_env if ONE_SIDE.get(name) == "pub" else env
+    result = tmp / f"{name}.json"
+    result.unlink(missing_ok=True)
+    me = [sys.executable, str(Path(__file__).resolve())]
+    size = f"{args.width}x{args.height}"
+    sub_cmd = me + ["--role", "sub", "--result", str(result)] + (["--raw"] if raw else [])
+    pub_cmd = me + ["--role", "pub", "--frames", str(args.frames), "--rate", str(args.rate), "--size", size]
+    with running(sub_cmd, sub_env, tmp / f"{name}_sub.log") as sub:
+        time.sleep(1.0)
+        with running(pub_cmd, pub_env, tmp / f"{name}_pub.log") as pub:
+            pub.wait(timeout=args.frames / args.rate + 60)
+        if sub.poll() is not None:
+            raise RuntimeError(f"subscriber exited early: {(tmp / f'{name}_sub.log').read_text()[-2000:]}")
+    for _ in range(50):
+        if result.exists():
+            break
+        time.sleep(0.1)
+    data = json.loads(result.read_text()) if result.exists() else {"received": -1, "callback_s": 0.0}
+    return {
+        "option": name + (" (raw sub)" if raw else ""),
+        "env": (" ".join(f"{k}={v}" for k, v in OPTIONS[name].items()) or "-")
+        + (f" ({ONE_SIDE[name]} only)" if name in ONE_SIDE else ""),
+        "received": data["received"],
+        "callback_ms": 1e3 * data["callback_s"] / max(1, data["received"]),
+        "load": os.getloadavg()[0],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--role", choices=["bench", "pub", "sub"], default="bench")
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--rate", type=float, default=30.0)
+    parser.add_argument("--size", default="640x480")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--options", nargs="+", default=list(OPTIONS), choices=list(OPTIONS))
+    parser.add_argument(
+        "--raw", action="store_true", help="subscriber takes serialized bytes (no rclpy decode)"
+    )
+    parser.add_argument("--result", default="")
+    args = parser.parse_args()
+    args.width, args.height = (int(v) for v in args.size.lower().split("x"))
+    if args.role == "sub":
+        return subscriber(Path(args.result), args.raw)
+    if args.role == "pub":
+        return publisher(args.frames, args.rate, args.width, args.height)
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_transport_"))
+    variant_profiles(tmp)
+    rows = []
+    for _ in range(args.repeat):
+        for name in args.options:
+            rows.append(run_option(name, args, tmp, args.raw))
+            r = rows[-1]
+            print(f"{r['option']}: {r['received']}/{args.frames} (load {r['load']:.1f})", flush=True)
+    ser, de = serialisation_ms(args.width, args.height)
+    print(
+        f"\n{args.frames} frames {args.size} rgb8 at {args.rate:.0f} Hz, best-effort depth 1, "
+        f"{os.cpu_count()} CPUs; rclpy serialise {ser:.2f} ms, deserialise {de:.2f} ms per Image"
+    )
+    print("| option | environment | delivered | sub callback ms | load avg (1 min) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['option']} | {r['env']} | {r['received']}/{args.frames} "
+            f"({100 * r['received'] / args.frames:.0f}%) | {r['callback_ms']:.2f} | {r['load']:.1f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
