@@ -51,7 +51,8 @@ class ModelCard:
 
     def path(self, role: str) -> Path:
         if role not in self.files:
-            raise ModelCardError(f"model card in {self.directory} lists no '{role}' file ({sorted(self.files)})")
+            listed = ", ".join(sorted(self.files))
+            raise ModelCardError(f"model card in {self.directory} lists no '{role}' file (it lists: {listed})")
         return self.directory / self.files[role]
 
 

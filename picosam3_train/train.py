@@ -242,7 +242,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, quiet: bool = F
             bar.set_postfix(loss=f"{running['total']:.3f}", gt=f"{running['ground_truth']:.3f}",
                             t=f"{running['teacher']:.3f}", area=f"{running['area']:.3f}",
                             sps=f"{rate:.1f}", refresh=False)
-            if step % 20 == 0 or step == total_steps:
+            if step % 20 == 0 or finished():
                 log({"step": step, "epoch": epoch, "lr": lr, "samples_per_s": rate,
                      **{f"loss_{k}": v for k, v in running.items()}})
         bar.close()

@@ -123,3 +123,12 @@ def test_seed_helper_makes_runs_repeatable():
     b = (np.random.rand(3), torch.rand(3))
     np.testing.assert_array_equal(a[0], b[0])
     torch.testing.assert_close(a[1], b[1])
+
+
+def test_time_budget_stops_on_time_with_a_decayed_learning_rate(tmp_path):
+    config = fixture_config(tmp_path, max_steps=10_000, eval_every=0, time_budget_min=0.05)  # 3 s
+    summary = train(config, quiet=True)
+    assert 1 <= summary["steps"] < 10_000
+    records = [json.loads(line) for line in (Path(config.out_dir) / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in records if "lr" in r]
+    assert lrs and lrs[-1] < config.lr
