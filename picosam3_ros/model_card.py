@@ -52,7 +52,7 @@ class ModelCard:
     def path(self, role: str) -> Path:
         if role not in self.files:
             listed = ", ".join(sorted(self.files))
-            raise ModelCardError(f"model card in {self.directory} lists no '{role}' file (it lists: {listed})")
+            raise ModelCardError(f"model card in {self.directory} lists no '{role}' file (has: {listed})")
         return self.directory / self.files[role]
 
 
