@@ -38,6 +38,10 @@ OPTIONS: dict[str, dict[str, str]] = {
     "udp_only": {"FASTDDS_BUILTIN_TRANSPORTS": "UDPv4"},
     "shm_only": {"FASTDDS_BUILTIN_TRANSPORTS": "SHM"},
     "subnet": {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"},
+    "profile_subnet": {
+        "FASTDDS_DEFAULT_PROFILES_FILE": str(LARGE_IMAGES_PROFILE),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET",
+    },
     # The shipped profile on one side only: which side's segment matters?
     "profile_pub_only": {"FASTDDS_DEFAULT_PROFILES_FILE": str(LARGE_IMAGES_PROFILE)},
     "profile_sub_only": {"FASTDDS_DEFAULT_PROFILES_FILE": str(LARGE_IMAGES_PROFILE)},

@@ -21,11 +21,11 @@ Bag conventions (the node's own):
 Metrics (per instance = one prompt on one frame with ground truth, averaged):
 
 * ``miou_crop``: the papers' protocol, as picosam3_train's evaluator
-  (``picosam3_train.evaluate.crop_space_iou``): the ground truth cut with the
+  (``picosam3_ros.metrics.crop_space_iou``): the ground truth cut with the
   crop rule and resized to 96x96 (nearest) against logits > 0. In recorded
   mode there are no logits: the published crop mask, resized (nearest) to 96x96.
-  The per-instance functions are picosam3_train's own (``picosam3_train.evaluate``,
-  torch-free), so both report the same numbers on the same instances.
+  The per-instance functions are shared with picosam3_train.evaluate (which imports
+  them from picosam3_ros.metrics), so both report the same numbers on the same instances.
 * ``miou_full``: IoU of the pasted-back mask and the ground truth in the full frame.
 """
 
@@ -54,6 +54,9 @@ from picosam3_ros.bag_io import (
 )
 from picosam3_ros.crop import MODEL_INPUT_SIZE, CropRect, InvalidRoiError, crop_rect_for_box
 from picosam3_ros.metrics import (
+    box_mask_in_crop,
+    crop_space_iou,
+    gt_crop,
     mask_iou,
     mean_fraction_above_iou_thresholds,
     mean_iou,
@@ -256,8 +259,6 @@ def score_result(
     frame_size: tuple[int, int],
 ) -> tuple[float, float, float]:
     """(iou_crop, iou_full, box_iou_crop) of one OK result against its ground-truth instance."""
-    from picosam3_train.evaluate import box_mask_in_crop, crop_space_iou, gt_crop
-
     width, height = frame_size
     rect: CropRect = result.crop
     full = np.zeros((height, width), bool)

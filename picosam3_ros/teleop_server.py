@@ -124,12 +124,16 @@ class TeleopServer:
     def handle_prompt_request(self, payload: object) -> tuple[HTTPStatus, dict]:
         if not isinstance(payload, dict):
             return self._reject(HTTPStatus.BAD_REQUEST, "invalid", "the request body must be a JSON object")
-        with self._limiter_lock:
-            allowed = self.limiter.allow(time.monotonic())
-        if not allowed:
-            return self._reject(HTTPStatus.TOO_MANY_REQUESTS, "rate_limited",
-                                "too many prompt changes: slow down")
         action = payload.get("action")
+        # Only additions are rate limited: removing must always work (the operator may be
+        # stopping the robot from following something), and a remove or clear publishes only
+        # when it changes the set, so publishes stay bounded by the additions let through.
+        if action == "add":
+            with self._limiter_lock:
+                allowed = self.limiter.allow(time.monotonic())
+            if not allowed:
+                return self._reject(HTTPStatus.TOO_MANY_REQUESTS, "rate_limited",
+                                    "too many new prompts at once: slow down")
         try:
             if action == "add":
                 width, height = self.hub.stream_size
@@ -140,6 +144,8 @@ class TeleopServer:
                 self.book.remove(parse_prompt_id(payload))
                 reply = {"ok": True}
             elif action == "clear":
+                if not self.book.snapshot():
+                    return HTTPStatus.OK, {"ok": True}  # nothing to change, nothing to publish
                 self.book.clear()
                 reply = {"ok": True}
             else:

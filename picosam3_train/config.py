@@ -44,6 +44,11 @@ class TrainConfig:
     box_jitter: float = 0.08  # std of each box edge's shift, as a fraction of the box side
     scale_jitter: float = 0.15  # std of log box scale
     color_jitter: float = 0.25  # brightness/contrast/saturation strength
+    # From this fraction of the schedule on, box and scale jitter are multiplied by
+    # final_jitter_mult (like YOLOX switching strong augmentation off at the end): the model
+    # first learns to segment from imperfect boxes, then sharpens on tight, detector-like ones.
+    final_phase_start: float = 1.0  # 1.0 = never
+    final_jitter_mult: float = 0.25
     # loss
     teacher_sharpen: float = 5.0  # the published sigmoid(5x) of the teacher term
     teacher_weight_max: float = 0.8  # cap of the per-sample teacher weight

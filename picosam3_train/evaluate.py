@@ -47,12 +47,13 @@ from picosam3_ros.crop import (
     InvalidRoiError,
     crop_and_resize,
     crop_rect_for_box,
-    paste_back,
     resize_to_crop,
 )
 from picosam3_ros.metrics import (
     IOU_THRESHOLDS,
-    mask_iou,
+    box_mask_in_crop,
+    crop_space_ious,
+    gt_crop,
     mean_fraction_above_iou_thresholds,
     size_bucket,
 )
@@ -65,46 +66,6 @@ DEV_VAL_SPEC = "coco/annotations/instances_val2017_dev.json:coco/val2017"
 
 # logits -> (N, 96, 96) float; input: uint8 RGB crops (N, 96, 96, 3) and their indices in the EvalSet.
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-# --------------------------------------------------------------------------- per-instance core
-def gt_crop(mask_full: np.ndarray, rect: CropRect, size: int = MODEL_INPUT_SIZE) -> np.ndarray:
-    """Ground-truth mask in crop space: the crop rule with nearest resampling."""
-    return crop_and_resize(mask_full.astype(np.uint8), rect, size, cv2.INTER_NEAREST).astype(bool)
-
-
-def crop_space_iou(logits: np.ndarray, gt_crop_mask: np.ndarray) -> float:
-    """The papers' per-instance IoU: ``logits > 0`` against the cropped GT (empty union = 1)."""
-    return mask_iou(np.asarray(logits) > 0, gt_crop_mask)
-
-
-def full_resolution_iou(logits: np.ndarray, rect: CropRect, gt_mask_full: np.ndarray) -> float:
-    """IoU after pasting the crop's logits back into the full frame (``paste_back``)."""
-    height, width = gt_mask_full.shape[:2]
-    return mask_iou(paste_back(logits, rect, (width, height)) > 0, gt_mask_full)
-
-
-def box_mask_in_crop(box_xywh: Sequence[float], rect: CropRect, size: int = MODEL_INPUT_SIZE) -> np.ndarray:
-    """The box itself as a mask, in crop space: every full-frame pixel the box touches
-    (outward rounding, like the crop rule), taken through the crop rule like a GT mask
-    (nearest). On instances_val2017_dev.json this scores the reference 0.561."""
-    x, y, w, h = (float(v) for v in box_xywh)
-    region = np.zeros((rect.height, rect.width), np.uint8)
-    region[
-        max(0, math.floor(y) - rect.y) : max(0, math.ceil(y + h) - rect.y),
-        max(0, math.floor(x) - rect.x) : max(0, math.ceil(x + w) - rect.x),
-    ] = 1
-    return cv2.resize(region, (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
-
-
-def crop_space_ious(logits: np.ndarray, gt_crops: np.ndarray) -> np.ndarray:
-    """Vectorised ``crop_space_iou`` over a batch (N, H, W)."""
-    pred = np.asarray(logits) > 0
-    gt = np.asarray(gt_crops, dtype=bool)
-    inter = np.logical_and(pred, gt).sum(axis=(1, 2))
-    union = np.logical_or(pred, gt).sum(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union == 0, 1.0, inter / np.maximum(union, 1)).astype(np.float64)
 
 
 # --------------------------------------------------------------------------- the evaluation set

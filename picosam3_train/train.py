@@ -189,6 +189,8 @@ def train(config: TrainConfig, resume: str | Path | None = None, quiet: bool = F
     run_start = time.perf_counter()
     samples_seen = 0
     first_loss = last_loss = None
+    in_final_phase = False
+
     def progress() -> float:
         done = (step - warmup) / max(1, total_steps - warmup)
         if budget_s > 0:
@@ -210,6 +212,14 @@ def train(config: TrainConfig, resume: str | Path | None = None, quiet: bool = F
         for b in bar:
             if finished():
                 break
+            if not in_final_phase and progress() >= config.final_phase_start:
+                in_final_phase = True
+                dataset.box_jitter = config.box_jitter * config.final_jitter_mult
+                dataset.scale_jitter = config.scale_jitter * config.final_jitter_mult
+                log({"step": step, "final_phase": True, "box_jitter": dataset.box_jitter})
+                if not quiet:
+                    print(f"\nstep {step}: final phase, box jitter {dataset.box_jitter:.3f}, "
+                          f"scale jitter {dataset.scale_jitter:.3f}", flush=True)
             lr = config.lr * lr_factor(progress(), step, warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr

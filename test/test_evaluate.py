@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
+from picosam3_ros import metrics
 from picosam3_ros.crop import CropRect, crop_rect_for_box
 from picosam3_train import evaluate as ev
 
@@ -75,20 +76,20 @@ def test_box_mask_in_crop_hand_computed():
     # -> crop rect (46, 11, 48, 48); at 96 px each source pixel is 2x2 crop pixels.
     rect = crop_rect_for_box((50, 20, 40, 30), (200, 100))
     assert rect == CropRect(46, 11, 48, 48)
-    box = ev.box_mask_in_crop((50, 20, 40, 30), rect)
+    box = metrics.box_mask_in_crop((50, 20, 40, 30), rect)
     rows, cols = np.nonzero(box)
     assert (cols.min(), cols.max(), rows.min(), rows.max()) == (8, 87, 18, 77)
     assert box.sum() == 80 * 60
     # GT = the left half of the box (x 50..69): IoU = 40*60 / 4800 = 0.5 exactly.
     gt_full = np.zeros((100, 200), np.uint8)
     gt_full[20:50, 50:70] = 1
-    gt = ev.gt_crop(gt_full, rect)
-    assert ev.crop_space_iou(np.where(box, 3.0, -3.0), gt) == pytest.approx(0.5)
+    gt = metrics.gt_crop(gt_full, rect)
+    assert metrics.crop_space_iou(np.where(box, 3.0, -3.0), gt) == pytest.approx(0.5)
 
 
 def test_box_mask_outward_rounding_of_fractional_boxes():
     rect = CropRect(0, 0, 96, 96)
-    box = ev.box_mask_in_crop((10.2, 20.7, 5.1, 3.0), rect)  # touches x 10..15, y 20..23
+    box = metrics.box_mask_in_crop((10.2, 20.7, 5.1, 3.0), rect)  # touches x 10..15, y 20..23
     rows, cols = np.nonzero(box)
     assert (cols.min(), cols.max(), rows.min(), rows.max()) == (10, 15, 20, 23)
 
@@ -100,8 +101,8 @@ def test_vectorised_iou_matches_per_instance_rule():
     logits[3] = -1.0  # empty prediction ...
     gts[3] = False  # ... and empty GT: union 0 counts 1
     gts[4] = False  # empty GT, non-empty prediction: 0
-    batch = ev.crop_space_ious(logits, gts)
-    single = [ev.crop_space_iou(logit, g) for logit, g in zip(logits, gts)]
+    batch = metrics.crop_space_ious(logits, gts)
+    single = [metrics.crop_space_iou(logit, g) for logit, g in zip(logits, gts)]
     assert np.allclose(batch, single)
     assert batch[3] == 1.0 and batch[4] == 0.0
 
@@ -117,7 +118,7 @@ def test_full_resolution_fast_path_equals_paste_back(fixture_set):
         full_gt[0, 0 : evalset.gt_outside[i]] = True  # the same count of GT pixels outside the crop
         assert ev._full_iou_in_rect(
             logits, rect, evalset.gt_in_rect[i], int(evalset.gt_outside[i])
-        ) == pytest.approx(ev.full_resolution_iou(logits, rect, full_gt))
+        ) == pytest.approx(metrics.full_resolution_iou(logits, rect, full_gt))
 
 
 def test_eval_set_skips_crowd_and_degenerate(fixture_set):

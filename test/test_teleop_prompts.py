@@ -270,6 +270,14 @@ def test_server_rate_limits_floods_and_caps_the_prompt_count(server):
     assert statuses.count(429) >= 13  # burst of 6, refilled at 0.5/s
     assert statuses.count(200) == 3  # max_prompts
     assert all(len(change) <= 3 for change in server.changes)
+    # Removing is never rate limited, and only a real change is published.
+    assert request(server, "POST", "/api/prompts", {"action": "remove", "id": 2})[0] == 200
+    assert request(server, "POST", "/api/prompts", {"action": "clear"})[0] == 200
+    published = len(server.changes)
+    for _ in range(10):
+        assert request(server, "POST", "/api/prompts", {"action": "clear"})[0] == 200
+        assert request(server, "POST", "/api/prompts", {"action": "remove", "id": 1})[0] == 400
+    assert len(server.changes) == published and server.changes[-1] == []
 
 
 def test_server_serves_the_page_state_and_a_live_mjpeg_stream(server):

@@ -132,3 +132,13 @@ def test_time_budget_stops_on_time_with_a_decayed_learning_rate(tmp_path):
     records = [json.loads(line) for line in (Path(config.out_dir) / "metrics.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in records if "lr" in r]
     assert lrs and lrs[-1] < config.lr
+
+
+def test_final_phase_tightens_the_box_jitter(tmp_path):
+    config = fixture_config(tmp_path, max_steps=4, eval_every=0, warmup_steps=1, final_phase_start=0.5,
+                            final_jitter_mult=0.25, box_jitter=0.2)
+    train(config, quiet=True)
+    records = [json.loads(line) for line in (Path(config.out_dir) / "metrics.jsonl").read_text().splitlines()]
+    switches = [r for r in records if r.get("final_phase")]
+    assert len(switches) == 1 and switches[0]["box_jitter"] == pytest.approx(0.05)
+    assert 1 <= switches[0]["step"] <= 3

@@ -132,6 +132,7 @@ function render(s) {
   const stale = s.results_age_s === null || s.results_age_s > 2.0;
   if (s.prompts.length > 0 && stale) parts.push("no results: is the sensor node running?");
   statusLine.textContent = parts.join("  \u00b7  ");
+  statusLine.title = statusLine.textContent;  // the whole line, where a narrow window cuts it
   statusLine.classList.toggle("warn", s.prompts.length > 0 && stale);
   statusLine.dataset.backend = s.backend || "";
   countLabel.textContent = `(${s.prompts.length}/${s.max_prompts})`;
