@@ -4,7 +4,7 @@ A stand-in sensor (test/teleop_standin.py) publishes rgb8 frames at --rate with 
 segmentations for each frame; the teleop_ui node serves them as MJPEG; a viewer in this
 process reads /stream.mjpg for --seconds and counts the JPEGs it receives. One row per
 (max_fps, prompts) setting: frames served per second, mean JPEG size, teleop_ui CPU % (of
-one core) and RSS.
+one core) and RSS. The last row is the node with no viewer at all (it should encode nothing).
 
     python bench/bench_teleop.py [--size 640x480] [--rate 30] [--seconds 10]
         [--max-fps 15 30] [--prompts 0 2]
@@ -140,11 +140,23 @@ def main() -> None:
                         count, span, size = view(port, args.seconds)
                         cpu = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
                         rows.append((max_fps, prompts, count / span, size / 1024, cpu, rss_mib(proc.pid)))
+            log = Path(tmp) / "ui_idle.log"
+            ui = [sys.executable, "-m", "picosam3_ros.teleop_ui_node", "--ros-args", "-p", "port:=0",
+                  "-p", "image_topic:=image"]
+            with running(ui, env, log) as proc:
+                port = int(wait_for_url(log).rsplit(":", 1)[1].strip("/"))
+                wait_for_frames(port)
+                time.sleep(3.0)  # the state request above keeps nothing on; let start-up settle
+                cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+                time.sleep(args.seconds)
+                cpu = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+                rows.append(("-", 0, 0.0, 0.0, cpu, rss_mib(proc.pid)))
     print(f"\nteleop_ui MJPEG, {width}x{height} rgb8 in at {args.rate:g} fps, {args.seconds:g} s per row, "
           f"{os.cpu_count()} CPUs")
     print(f"{'max_fps':>8} {'prompts':>8} {'served fps':>11} {'JPEG KiB':>9} {'CPU %':>6} {'RSS MiB':>8}")
     for max_fps, prompts, fps, kib, cpu, rss in rows:
-        print(f"{max_fps:8.0f} {prompts:8d} {fps:11.1f} {kib:9.1f} {cpu:6.0f} {rss:8.0f}")
+        label = "no viewer" if max_fps == "-" else f"{max_fps:.0f}"
+        print(f"{label:>8} {prompts:8d} {fps:11.1f} {kib:9.1f} {cpu:6.0f} {rss:8.0f}")
 
 
 if __name__ == "__main__":

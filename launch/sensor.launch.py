@@ -13,7 +13,7 @@ import os
 
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
@@ -54,6 +54,9 @@ def generate_launch_description():
         ),
         DeclareLaunchArgument("teleop", default_value="false", description="also start the teleop web UI"),
         DeclareLaunchArgument(
+            "teleop_port", default_value="8088", description="teleop UI port (http://127.0.0.1:PORT/)"
+        ),
+        DeclareLaunchArgument(
             "fastdds_profile",
             default_value=default_profile,
             description="Fast DDS XML profile for large images ('' = none); "
@@ -74,11 +77,17 @@ def generate_launch_description():
         output="screen",
         emulate_tty=True,
     )
+    teleop_config = PathJoinSubstitution([FindPackageShare("picosam3_ros"), "config", "teleop_ui.yaml"])
+    # The page shows the frames the sensor node segments: `image_raw` when it owns the camera.
+    teleop_image = PythonExpression(
+        ["'image' if '", LaunchConfiguration("camera"), "' == 'none' else 'image_raw'"]
+    )
     teleop = Node(
         package="picosam3_ros",
         executable="teleop_ui",
         name="picosam3_teleop",
         namespace=LaunchConfiguration("namespace"),
+        parameters=[teleop_config, {"image_topic": teleop_image, "port": LaunchConfiguration("teleop_port")}],
         output="screen",
         condition=IfCondition(LaunchConfiguration("teleop")),
     )

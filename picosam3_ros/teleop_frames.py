@@ -4,16 +4,19 @@ ROS-free. The node's callbacks only hand arrays over (cheap); one encoder thread
 each mask with the frame it was computed on (same stamp), tints the mask in its prompt's
 colour, encodes a JPEG at most ``max_fps`` times a second and wakes the HTTP streams.
 While masks are arriving only frames that have their mask are shown, so the overlay
-never slides against the picture; when they stop, raw frames are shown again.
+never slides against the picture; when they stop, raw frames are shown again. Nothing is
+encoded while nobody watches (no stream open, no snapshot asked for in the last seconds):
+on a robot the CPU belongs to the sensor node.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -78,6 +81,8 @@ class FrameHub:
         self._results: OrderedDict[int, list[PromptResult]] = OrderedDict()
         self._dirty = False
         self._stop = False
+        self._viewers = 0
+        self._wanted_until = -1e9  # monotonic time until which a snapshot keeps the encoder on
         self._thread: threading.Thread | None = None
         # Output side.
         self._jpeg_cond = threading.Condition()
@@ -146,6 +151,33 @@ class FrameHub:
     def latest_jpeg(self) -> bytes | None:
         with self._jpeg_cond:
             return self._jpeg
+
+    def snapshot(self, timeout: float = 2.0) -> bytes | None:
+        """A fresh JPEG for a one-off request (keeps the encoder on for a few seconds)."""
+        with self._lock:
+            self._wanted_until = time.monotonic() + 3.0
+            self._dirty = True
+            self._lock.notify()
+        with self._jpeg_cond:
+            seq = self._jpeg_seq
+        got = self.wait_jpeg(seq, timeout)
+        return got[1] if got else self.latest_jpeg()
+
+    @contextlib.contextmanager
+    def viewer(self) -> Iterator[None]:
+        """Hold while streaming to a viewer: the encoder runs while at least one is held."""
+        with self._lock:
+            self._viewers += 1
+            self._dirty = True
+            self._lock.notify()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._viewers -= 1
+
+    def _wanted(self) -> bool:
+        return self._viewers > 0 or time.monotonic() < self._wanted_until
 
     def record_sent(self) -> None:
         self._sent_times.append(time.monotonic())
@@ -221,6 +253,9 @@ class FrameHub:
                 self._lock.wait_for(lambda: self._stop or self._dirty, timeout=0.25)
                 if self._stop:
                     return
+                if not self._wanted():
+                    self._dirty = False
+                    continue
                 wait = 1.0 / self.max_fps - (time.monotonic() - last_encode)
                 if wait > 0:
                     picked = None

@@ -213,7 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/state":
             self._send_json(HTTPStatus.OK, self.app.state())
         elif path == "/frame.jpg":
-            jpeg = self.app.hub.latest_jpeg()
+            jpeg = self.app.hub.snapshot()
             if jpeg is None:
                 self._send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"ok": False, "error": "no frame yet"})
             else:
@@ -260,19 +260,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         hub = self.app.hub
-        seq = 0
         try:
-            self.wfile.write(f"--{BOUNDARY}\r\n".encode())
-            while not hub.stopped:
-                got = hub.wait_jpeg(seq, timeout=1.0)
-                if got is None:
-                    continue
-                seq, jpeg = got
-                # The boundary goes right after each picture: browsers show a part when the
-                # next boundary arrives, so this avoids a one-frame lag.
-                head = f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
-                self.wfile.write(head + jpeg + f"\r\n--{BOUNDARY}\r\n".encode())
-                self.wfile.flush()
-                hub.record_sent()
+            with hub.viewer():
+                self._stream_loop(hub)
         except (BrokenPipeError, ConnectionResetError, TimeoutError, OSError):
             return  # the viewer went away
+
+    def _stream_loop(self, hub: FrameHub) -> None:
+        seq = 0
+        self.wfile.write(f"--{BOUNDARY}\r\n".encode())
+        while not hub.stopped:
+            got = hub.wait_jpeg(seq, timeout=1.0)
+            if got is None:
+                continue
+            seq, jpeg = got
+            # The boundary goes right after each picture: browsers show a part when the
+            # next boundary arrives, so this avoids a one-frame lag.
+            head = f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+            self.wfile.write(head + jpeg + f"\r\n--{BOUNDARY}\r\n".encode())
+            self.wfile.flush()
+            hub.record_sent()

@@ -51,7 +51,8 @@ class StandIn(Node):
             smooth = cv2.GaussianBlur(noise, (0, 0), 3) * 4 + cv2.GaussianBlur(noise, (0, 0), 0.7) * 0.5
             frame = np.clip(smooth + GREY, 0, 255).astype(np.uint8)
         self.frame = frame.tobytes()
-        self.create_timer(1.0 / rate, self.timer_callback)
+        if rate > 0:  # --rate 0: no frames, only the prompt log
+            self.create_timer(1.0 / rate, self.timer_callback)
 
     def prompts_callback(self, msg: RoiPromptArray) -> None:
         if msg.header.frame_id != self.nonce:

@@ -312,7 +312,7 @@ def test_hub_shows_masks_on_their_own_frame(server):
     hub.put_mask(5, mask)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        jpeg = hub.latest_jpeg()
+        jpeg = hub.snapshot(timeout=0.5)
         image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR) if jpeg else None
         expected_red = int(prompt_color(4)[0] * 0.45 + 90 * 0.55)
         if image is not None and abs(int(image[150, 200, 2]) - expected_red) <= 4:
@@ -322,3 +322,18 @@ def test_hub_shows_masks_on_their_own_frame(server):
         pytest.fail("the mask never appeared")
     # The mask was drawn on frame 5 (grey 90), not on the newer frame 6 (200).
     assert abs(int(image[10, 10, 1]) - 90) <= 3
+
+
+def test_hub_encodes_nothing_while_nobody_watches():
+    hub = FrameHub(max_fps=60)
+    hub.start()
+    try:
+        for stamp in range(5):
+            hub.put_frame(stamp, fake_image(64, 48, "rgb8", bytes(64 * 48 * 3)))
+            time.sleep(0.05)
+        assert hub.latest_jpeg() is None and hub.stats()["encoded_fps"] == 0.0
+        jpeg = hub.snapshot(timeout=60)  # a one-off request turns the encoder on
+        assert jpeg is not None
+        assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (48, 64, 3)
+    finally:
+        hub.stop()

@@ -157,7 +157,7 @@ class Rig:
 
 
 @contextlib.contextmanager
-def rig_running(tmp: Path, domain_id: int, sensor_model: Path | None = None):
+def rig_running(tmp: Path, domain_id: int, sensor_model: Path | None = None, rate: float = 10.0):
     """The teleop_ui node and the stand-in (and, with a model, the real sensor node answering
     instead of the stand-in); every child is stopped on the way out."""
     nonce = f"teleop-{uuid.uuid4().hex[:8]}"
@@ -168,7 +168,7 @@ def rig_running(tmp: Path, domain_id: int, sensor_model: Path | None = None):
     procs: list[Proc] = []
     try:
         standin_cmd = [sys.executable, "test/teleop_standin.py", nonce, "--width", str(STREAM_W),
-                       "--height", str(STREAM_H), "--rate", "10"]
+                       "--height", str(STREAM_H), "--rate", str(rate)]
         if sensor_model is not None:
             from node_helpers import node_command
 
@@ -193,7 +193,7 @@ def rig_running(tmp: Path, domain_id: int, sensor_model: Path | None = None):
 
 
 @contextlib.contextmanager
-def browser_on(rig: Rig, tmp: Path):
+def browser_on(rig: Rig, tmp: Path, wait_for_stream: bool = True):
     """Headless Chromium (Selenium + chromium-driver) with the page loaded and the stream live."""
     chromium, chromedriver = _browser_paths()
     webdriver, Service = _import_selenium()
@@ -209,7 +209,7 @@ def browser_on(rig: Rig, tmp: Path):
         driver.set_page_load_timeout(60)
         driver.set_script_timeout(60)
         driver.get(rig.url)
-        wait_for(lambda: driver.execute_script(
+        wait_for(lambda: not wait_for_stream or driver.execute_script(
             "const img = document.getElementById('stream');"
             "return img.complete && img.naturalWidth > 0 && window.getComputedStyle("
             "document.getElementById('waiting')).display === 'none';"),
@@ -285,8 +285,15 @@ def post_from_page(driver, body: dict) -> int:
         " body: JSON.stringify(arguments[0])}).then(r => done(r.status), e => done(-1));", body)
 
 
+def page_state(driver) -> dict:
+    return json.loads(driver.execute_script("return fetch('/api/state').then(r => r.text());"))
+
+
 def clear_prompts(rig: Rig, driver) -> int:
+    """Press 'Clear all' and wait for the empty set in ROS; return the count of sets seen so far."""
     since = len(rig.prompt_sets())
+    if not page_state(driver)["prompts"]:
+        return since  # nothing to clear: the page publishes nothing
     driver.find_element("id", "clear").click()
     rig.wait_set(lambda s: s == [], "an empty prompt set after 'Clear all'", since)
     return len(rig.prompt_sets())
@@ -345,8 +352,7 @@ def test_drag_publishes_a_prompt_and_the_mask_appears(rig, browser):
              "the mask overlay in the prompt's colour at the box centre", procs=rig.procs)
     assert np.abs(stage_pixel(browser, 0.85, 0.85) - GREY).max() < 12
 
-    state = json.loads(browser.execute_script(
-        "return fetch('/api/state').then(r => r.text());"))
+    state = page_state(browser)
     print(f"\nframe rate served to the browser: {state['stream']['sent_fps']:.1f} fps "
           f"(encoded {state['stream']['encoded_fps']:.1f} fps; stand-in publishes 10 fps)")
     all_sets_valid(rig)
@@ -416,7 +422,7 @@ def test_bad_input_from_the_page_never_reaches_ros(rig, browser):
         "Promise.all(reqs).then(done, () => done(null));")
     assert statuses is not None and statuses.count(429) > 0 and statuses.count(200) <= MAX_PROMPTS - 1
     rig.wait_set(lambda s: len(s) == MAX_PROMPTS, "the prompt set filled up to max_prompts", since)
-    state = json.loads(browser.execute_script("return fetch('/api/state').then(r => r.text());"))
+    state = page_state(browser)
     assert len(state["prompts"]) == MAX_PROMPTS and state["rejected"].get("rate_limited", 0) > 0
     all_sets_valid(rig)
 
@@ -467,3 +473,19 @@ def test_with_the_real_sensor_node(tmp_path):
                  "the sensor node's mask drawn at the box centre", procs=real.procs)
         assert np.abs(stage_pixel(driver, 0.1, 0.1) - GREY).max() < 12
         all_sets_valid(real)
+
+
+def test_page_before_any_frame(tmp_path):
+    """No camera yet: the page loads, says it is waiting, and a drag publishes nothing."""
+    with rig_running(tmp_path, REAL_NODE_DOMAIN_ID, rate=0) as idle, \
+            browser_on(idle, tmp_path, wait_for_stream=False) as driver:
+        waiting = driver.find_element("id", "waiting")
+        wait_for(lambda: "Waiting for camera frames on /image" in waiting.text, "the waiting notice")
+        r = stage_rect(driver)
+        pointer_drag(driver, [(round(r["left"] + 0.2 * r["width"]), round(r["top"] + 0.2 * r["height"])),
+                              (round(r["left"] + 0.6 * r["width"]), round(r["top"] + 0.7 * r["height"]))])
+        message = driver.find_element("id", "message")
+        wait_for(lambda: "no camera frame yet" in message.text, "the page explaining why nothing was added")
+        state = page_state(driver)
+        assert state["prompts"] == [] and state["rejected"] == {"invalid": 1}  # refused by the node
+        assert idle.prompt_sets() == []  # nothing reached ROS

@@ -77,6 +77,9 @@ overlay.addEventListener("pointermove", (ev) => {
 });
 
 overlay.addEventListener("pointercancel", () => { drag = null; drawRubber(); });
+document.addEventListener("keydown", (ev) => {
+  if (ev.key === "Escape" && drag) { drag = null; drawRubber(); }   // abandon the box being drawn
+});
 
 overlay.addEventListener("pointerup", (ev) => {
   if (!drag) return;
@@ -119,7 +122,10 @@ function rgb(c) { return `rgb(${c[0]}, ${c[1]}, ${c[2]})`; }
 function render(s) {
   state = s;
   const st = s.stream;
-  if (st.width > 0) stage.style.setProperty("--aspect", `${st.width} / ${st.height}`);
+  if (st.width > 0) {
+    stage.style.setProperty("--aspect", `${st.width} / ${st.height}`);
+    stage.style.setProperty("--aspect-num", String(st.width / st.height));
+  }
   waiting.classList.toggle("hidden", st.frames_received > 0);
   waiting.textContent = st.error ? st.error : `Waiting for camera frames on ${s.image_topic}\u2026`;
   if (st.error && st.frames_received > 0) waiting.classList.remove("hidden");
@@ -203,5 +209,9 @@ async function poll() {
 stream.addEventListener("error", () => {
   setTimeout(() => { stream.src = `/stream.mjpg?t=${Date.now()}`; }, 1000);
 });
+// The stream never finishes loading: start it after the page's load event, so the page
+// counts as loaded even before the first frame arrives.
+if (document.readyState === "complete") stream.src = "/stream.mjpg";
+else window.addEventListener("load", () => { stream.src = "/stream.mjpg"; });
 
 poll();
