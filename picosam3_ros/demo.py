@@ -81,6 +81,16 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: the environment's)"
     )
+    parser.add_argument(
+        "--teleop",
+        type=int,
+        nargs="?",
+        const=8088,
+        default=None,
+        metavar="PORT",
+        help="also serve the operator web page on http://127.0.0.1:PORT/ (default port 8088); "
+        "boxes drawn there replace the stand-in detector's until it publishes the next image's",
+    )
     return parser
 
 
@@ -494,6 +504,12 @@ def run(args: argparse.Namespace) -> dict:
             env,
         )
         children.insert(0, (sensor, sensor_log))
+        if args.teleop is not None:
+            teleop_log = logs / "teleop_ui.log"
+            teleop_params = {"image_topic": "image_raw", "port": args.teleop}
+            teleop = node_cmd("picosam3_ros.teleop_ui_node", teleop_params)
+            children.append((start(teleop, teleop_log, env), teleop_log))
+            print(f"demo: operator page on http://127.0.0.1:{args.teleop}/ (log {teleop_log})")
         counts = run_viewer(scorer, args.domain_id, frame_images, frame_log, args.timeout, children)
     finally:
         for proc, _ in children:
