@@ -425,6 +425,16 @@ def _spin_once(node, context) -> None:
     executor.spin_once(timeout_sec=0.1)
 
 
+def serve_until_interrupted(port: int, children: list[tuple[subprocess.Popen, Path]]) -> None:
+    """Keep the nodes (and the operator page) running after the scored pass, until Ctrl-C."""
+    print(f"demo: scored pass done; the clip keeps looping on http://127.0.0.1:{port}/ until Ctrl-C")
+    try:
+        while all(proc.poll() is None for proc, _ in children):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("demo: stopping")
+
+
 def resolve_model(model: Path | None) -> Path:
     directory = model or DEFAULT_MODELS_DIR
     try:
@@ -492,7 +502,8 @@ def run(args: argparse.Namespace) -> dict:
                     "backend": "imx500",
                     "model": str(model),
                     "emulator.source": str((out / "frames").resolve()),
-                    "emulator.loop": False,
+                    # With the operator page up the clip keeps playing after the scored pass.
+                    "emulator.loop": args.teleop is not None,
                     "emulator.ground_truth_log": str(frame_log_path.resolve()),
                     "frame_rate": float(args.fps),
                     "stream_width": int(args.stream_size[0]),
@@ -511,6 +522,8 @@ def run(args: argparse.Namespace) -> dict:
             children.append((start(teleop, teleop_log, env), teleop_log))
             print(f"demo: operator page on http://127.0.0.1:{args.teleop}/ (log {teleop_log})")
         counts = run_viewer(scorer, args.domain_id, frame_images, frame_log, args.timeout, children)
+        if args.teleop is not None:
+            serve_until_interrupted(args.teleop, children)
     finally:
         for proc, _ in children:
             stop(proc)
