@@ -13,25 +13,10 @@ import cv2
 import numpy as np
 
 from picosam3_ros.bag_evaluation import Evaluation, OverlaySample
+from picosam3_ros.palette import PALETTE as PROMPT_PALETTE
 
-# BGR-free RGB palette for prompt values 1, 2, ... (cycled).
-PALETTE = np.array(
-    [
-        (230, 25, 75),
-        (60, 180, 75),
-        (255, 225, 25),
-        (0, 130, 200),
-        (245, 130, 48),
-        (145, 30, 180),
-        (70, 240, 240),
-        (240, 50, 230),
-        (210, 245, 60),
-        (250, 190, 212),
-        (0, 128, 128),
-        (170, 110, 40),
-    ],
-    dtype=np.uint8,
-)
+# RGB colour per prompt value 1, 2, ... (cycled), the same as the node's and the page's.
+PALETTE = np.array(PROMPT_PALETTE, dtype=np.uint8)
 
 
 def draw_overlay(

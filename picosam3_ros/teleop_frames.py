@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from picosam3_ros.image_conversion import SUPPORTED_ENCODINGS, image_to_rgb
-from picosam3_ros.teleop_prompts import prompt_color
+from picosam3_ros.palette import prompt_color
 
 
 def to_bgr(msg: Any) -> np.ndarray:

@@ -14,28 +14,6 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-# Distinct, colour-blind-friendly-ish colours (RGB) for prompt ids; the page uses the same
-# list (served in /api/state), so a box, its table row and its mask share a colour.
-PALETTE: tuple[tuple[int, int, int], ...] = (
-    (230, 25, 75),
-    (60, 180, 75),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (210, 245, 60),
-    (250, 190, 212),
-    (0, 128, 128),
-    (255, 225, 25),
-    (170, 110, 40),
-)
-
-
-def prompt_color(prompt_id: int) -> tuple[int, int, int]:
-    """RGB colour of a prompt id (stable across the page, the overlay and restarts)."""
-    return PALETTE[(int(prompt_id) - 1) % len(PALETTE)]
-
 
 class InvalidPromptError(ValueError):
     """A request from the page that must not become a prompt (the message says why)."""

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
+from picosam3_ros.palette import prompt_color
 from picosam3_ros.teleop_frames import FrameHub
 from picosam3_ros.teleop_prompts import (
-    PALETTE,
     InvalidPromptError,
     PromptBook,
     RateLimiter,
@@ -100,7 +100,7 @@ class TeleopServer:
         results_age = time.monotonic() - last if last else None
         prompts = []
         for pid, box in self.book.snapshot():
-            entry = {"id": pid, "box": box.as_dict(), "color": list(PALETTE[(pid - 1) % len(PALETTE)])}
+            entry = {"id": pid, "box": box.as_dict(), "color": list(prompt_color(pid))}
             res = results.get(pid)
             if res is not None:
                 entry["result"] = {"status": res.status, "score": round(res.score, 4), "backend": res.backend,

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from picosam3_ros.palette import prompt_color
 from picosam3_ros.teleop_frames import FrameHub, PromptResult, overlay_mask, to_bgr
 from picosam3_ros.teleop_prompts import (
     Box,
@@ -23,7 +24,6 @@ from picosam3_ros.teleop_prompts import (
     box_fits,
     display_box_to_stream,
     parse_prompt_id,
-    prompt_color,
 )
 from picosam3_ros.teleop_server import ServerConfig, TeleopServer
 

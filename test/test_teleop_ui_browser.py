@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import pytest
 
-from picosam3_ros.teleop_prompts import prompt_color
+from picosam3_ros.palette import prompt_color
 
 REPO = Path(__file__).resolve().parent.parent
 # This area's ROS domains are 60-79. The UI shows whatever frames arrive on its topic, so two

@@ -6,12 +6,12 @@ import time
 
 import cv2
 
-from picosam3_ros.backends.base import BackendConfig, BackendError, SensorFrame, SensorFrameSource
-from picosam3_ros.backends.imx500_backend import import_picamera2
+from picosam3_ros.backends.base import BackendConfig, BackendError, SensorFrame
+from picosam3_ros.backends.imx500_backend import PicameraSource, import_picamera2
 from picosam3_ros.crop import CropRect
 
 
-class PlainCamera(SensorFrameSource):
+class PlainCamera(PicameraSource):
     """Frames only; ``request_roi`` is a no-op (the CPU crops every prompt itself)."""
 
     name = "camera"
@@ -32,24 +32,6 @@ class PlainCamera(SensorFrameSource):
             raise BackendError(f"cannot open the camera: {exc}") from exc
         self._first: int | None = None
         self._started = False
-
-    @property
-    def stream_size(self) -> tuple[int, int]:
-        return self._stream_size
-
-    def start(self) -> None:
-        if not self._started:
-            self.picam2.start()
-            self._started = True
-
-    def stop(self) -> None:
-        if self._started:
-            self._started = False
-            try:
-                self.picam2.stop()
-                self.picam2.close()
-            except Exception:
-                pass
 
     def request_roi(self, crop: CropRect | None, prompt_id: int | None) -> None:
         pass

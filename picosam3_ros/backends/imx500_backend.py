@@ -97,7 +97,37 @@ class _RoiWrite:
     prompt_id: int | None
 
 
-class Imx500Backend(SensorFrameSource):
+class PicameraSource(SensorFrameSource):
+    """A frame source around an open, configured ``Picamera2`` (``self.picam2``).
+
+    Subclasses open the camera in ``__init__`` and set ``_stream_size``; this class
+    owns the start/stop life cycle shared by the IMX500 and the plain camera.
+    """
+
+    picam2: object
+    _stream_size: tuple[int, int]
+    _started: bool = False
+
+    @property
+    def stream_size(self) -> tuple[int, int]:
+        return self._stream_size
+
+    def start(self) -> None:
+        if not self._started:
+            self.picam2.start()
+            self._started = True
+
+    def stop(self) -> None:
+        if self._started:
+            self._started = False
+            try:
+                self.picam2.stop()
+                self.picam2.close()
+            except Exception:
+                pass  # shutting down: a camera that fails to close has nothing left to lose
+
+
+class Imx500Backend(PicameraSource):
     """A camera-owning backend: frames with the sensor's output for the ROI in effect."""
 
     name = "imx500"
@@ -137,26 +167,8 @@ class Imx500Backend(SensorFrameSource):
 
     # --- SensorFrameSource -------------------------------------------------------------------
     @property
-    def stream_size(self) -> tuple[int, int]:
-        return self._stream_size
-
-    @property
     def roi_apply_delay_frames(self) -> int:
         return int(self.config.roi_apply_delay_frames)
-
-    def start(self) -> None:
-        if not self._started:
-            self.picam2.start()
-            self._started = True
-
-    def stop(self) -> None:
-        if self._started:
-            self._started = False
-            try:
-                self.picam2.stop()
-                self.picam2.close()
-            except Exception:
-                pass
 
     def request_roi(self, crop: CropRect | None, prompt_id: int | None) -> None:
         roi = FULL_SENSOR_ROI if crop is None else self.geometry.stream_rect_to_sensor(crop)
