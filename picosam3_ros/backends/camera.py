@@ -37,17 +37,10 @@ class PlainCamera(PicameraSource):
         pass
 
     def next_frame(self, timeout_s: float = 1.0) -> SensorFrame | None:
-        try:
-            request = self.picam2.capture_request()
-        except TimeoutError:
+        captured = self.capture()
+        if captured is None:
             return None
-        except Exception as exc:
-            raise BackendError(f"camera capture failed: {exc}") from exc
-        try:
-            metadata = request.get_metadata()
-            image = request.make_array("main")
-        finally:
-            request.release()
+        metadata, image = captured
         timestamp = int(metadata.get("SensorTimestamp", time.monotonic_ns()))
         if self._first is None:
             self._first = timestamp

@@ -126,6 +126,19 @@ class PicameraSource(SensorFrameSource):
             except Exception:
                 pass  # shutting down: a camera that fails to close has nothing left to lose
 
+    def capture(self) -> tuple[dict, np.ndarray] | None:
+        """One request's (metadata, "main" array), the request released; None on a capture timeout."""
+        try:
+            request = self.picam2.capture_request()
+        except TimeoutError:
+            return None
+        except Exception as exc:
+            raise BackendError(f"camera capture failed: {exc}") from exc
+        try:
+            return request.get_metadata(), request.make_array("main")
+        finally:
+            request.release()
+
 
 class Imx500Backend(PicameraSource):
     """A camera-owning backend: frames with the sensor's output for the ROI in effect."""
@@ -181,17 +194,10 @@ class Imx500Backend(PicameraSource):
         self._writes.append(_RoiWrite(t_before, time.monotonic_ns(), roi, prompt_id))
 
     def next_frame(self, timeout_s: float = 1.0) -> SensorFrame | None:
-        try:
-            request = self.picam2.capture_request()
-        except TimeoutError:
+        captured = self.capture()
+        if captured is None:
             return None
-        except Exception as exc:
-            raise BackendError(f"camera capture failed: {exc}") from exc
-        try:
-            metadata = request.get_metadata()
-            image = request.make_array("main")
-        finally:
-            request.release()
+        metadata, image = captured
         # picamera2's "RGB888" arrays are [B, G, R] per pixel.
         image_rgb = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB)
         timestamp = int(metadata.get("SensorTimestamp", time.monotonic_ns()))
