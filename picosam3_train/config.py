@@ -55,6 +55,9 @@ class TrainConfig:
     area_weight: float = 1.0
     area_min_ratio: float = 0.4
     # optimisation
+    # A checkpoint whose weights start this run (fine-tuning; a fresh schedule and optimizer,
+    # unlike --resume). "" = random initialisation.
+    init_checkpoint: str = ""
     epochs: int = 30
     max_steps: int = 0  # 0 = epochs * steps per epoch; > 0 stops early (tests, smoke runs)
     # > 0: a wall-clock budget for shared CPUs. The cosine schedule then runs on

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from picosam3_ros.crop import InvalidRoiError, crop_and_resize, crop_rect_for_box
+from picosam3_ros.crop import CROP_RULE_VERSION, InvalidRoiError, crop_and_resize, crop_rect_for_box
 from picosam3_ros.metrics import size_bucket
 
 CROP_SIZE = 96
@@ -84,7 +84,7 @@ def _valid_instance(ann: dict, image_size: tuple[int, int], mask: np.ndarray | N
 
 
 def _cache_key(*parts: object) -> str:
-    text = "|".join(str(p) for p in parts) + f"|v{CACHE_VERSION}"
+    text = "|".join(str(p) for p in parts) + f"|v{CACHE_VERSION}|crop{CROP_RULE_VERSION}"
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 

@@ -152,6 +152,11 @@ def train(config: TrainConfig, resume: str | Path | None = None, quiet: bool = F
     dataset = build_train_dataset(config, quiet=quiet)
     eval_crops = build_eval_crops(config, quiet=quiet) if config.eval_every > 0 else None
     model = build_model(config.model, width_mult=config.width_mult)
+    if config.init_checkpoint and not resume:
+        init_model, _, _ = load_checkpoint(config.init_checkpoint)
+        model.load_state_dict(init_model.state_dict())
+        if not quiet:
+            print(f"initialised from {config.init_checkpoint}")
     if not quiet:
         describe(model)
     optimizer = make_optimizer(model, config)

@@ -19,7 +19,8 @@ def test_crop_is_padded_square_and_centred():
 
 @pytest.mark.parametrize(
     "box, expected",
-    [((-20, -20, 60, 60), CropRect(0, 0, 46, 46)), ((600, 450, 80, 80), CropRect(592, 442, 48, 38))],
+    # Shrunk symmetrically about the visible box's centre: the object stays centred.
+    [((-20, -20, 60, 60), CropRect(0, 0, 40, 40)), ((600, 450, 80, 80), CropRect(600, 450, 40, 30))],
 )
 def test_crop_is_clipped_at_borders(box, expected):
     assert crop_rect_for_box(box, (640, 480)) == expected
@@ -90,3 +91,22 @@ def test_full_stream_maps_to_scaler_crop_and_outside_is_none():
     assert geometry.stream_rect_to_sensor(CropRect(0, 0, 1280, 720)) == geometry.scaler_crop
     assert geometry.sensor_rect_to_stream((0, 0, 4056, 100)) is None  # above the 16:9 crop
     assert geometry.sensor_rect_to_stream((0, 0, *IMX500_SENSOR_SIZE)) == CropRect(0, 0, 1280, 720)
+
+
+def test_crop_contains_the_visible_box_and_stays_centred_on_it():
+    rng = np.random.default_rng(7)
+    for _ in range(500):
+        width, height = (int(v) for v in rng.integers(20, 800, 2))
+        x, y = rng.uniform(-0.3, 1.0) * width, rng.uniform(-0.3, 1.0) * height
+        box = (x, y, rng.uniform(1, width), rng.uniform(1, height))
+        try:
+            rect = crop_rect_for_box(box, (width, height))
+        except InvalidRoiError:
+            continue
+        x0, x1 = max(box[0], 0), min(box[0] + box[2], width)
+        y0, y1 = max(box[1], 0), min(box[1] + box[3], height)
+        assert 0 <= rect.x <= x0 and x1 <= rect.x_end <= width
+        assert 0 <= rect.y <= y0 and y1 <= rect.y_end <= height
+        # Centred on the visible box within the outward rounding (one pixel each side).
+        assert abs((rect.x + rect.x_end) / 2 - (x0 + x1) / 2) <= 1.0
+        assert abs((rect.y + rect.y_end) / 2 - (y0 + y1) / 2) <= 1.0

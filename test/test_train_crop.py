@@ -23,10 +23,14 @@ FIXTURES = Path(__file__).parent / "fixtures" / "train"
     ((40, 30, 20, 10), (200, 100), (38, 23, 24, 24)),
     # tall box: side = 1.2 * 50 = 60 around (105, 75): [75, 135) x [45, 105)
     ((100, 50, 10, 50), (640, 480), (75, 45, 60, 60)),
-    # top-left corner: square [-1, 11) clipped to [0, 11)
-    ((0, 0, 10, 10), (100, 100), (0, 0, 11, 11)),
-    # bottom-right corner: [89, 101) x [91.5, 103.5) -> floor/ceil, clipped to the 100x100 frame
-    ((90, 95, 10, 5), (100, 100), (89, 91, 11, 9)),
+    # top-left corner: square [-1, 11) around (5, 5) shrinks symmetrically to [0, 10)
+    ((0, 0, 10, 10), (100, 100), (0, 0, 10, 10)),
+    # bottom-right corner: centre (95, 97.5), half-side 6 -> half 5 in x, 2.5 in y: the box itself
+    ((90, 95, 10, 5), (100, 100), (90, 95, 10, 5)),
+    # near the left edge only: centre (8, 50), half-side 12 -> x half 8: [0, 16), y [38, 62)
+    ((3, 40, 10, 20), (100, 100), (0, 38, 16, 24)),
+    # box poking out of the frame: its visible part (0, 0, 40, 40) is what gets padded
+    ((-20, -20, 60, 60), (640, 480), (0, 0, 40, 40)),
     # fractional box: side 8.4 around (14, 21.75): [9.8, 18.2) x [17.55, 25.95) -> outward rounding
     ((10.5, 20.25, 7, 3), (640, 480), (9, 17, 10, 9)),
     # box larger than the image: the crop is the whole frame
