@@ -26,6 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from picosam3_ros.crop import CROP_RULE_VERSION
 from picosam3_ros.model_card import MODEL_CARD_NAME, InputSpec, load_model_card
 
 FP32_NAME = "picosam3_fp32.onnx"
@@ -183,8 +184,9 @@ def build_package(
             "shape": [None, 1, spec.size, spec.size],
             "meaning": "logits, > 0 = object",
         },
-        "crop": "picosam3_ros.crop.crop_rect_for_box: box + 10% each side, square, clipped to the image, "
-        "resized to 96x96 without keeping aspect",
+        "crop": f"picosam3_ros.crop.crop_rect_for_box (rule v{CROP_RULE_VERSION}): box + 10% each side, "
+        "square, shrunk symmetrically about the box centre to fit the image, resized to 96x96 "
+        "without keeping aspect",
         "model": {
             "name": getattr(config, "model", None),
             "width_mult": getattr(config, "width_mult", None),
