@@ -31,11 +31,15 @@ bench: bootstrap  ## run every bench/*.py (each prints a table)
 	  if [ $${#benches[@]} -eq 0 ]; then echo "no bench/*.py yet"; fi && \
 	  for b in "$${benches[@]}"; do echo "== $$b"; python "$$b"; done
 
-model: bootstrap  ## retrain the default model on ../shared/data and package it into picosam3_ros/models (CPU, ~75 min)
+model: bootstrap  ## retrain the default model on ../shared/data and package it into picosam3_ros/models (CPU, ~2 h)
 	$(ENV) && python -m picosam3_train.cli train --config picosam3_train/configs/picosam3.yaml \
 	  --set out_dir=runs/picosam3_default && \
-	python -m picosam3_train.cli package --checkpoint runs/picosam3_default/best.pt --out picosam3_ros/models \
-	  --work-dir runs/picosam3_default/package
+	python -m picosam3_train.cli train --config picosam3_train/configs/picosam3.yaml \
+	  --set init_checkpoint=runs/picosam3_default/best.pt --set lr=0.001 --set warmup_steps=30 \
+	  --set time_budget_min=22 --set epochs=12 --set eval_every=2 --set threads=1 \
+	  --set out_dir=runs/picosam3_default_ft && \
+	python -m picosam3_train.cli package --checkpoint runs/picosam3_default_ft/best.pt --out picosam3_ros/models \
+	  --work-dir runs/picosam3_default_ft/package
 
 constraints:  ## re-pin requirements/constraints.txt from the current .venv
 	.venv/bin/python tools/constraints.py freeze
