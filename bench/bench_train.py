@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 from picosam3_train.loss import distillation_loss
 from picosam3_train.model import build_model, count_macs, count_parameters
 

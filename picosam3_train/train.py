@@ -203,7 +203,8 @@ def train(config: TrainConfig, resume: str | Path | None = None, quiet: bool = F
         return done
 
     def finished() -> bool:
-        return step >= total_steps or (budget_s > 0 and progress() >= 1.0)
+        # a time budget always allows one step, so an overloaded machine still makes progress
+        return step >= total_steps or (budget_s > 0 and step > 0 and progress() >= 1.0)
 
     for epoch in range(start_epoch, start_epoch + 1_000_000):  # ends on finished()
         if finished():
