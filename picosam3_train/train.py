@@ -206,6 +206,8 @@ def train(config: TrainConfig, resume: str | Path | None = None, quiet: bool = F
         # a time budget always allows one step, so an overloaded machine still makes progress
         return step >= total_steps or (budget_s > 0 and step > 0 and progress() >= 1.0)
 
+    step_record: dict | None = None
+    logged_step = step
     for epoch in range(start_epoch, start_epoch + 1_000_000):  # ends on finished()
         if finished():
             break
@@ -258,10 +260,15 @@ def train(config: TrainConfig, resume: str | Path | None = None, quiet: bool = F
             bar.set_postfix(loss=f"{running['total']:.3f}", gt=f"{running['ground_truth']:.3f}",
                             t=f"{running['teacher']:.3f}", area=f"{running['area']:.3f}",
                             sps=f"{rate:.1f}", refresh=False)
+            step_record = {"step": step, "epoch": epoch, "lr": lr, "samples_per_s": rate,
+                           **{f"loss_{k}": v for k, v in running.items()}}
             if step % 20 == 0 or finished():
-                log({"step": step, "epoch": epoch, "lr": lr, "samples_per_s": rate,
-                     **{f"loss_{k}": v for k, v in running.items()}})
+                log(step_record)
+                logged_step = step
         bar.close()
+        if finished() and step_record is not None and logged_step != step:
+            log(step_record)  # the budget may run out between two checks: always record the last step
+            logged_step = step
 
         last_epoch = finished()
         metrics = {}
