@@ -31,6 +31,14 @@ os.environ.pop("ROS_STATIC_PEERS", None)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# 640x480 rgb8 frames (0.9 MB) do not fit Fast DDS's default 512 KiB shared-memory segment
+# and are mostly lost best-effort (README "Large images over DDS"). Every test process and
+# the nodes it starts (they inherit os.environ) use the shipped profile; a test that checks
+# the default transport sets its own environment.
+os.environ.setdefault(
+    "FASTDDS_DEFAULT_PROFILES_FILE", str(REPO_ROOT / "config" / "fastdds_large_images.xml")
+)
+
 
 @pytest.fixture
 def ros_env(tmp_path: Path) -> Callable[[int], dict[str, str]]:
