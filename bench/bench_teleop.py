@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "test"))
 
-from node_helpers import LARGE_IMAGES_PROFILE, ros_env, running  # noqa: E402
+from node_helpers import large_images_env, ros_env, running  # noqa: E402
 
 DOMAIN = 79
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, nargs="+", default=[0, 2])
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    env = ros_env(DOMAIN, {"FASTDDS_DEFAULT_PROFILES_FILE": str(LARGE_IMAGES_PROFILE)})
+    env = ros_env(DOMAIN, large_images_env())
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         standin = [sys.executable, str(REPO / "test/teleop_standin.py"), f"bench-{uuid.uuid4().hex[:6]}",

@@ -18,13 +18,7 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
-
-# Any of these set means the user already configured Fast DDS: leave it alone.
-USER_FASTDDS_SETTINGS = (
-    "FASTDDS_DEFAULT_PROFILES_FILE",
-    "FASTRTPS_DEFAULT_PROFILES_FILE",
-    "FASTDDS_BUILTIN_TRANSPORTS",
-)
+from picosam3_ros.fastdds_profile import PROFILE_VARIABLE, USER_FASTDDS_SETTINGS
 
 
 def large_images_profile(context):
@@ -32,7 +26,7 @@ def large_images_profile(context):
     profile = LaunchConfiguration("fastdds_profile").perform(context)
     if not profile or any(os.environ.get(name) for name in USER_FASTDDS_SETTINGS):
         return []
-    return [SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", profile)]
+    return [SetEnvironmentVariable(PROFILE_VARIABLE, profile)]
 
 
 def generate_launch_description():

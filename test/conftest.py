@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from picosam3_ros.fastdds_profile import with_large_images_profile
+
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.pop("ROS_STATIC_PEERS", None)
 
@@ -33,11 +35,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # 640x480 rgb8 frames (0.9 MB) do not fit Fast DDS's default 512 KiB shared-memory segment
 # and are mostly lost best-effort (README "Large images over DDS"). Every test process and
-# the nodes it starts (they inherit os.environ) use the shipped profile; a test that checks
-# the default transport sets its own environment.
-os.environ.setdefault(
-    "FASTDDS_DEFAULT_PROFILES_FILE", str(REPO_ROOT / "config" / "fastdds_large_images.xml")
-)
+# the nodes it starts (they inherit os.environ) use the shipped profile, by the same rule as
+# the launch file and the demo; a test that checks the default transport sets its own environment.
+os.environ.update(with_large_images_profile(dict(os.environ)))
 
 
 @pytest.fixture

@@ -25,8 +25,10 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from picosam3_ros.fastdds_profile import PROFILE_VARIABLE, large_images_profile
+
 REPO = Path(__file__).resolve().parents[1]
-LARGE_IMAGES_PROFILE = REPO / "config" / "fastdds_large_images.xml"
+LARGE_IMAGES_PROFILE = large_images_profile()
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 SIZE = 96
@@ -137,7 +139,7 @@ def large_images_env() -> dict[str, str]:
     Pass it to :func:`ros_env` (``extra``) for both ends of a topic carrying images bigger
     than 512 KiB; the publisher's side is the one that matters (README "Large images over DDS").
     """
-    return {"FASTDDS_DEFAULT_PROFILES_FILE": str(LARGE_IMAGES_PROFILE)}
+    return {PROFILE_VARIABLE: str(LARGE_IMAGES_PROFILE)}
 
 
 def node_command(

@@ -9,7 +9,7 @@ import time
 
 import cv2
 import numpy as np
-from node_helpers import REPO, RosClient, large_images_env, node_command, ros_env, running, write_red_model
+from node_helpers import REPO, RosClient, node_command, ros_env, running, write_red_model
 
 from picosam3_ros.crop import crop_and_resize, crop_rect_for_box
 from picosam3_ros.pipeline import Status, mask_from_logits
@@ -82,8 +82,7 @@ def run_node(tmp, extra_params):
 
 def collect_run(tmp, extra_params, done, timeout=90.0):
     cmd, topics, prompt_type = run_node(tmp, extra_params)
-    # image_raw frames are 0.9 MB: the node needs the large-images profile to deliver them.
-    with running(cmd, ros_env(DOMAIN, large_images_env()), tmp / "node.log") as proc:
+    with running(cmd, ros_env(DOMAIN), tmp / "node.log") as proc:
         client = RosClient(DOMAIN)
         try:
             got = {k: client.collect(*v) for k, v in topics.items()}

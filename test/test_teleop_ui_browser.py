@@ -162,8 +162,7 @@ def rig_running(tmp: Path, domain_id: int, sensor_model: Path | None = None, rat
     instead of the stand-in); every child is stopped on the way out."""
     nonce = f"teleop-{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               ROS_LOG_DIR=str(tmp / "ros_log"), PYTHONUNBUFFERED="1",
-               FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / "config" / "fastdds_large_images.xml"))
+               ROS_LOG_DIR=str(tmp / "ros_log"), PYTHONUNBUFFERED="1")
     env.pop("ROS_LOCALHOST_ONLY", None)
     procs: list[Proc] = []
     try:
