@@ -152,6 +152,11 @@ def write_known_bag(path: Path, storage: str) -> None:
         frame(4, None)
 
 
+def known_topics(bag) -> list[str]:
+    """The bag argument and the topics ``write_known_bag`` writes, as bag_eval arguments."""
+    return [str(bag), "--image-topic", "/image", "--prompt-topic", "/prompts", "--gt-topic", "/gt"]
+
+
 def run_cli(*args: str, check_rc: int | None = 0) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.run(
@@ -254,13 +259,7 @@ def test_emulated_imx500_backend_gives_the_same_known_answers(tmp_path, left_hal
     assert (
         main(
             [
-                str(bag),
-                "--image-topic",
-                "/image",
-                "--prompt-topic",
-                "/prompts",
-                "--gt-topic",
-                "/gt",
+                *known_topics(str(bag)),
                 "--model",
                 str(left_half_model),
                 "--backend",
@@ -294,13 +293,7 @@ def test_mirrored_model_scores_differently(tmp_path):
     assert (
         main(
             [
-                str(bag),
-                "--image-topic",
-                "/image",
-                "--prompt-topic",
-                "/prompts",
-                "--gt-topic",
-                "/gt",
+                *known_topics(str(bag)),
                 "--model",
                 str(model),
                 "--json",
@@ -492,13 +485,7 @@ def test_truncated_bag(tmp_path, left_half_model, storage):
     with open(data_file, "r+b") as handle:
         handle.truncate(size // 2)
     proc = run_cli(
-        str(bag),
-        "--image-topic",
-        "/image",
-        "--prompt-topic",
-        "/prompts",
-        "--gt-topic",
-        "/gt",
+        *known_topics(str(bag)),
         "--model",
         str(left_half_model),
         "--json",
@@ -511,13 +498,7 @@ def test_truncated_bag(tmp_path, left_half_model, storage):
 
 def test_cli_success_prints_summary(tmp_path, known_bag, left_half_model):
     proc = run_cli(
-        str(known_bag),
-        "--image-topic",
-        "/image",
-        "--prompt-topic",
-        "/prompts",
-        "--gt-topic",
-        "/gt",
+        *known_topics(str(known_bag)),
         "--model",
         str(left_half_model / "model.onnx"),
         "--json",
