@@ -28,6 +28,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from picosam3_ros.onnx_session import cpu_session  # noqa: E402
+
 
 def conv_macs_from_onnx(path: Path, size: int = 96) -> int:
     """Multiply-accumulates of the Conv nodes of an fp32 ONNX graph at batch 1 (shape inference)."""
@@ -76,12 +78,7 @@ def measure_peak_gflops(threads: int, n: int = 1536, repeats: int = 5) -> float:
 
 def time_session(path: Path, batch: int, threads: int, repeats: int, input_name: str | None = None) -> float:
     """Median seconds per ROI of ``repeats`` runs of one batch."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(path, threads)  # the node's own session settings
     name = input_name or session.get_inputs()[0].name
     x = np.random.default_rng(0).standard_normal((batch, 3, 96, 96)).astype(np.float32)
     for _ in range(3):

@@ -58,6 +58,7 @@ from picosam3_ros.metrics import (
     size_bucket,
 )
 from picosam3_ros.model_card import InputSpec, ModelCardError, load_model_card
+from picosam3_ros.onnx_session import cpu_session
 
 SIZE_BUCKETS = ("small", "medium", "large")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -230,16 +231,11 @@ class OnnxPredictor:
     """An ONNX model in ONNX Runtime (CPU), fed per ``input_spec``."""
 
     def __init__(self, path: str | Path, input_spec: InputSpec | None = None, threads: int = 0):
-        import onnxruntime as ort
 
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"no ONNX model at {self.path}")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(self.path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.input_spec = input_spec or default_input_spec()
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from picosam3_ros.backends.base import BackendConfig, BackendError, CropSegmenter, ModelLoadError
 from picosam3_ros.model_card import DEFAULT_MODELS_DIR, ModelCard, ModelCardError, load_model_card
+from picosam3_ros.onnx_session import cpu_session
 
 TRAIN_HINT = (
     "train and export a model first (`picosam3_train` writes picosam3_ros/models/model_card.json), "
@@ -44,24 +45,10 @@ class OnnxBackend(CropSegmenter):
     name = "onnx"
 
     def __init__(self, config: BackendConfig):
-        import onnxruntime as ort
-
         self.card = load_card(config.model_dir)
         self.model_path = resolve_onnx_path(self.card, config.onnx_precision, config.onnx_model)
-        options = ort.SessionOptions()
-        if config.threads > 0:
-            options.intra_op_num_threads = int(config.threads)
-            options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # No busy-waiting between runs: spinning pool threads steal the cores the executor
-        # (image deserialisation) and the camera need; on a loaded 2-core machine a batch of
-        # 4 crops took ~2x longer with spinning on (bench/bench_node.py, README).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(
-                str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            self.session = cpu_session(self.model_path, config.threads)
         except Exception as exc:  # ORT raises its own exception types for corrupt files
             raise ModelLoadError(
                 f"cannot load ONNX model {self.model_path}: {str(exc).splitlines()[0]}; "

@@ -45,6 +45,7 @@ import cv2
 import numpy as np
 
 from picosam3_ros.emulator.sources import FrameSource, open_source
+from picosam3_ros.onnx_session import cpu_session
 
 SENSOR_SIZE = (4056, 3040)
 RAW_SIZE = (2028, 1520)
@@ -113,7 +114,6 @@ class _Network:
     """The model run as the on-sensor network (ONNX Runtime on the CPU, one thread)."""
 
     def __init__(self, network_file: Path, override: str):
-        import onnxruntime as ort
 
         from picosam3_ros.model_card import ModelCardError, load_model_card
 
@@ -131,10 +131,7 @@ class _Network:
             onnx_path = self.card.path(role)
         if not onnx_path.is_file():
             raise RuntimeError(f"emulated IMX500: network ONNX {onnx_path} does not exist")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(onnx_path, threads=1)  # one core, like the sensor's single DSP
         self.onnx_path = onnx_path
         self.size = self.card.input.size
         self.name = network_file.stem[: NETWORK_NAME_LEN - 1]

@@ -15,6 +15,7 @@ import numpy as np
 
 from picosam3_ros.crop import crop_and_resize
 from picosam3_ros.model_card import InputSpec, ModelCardError, load_model_card
+from picosam3_ros.onnx_session import cpu_session
 from picosam3_train.teachers.base import (
     Teacher,
     TeacherOutput,
@@ -54,15 +55,11 @@ class OnnxTeacher(_CropTeacher):
         input_spec: InputSpec | None = None,
         threads: int = 0,
     ):
-        import onnxruntime as ort
 
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"no ONNX teacher at {self.path}")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(self.path, threads)
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         if input_spec is None:
