@@ -34,7 +34,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from picosam3_ros.crop import CROP_RULE_VERSION, InvalidRoiError, crop_and_resize, crop_rect_for_box
+from picosam3_ros.crop import (
+    CROP_RULE_VERSION,
+    PAD_FRACTION,
+    InvalidRoiError,
+    crop_and_resize,
+    crop_rect_for_box,
+)
 from picosam3_ros.metrics import size_bucket
 
 CROP_SIZE = 96
@@ -91,7 +97,7 @@ def _cache_key(*parts: object) -> str:
 def context_square(box_xywh) -> tuple[int, int, int]:
     """Integer (x0, y0, side) of the context square around a box, in image pixels."""
     x, y, w, h = (float(v) for v in box_xywh)
-    side = max(w, h) * 1.2 * CONTEXT_FACTOR
+    side = max(w, h) * (1.0 + 2.0 * PAD_FRACTION) * CONTEXT_FACTOR
     x0 = math.floor(x + w / 2 - side / 2)
     y0 = math.floor(y + h / 2 - side / 2)
     return x0, y0, max(2, math.ceil(side))

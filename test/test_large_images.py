@@ -13,8 +13,11 @@ from __future__ import annotations
 import json
 import sys
 import uuid
+from xml.etree import ElementTree
 
 from node_helpers import LARGE_IMAGES_PROFILE, REPO, large_images_env, ros_env, running
+
+from picosam3_ros.fastdds_profile import with_large_images_profile
 
 DOMAIN = 80
 FRAMES = 30
@@ -34,11 +37,25 @@ def exchange(tmp_path, env: dict[str, str]) -> dict:
     return json.loads(lines[-1])
 
 
-def test_profile_is_a_valid_fastdds_profile():
-    env = large_images_env()
-    assert env["FASTDDS_DEFAULT_PROFILES_FILE"] == str(LARGE_IMAGES_PROFILE)
-    text = LARGE_IMAGES_PROFILE.read_text()
-    assert "<segment_size>" in text and 'is_default_profile="true"' in text
+def test_profile_gives_the_default_participant_a_shm_segment_for_whole_frames():
+    ns = {"dds": "http://www.eprosima.com"}
+    root = ElementTree.parse(LARGE_IMAGES_PROFILE).getroot()
+    descriptors = root.iterfind(".//dds:transport_descriptor", ns)
+    shm = [d for d in descriptors if d.findtext("dds:type", "", ns) == "SHM"]
+    assert len(shm) == 1
+    frame_bytes = 640 * 480 * 3
+    assert int(shm[0].findtext("dds:segment_size", "0", ns)) >= 4 * frame_bytes  # room for several frames
+    participant = root.find(".//dds:participant[@is_default_profile='true']", ns)
+    used = [t.text for t in participant.iterfind(".//dds:userTransports/dds:transport_id", ns)]
+    assert shm[0].findtext("dds:transport_id", "", ns) in used
+
+
+def test_a_users_own_fastdds_settings_are_left_alone():
+    assert with_large_images_profile({})["FASTDDS_DEFAULT_PROFILES_FILE"] == str(LARGE_IMAGES_PROFILE)
+    mine = {"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/my_profile.xml"}
+    assert with_large_images_profile(mine) == mine
+    transports = {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+    assert with_large_images_profile(transports) == transports
 
 
 def test_640x480_rgb8_frames_arrive_between_processes_with_the_profile(tmp_path):
