@@ -21,7 +21,7 @@ test: bootstrap  ## build, run every test through colcon test, fail (and list fa
 	tools/test.sh $(TEST_ARGS)
 
 demo: bootstrap  ## the main job on the bundled defaults, no camera needed
-	$(ENV) && python -m picosam3_ros.demo $(DEMO_ARGS)
+	$(ENV) && python -m picosam3_ros.demo.demo $(DEMO_ARGS)
 
 lint: bootstrap  ## ruff on all Python code (also runs inside make test)
 	$(ENV) && ruff check .

@@ -11,8 +11,8 @@ setup(
     version="0.1.0",
     packages=find_packages(include=["picosam3_ros", "picosam3_ros.*", "picosam3_train", "picosam3_train.*"]),
     package_data={
-        PACKAGE: ["models/*.onnx", "models/*.json", "models/*.zip", "models/*.rpk", "demo_clip/*",
-                  "teleop_ui/*"]
+        PACKAGE: ["models/*.onnx", "models/*.json", "models/*.zip", "models/*.rpk", "demo/demo_clip/*",
+                  "teleop/page/*"]
     },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
@@ -35,12 +35,12 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "sensor_node = picosam3_ros.sensor_node:main",
-            "bag_eval = picosam3_ros.bag_eval:main",
-            "coco_to_bag = picosam3_ros.coco_to_bag:main",
-            "prompt_publisher = picosam3_ros.prompt_publisher_node:main",
-            "teleop_ui = picosam3_ros.teleop_ui_node:main",
-            "demo = picosam3_ros.demo:main",
+            "sensor_node = picosam3_ros.nodes.sensor_node:main",
+            "bag_eval = picosam3_ros.evaluation.bag_eval:main",
+            "coco_to_bag = picosam3_ros.evaluation.coco_to_bag:main",
+            "prompt_publisher = picosam3_ros.nodes.prompt_publisher_node:main",
+            "teleop_ui = picosam3_ros.nodes.teleop_ui_node:main",
+            "demo = picosam3_ros.demo.demo:main",
             "picosam3_train = picosam3_train.cli:main",
         ],
     },

@@ -28,7 +28,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from picosam3_ros.onnx_session import cpu_session  # noqa: E402
+from picosam3_ros.core.onnx_session import cpu_session  # noqa: E402
 
 
 def conv_macs_from_onnx(path: Path, size: int = 96) -> int:
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args(argv)
 
-    from picosam3_ros.model_card import ModelCardError, load_model_card
+    from picosam3_ros.core.model_card import ModelCardError, load_model_card
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_latency_"))
     try:

@@ -176,7 +176,7 @@ def main() -> int:
     else:
         model, model_name = random_init_model(tmp / "model"), "random-init PicoSAM3 (no packaged model yet)"
     cmd = node_command(
-        "picosam3_ros.sensor_node",
+        "picosam3_ros.nodes.sensor_node",
         {
             "model": str(model),
             "camera": "none",

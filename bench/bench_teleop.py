@@ -130,7 +130,7 @@ def main() -> None:
             for max_fps in args.max_fps:
                 for prompts in args.prompts:
                     log = Path(tmp) / f"ui_{max_fps}_{prompts}.log"
-                    ui = [sys.executable, "-m", "picosam3_ros.teleop_ui_node", "--ros-args", "-p", "port:=0",
+                    ui = [sys.executable, "-m", "picosam3_ros.nodes.teleop_ui_node", "--ros-args", "-p", "port:=0",
                           "-p", "image_topic:=image", "-p", f"max_fps:={max_fps}"]
                     with running(ui, env, log) as proc:
                         port = int(wait_for_url(log).rsplit(":", 1)[1].strip("/"))
@@ -141,7 +141,7 @@ def main() -> None:
                         cpu = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
                         rows.append((max_fps, prompts, count / span, size / 1024, cpu, rss_mib(proc.pid)))
             log = Path(tmp) / "ui_idle.log"
-            ui = [sys.executable, "-m", "picosam3_ros.teleop_ui_node", "--ros-args", "-p", "port:=0",
+            ui = [sys.executable, "-m", "picosam3_ros.nodes.teleop_ui_node", "--ros-args", "-p", "port:=0",
                   "-p", "image_topic:=image"]
             with running(ui, env, log) as proc:
                 port = int(wait_for_url(log).rsplit(":", 1)[1].strip("/"))

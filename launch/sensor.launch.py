@@ -18,7 +18,7 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
-from picosam3_ros.fastdds_profile import PROFILE_VARIABLE, USER_FASTDDS_SETTINGS
+from picosam3_ros.nodes.fastdds_profile import PROFILE_VARIABLE, USER_FASTDDS_SETTINGS
 
 
 def large_images_profile(context):

@@ -8,9 +8,9 @@ memory-mapped afterwards:
   box square (the standard crop's square) around the box centre, stored at
   ``context_size`` pixels (image and mask). Any jittered crop of the instance is
   then a single ``cv2.warpAffine`` from the context crop.
-* evaluation: the exact standard crop (``picosam3_ros.crop``) of image and mask.
+* evaluation: the exact standard crop (``picosam3_ros.core.crop``) of image and mask.
 
-The crop rectangle always comes from ``picosam3_ros.crop.crop_rect_for_box``:
+The crop rectangle always comes from ``picosam3_ros.core.crop.crop_rect_for_box``:
 the jittered box goes through the one crop rule (padding, square, clipping to the
 image), and only the resampling reads the cached context instead of the JPEG.
 
@@ -34,14 +34,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from picosam3_ros.crop import (
+from picosam3_ros.core.crop import (
     CROP_RULE_VERSION,
     PAD_FRACTION,
     InvalidRoiError,
     crop_and_resize,
     crop_rect_for_box,
 )
-from picosam3_ros.metrics import size_bucket
+from picosam3_ros.core.metrics import size_bucket
 
 CROP_SIZE = 96
 CACHE_VERSION = 3

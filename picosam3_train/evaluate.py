@@ -1,13 +1,13 @@
 """Evaluation of box-prompted segmentation: the PicoSAM papers' protocol and more.
 
 For every non-crowd instance of a COCO-format dataset the prompt is the annotated
-box and the network sees the standard crop (``picosam3_ros.crop``). Reported:
+box and the network sees the standard crop (``picosam3_ros.core.crop``). Reported:
 
 * crop-space mIoU at 96x96 (the papers' protocol): the ground-truth mask cropped
   with the same rule (nearest), the prediction ``logits > 0``; an empty union
-  counts as IoU 1 (``picosam3_ros.metrics.mask_iou``);
+  counts as IoU 1 (``picosam3_ros.core.metrics.mask_iou``);
 * full-resolution mIoU: the logits pasted back into the frame
-  (``picosam3_ros.crop.paste_back``: bilinear to the crop rectangle), thresholded
+  (``picosam3_ros.core.crop.paste_back``: bilinear to the crop rectangle), thresholded
   at 0 and compared with the full ground-truth mask (object parts outside the
   crop count as missed);
 * ``mean_frac_iou_50_95``: the papers' "mAP", i.e. the mean over IoU thresholds
@@ -41,7 +41,7 @@ from typing import Callable, Iterable, Sequence
 import cv2
 import numpy as np
 
-from picosam3_ros.crop import (
+from picosam3_ros.core.crop import (
     MODEL_INPUT_SIZE,
     CropRect,
     InvalidRoiError,
@@ -49,7 +49,7 @@ from picosam3_ros.crop import (
     crop_rect_for_box,
     resize_to_crop,
 )
-from picosam3_ros.metrics import (
+from picosam3_ros.core.metrics import (
     IOU_THRESHOLDS,
     box_mask_in_crop,
     crop_space_ious,
@@ -57,8 +57,8 @@ from picosam3_ros.metrics import (
     mean_fraction_above_iou_thresholds,
     size_bucket,
 )
-from picosam3_ros.model_card import InputSpec, ModelCardError, load_model_card
-from picosam3_ros.onnx_session import cpu_session
+from picosam3_ros.core.model_card import InputSpec, ModelCardError, load_model_card
+from picosam3_ros.core.onnx_session import cpu_session
 
 SIZE_BUCKETS = ("small", "medium", "large")
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@
    ``imxconv-pt`` -> ``packerOut.zip`` with its memory report;
 4. evaluation of fp32, INT8 and the sensor model (fake-quant twin) against the box
    baseline on dev val, crop space and full resolution;
-5. ``model_card.json`` (``picosam3_ros.model_card`` reads it) and the evaluation report.
+5. ``model_card.json`` (``picosam3_ros.core.model_card`` reads it) and the evaluation report.
 
 If the converter step fails, fp32 and INT8 are still written and the card says why
 ``imx500`` is missing.
@@ -26,8 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from picosam3_ros.crop import CROP_RULE_VERSION
-from picosam3_ros.model_card import MODEL_CARD_NAME, InputSpec, load_model_card
+from picosam3_ros.core.crop import CROP_RULE_VERSION
+from picosam3_ros.core.model_card import MODEL_CARD_NAME, InputSpec, load_model_card
 
 FP32_NAME = "picosam3_fp32.onnx"
 INT8_NAME = "picosam3_int8.onnx"
@@ -184,7 +184,7 @@ def build_package(
             "shape": [None, 1, spec.size, spec.size],
             "meaning": "logits, > 0 = object",
         },
-        "crop": f"picosam3_ros.crop.crop_rect_for_box (rule v{CROP_RULE_VERSION}): box + 10% each side, "
+        "crop": f"picosam3_ros.core.crop.crop_rect_for_box (rule v{CROP_RULE_VERSION}): box + 10% each side, "
         "square, shrunk symmetrically about the box centre to fit the image, resized to 96x96 "
         "without keeping aspect",
         "model": {

@@ -31,8 +31,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from picosam3_ros.crop import InvalidRoiError, crop_and_resize, crop_rect_for_box
-from picosam3_ros.model_card import InputSpec
+from picosam3_ros.core.crop import InvalidRoiError, crop_and_resize, crop_rect_for_box
+from picosam3_ros.core.model_card import InputSpec
 
 TPC_VERSION = (
     "1.0"  # MCT's default IMX500 TPC; its MCTQ output converts with imx500-converter 3.19 (verified)

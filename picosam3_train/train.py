@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from picosam3_ros.crop import CropRect
-from picosam3_ros.metrics import mean_fraction_above_iou_thresholds
+from picosam3_ros.core.crop import CropRect
+from picosam3_ros.core.metrics import mean_fraction_above_iou_thresholds
 from picosam3_train.checkpoint import load_checkpoint, save_checkpoint
 from picosam3_train.config import (
     IMAGENET_MEAN,

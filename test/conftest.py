@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from picosam3_ros.fastdds_profile import with_large_images_profile
+from picosam3_ros.nodes.fastdds_profile import with_large_images_profile
 
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.pop("ROS_STATIC_PEERS", None)

@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from picosam3_ros.fastdds_profile import PROFILE_VARIABLE, large_images_profile
+from picosam3_ros.nodes.fastdds_profile import PROFILE_VARIABLE, large_images_profile
 
 REPO = Path(__file__).resolve().parents[1]
 LARGE_IMAGES_PROFILE = large_images_profile()

@@ -7,8 +7,8 @@ import pytest
 from node_helpers import disk_logits, write_disk_model, write_red_model
 
 from picosam3_ros.backends import BACKENDS, BackendConfig, BackendError, ModelLoadError, create_backend
-from picosam3_ros.crop import crop_rect_for_box
-from picosam3_ros.pipeline import Prompt, Status, segment_frame, sensor_frame_results
+from picosam3_ros.core.crop import crop_rect_for_box
+from picosam3_ros.core.pipeline import Prompt, Status, segment_frame, sensor_frame_results
 
 
 def test_registry_names():

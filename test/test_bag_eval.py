@@ -19,7 +19,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from picosam3_ros.bag_io import (
+from picosam3_ros.evaluation.bag_io import (
     IMAGE_TYPE,
     PROMPT_ARRAY_TYPE,
     ROI_TYPE,
@@ -29,7 +29,7 @@ from picosam3_ros.bag_io import (
     make_prompt_array,
     make_roi,
 )
-from picosam3_ros.crop import crop_rect_for_box
+from picosam3_ros.core.crop import crop_rect_for_box
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SIZE = 96
@@ -160,7 +160,7 @@ def known_topics(bag) -> list[str]:
 def run_cli(*args: str, check_rc: int | None = 0) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "picosam3_ros.bag_eval", *args],
+        [sys.executable, "-m", "picosam3_ros.evaluation.bag_eval", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -174,7 +174,7 @@ def run_cli(*args: str, check_rc: int | None = 0) -> subprocess.CompletedProcess
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_known_answers_both_storage_formats(tmp_path, left_half_model, storage):
-    from picosam3_ros.bag_eval import main
+    from picosam3_ros.evaluation.bag_eval import main
 
     bag = tmp_path / "bag"
     write_known_bag(bag, storage)
@@ -251,7 +251,7 @@ def test_known_answers_both_storage_formats(tmp_path, left_half_model, storage):
 
 def test_emulated_imx500_backend_gives_the_same_known_answers(tmp_path, left_half_model):
     """--backend imx500: the real IMX500 backend on the emulated sensor, one ROI per frame."""
-    from picosam3_ros.bag_eval import main
+    from picosam3_ros.evaluation.bag_eval import main
 
     bag = tmp_path / "bag"
     write_known_bag(bag, "mcap")
@@ -283,7 +283,7 @@ def test_emulated_imx500_backend_gives_the_same_known_answers(tmp_path, left_hal
 
 def test_mirrored_model_scores_differently(tmp_path):
     """The same bag with a right-half model: A's left half now scores 0 (orientation is checked)."""
-    from picosam3_ros.bag_eval import main
+    from picosam3_ros.evaluation.bag_eval import main
 
     right = np.where(np.arange(SIZE)[None, :] >= SIZE // 2, 4.0, -4.0) * np.ones((SIZE, 1))
     model = write_model(tmp_path / "right", pattern=right)
@@ -310,7 +310,7 @@ def test_mirrored_model_scores_differently(tmp_path):
 
 def test_image_content_reaches_the_model(tmp_path):
     """A model that segments red pixels finds a red square (the frame really flows through)."""
-    from picosam3_ros.bag_eval import main
+    from picosam3_ros.evaluation.bag_eval import main
 
     model = write_model(tmp_path / "red", pattern=np.zeros((SIZE, SIZE)), red_gain=40.0)
     bag = tmp_path / "bag"
@@ -511,8 +511,8 @@ def test_cli_success_prints_summary(tmp_path, known_bag, left_half_model):
 
 def test_recorded_mode_scores_a_nodes_segmentations(tmp_path):
     """A SegmentationArray recorded from a node is scored against ground truth without a model."""
-    from picosam3_ros.bag_eval import main
-    from picosam3_ros.bag_io import SEGMENTATION_ARRAY_TYPE, msg_class
+    from picosam3_ros.evaluation.bag_eval import main
+    from picosam3_ros.evaluation.bag_io import SEGMENTATION_ARRAY_TYPE, msg_class
 
     rect = crop_rect_for_box(BOX_A, (FRAME_W, FRAME_H))
     crop_mask = np.zeros((rect.height, rect.width), np.uint8)

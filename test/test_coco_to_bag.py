@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from node_helpers import write_disk_model, write_red_model
 
-from picosam3_ros.bag_io import PROMPT_ARRAY_TYPE, BagReader, image_to_array, stamp_ns
-from picosam3_ros.clip import ANNOTATIONS_NAME, DEFAULT_CLIP_DIR
-from picosam3_ros.coco_dataset import CocoDataset, decode_segmentation
-from picosam3_ros.coco_to_bag import main as coco_to_bag_main
+from picosam3_ros.evaluation.bag_io import PROMPT_ARRAY_TYPE, BagReader, image_to_array, stamp_ns
+from picosam3_ros.evaluation.clip import ANNOTATIONS_NAME, DEFAULT_CLIP_DIR
+from picosam3_ros.core.coco_dataset import CocoDataset, decode_segmentation
+from picosam3_ros.evaluation.coco_to_bag import main as coco_to_bag_main
 
 N_IMAGES = 4
 
@@ -132,7 +132,7 @@ def test_bytes_deserialize_with_rclpy(tmp_path, polygon_dataset):
 def _evaluator_miou(annotations: Path, image_dir: Path, model_dir: Path, cache: Path) -> tuple[float, int]:
     """picosam3_train's evaluation data (its standard crops and ground truth) through the same network."""
     from picosam3_ros.backends import BackendConfig, create_backend
-    from picosam3_ros.metrics import mask_iou
+    from picosam3_ros.core.metrics import mask_iou
     from picosam3_train.data import InstanceStore
 
     store = InstanceStore.build(annotations, image_dir, cache, kind="standard", quiet=True)
@@ -144,7 +144,7 @@ def _evaluator_miou(annotations: Path, image_dir: Path, model_dir: Path, cache: 
 
 @pytest.mark.parametrize("model", ["red", "disk"])
 def test_bag_eval_agrees_with_the_trainers_evaluator(tmp_path, polygon_dataset, model):
-    from picosam3_ros.bag_eval import main as bag_eval_main
+    from picosam3_ros.evaluation.bag_eval import main as bag_eval_main
 
     annotations, image_dir = polygon_dataset
     model_dir = write_red_model(tmp_path / "m") if model == "red" else write_disk_model(tmp_path / "m")

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from node_helpers import REPO, RosClient, disk_logits, node_command, ros_env, running, write_disk_model
 
-from picosam3_ros.clip import ANNOTATIONS_NAME, DEFAULT_CLIP_DIR, Clip
-from picosam3_ros.crop import crop_rect_for_box
-from picosam3_ros.demo import prepare_frames
+from picosam3_ros.evaluation.clip import ANNOTATIONS_NAME, DEFAULT_CLIP_DIR, Clip
+from picosam3_ros.core.crop import crop_rect_for_box
+from picosam3_ros.demo.demo import prepare_frames
 
 FREE_LICENCES = {4: "by/2.0", 5: "by-sa/2.0"}
 
@@ -79,10 +79,10 @@ def test_prompt_publisher_publishes_the_shown_images_boxes(tmp_path, clip):
     from sensor_msgs.msg import Image
 
     from picosam3_msgs.msg import RoiPromptArray
-    from picosam3_ros.image_conversion import fill_image
+    from picosam3_ros.core.image_conversion import fill_image
 
     env = ros_env(46)
-    cmd = node_command("picosam3_ros.prompt_publisher_node", {"republish_period": 0.2})
+    cmd = node_command("picosam3_ros.nodes.prompt_publisher_node", {"republish_period": 0.2})
     client = RosClient(46, "prompt_publisher_test")
     try:
         received = client.collect(RoiPromptArray, "prompts")
@@ -123,7 +123,7 @@ def test_demo_end_to_end_small(tmp_path):
         [
             sys.executable,
             "-m",
-            "picosam3_ros.demo",
+            "picosam3_ros.demo.demo",
             "--model",
             str(model),
             "--max-images",
@@ -180,7 +180,7 @@ def test_demo_without_a_model_says_what_to_do(tmp_path):
         [
             sys.executable,
             "-m",
-            "picosam3_ros.demo",
+            "picosam3_ros.demo.demo",
             "--model",
             str(tmp_path / "none"),
             "--output-dir",

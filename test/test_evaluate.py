@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from picosam3_ros import metrics
-from picosam3_ros.crop import CropRect, crop_rect_for_box
+from picosam3_ros.core import metrics
+from picosam3_ros.core.crop import CropRect, crop_rect_for_box
 from picosam3_train import evaluate as ev
 
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from picosam3_ros.image_conversion import ImageConversionError, fill_image, image_to_rgb
+from picosam3_ros.core.image_conversion import ImageConversionError, fill_image, image_to_rgb
 
 RGB = np.random.default_rng(3).integers(0, 255, (7, 5, 3), dtype=np.uint8)
 

@@ -17,7 +17,7 @@ from xml.etree import ElementTree
 
 from node_helpers import LARGE_IMAGES_PROFILE, REPO, large_images_env, ros_env, running
 
-from picosam3_ros.fastdds_profile import with_large_images_profile
+from picosam3_ros.nodes.fastdds_profile import with_large_images_profile
 
 DOMAIN = 80
 FRAMES = 30

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 from node_helpers import REPO, RosClient, node_command, ros_env, running, write_red_model
 
-from picosam3_ros.crop import crop_and_resize, crop_rect_for_box
-from picosam3_ros.pipeline import Status, mask_from_logits
-from picosam3_ros.sensor_geometry import SensorGeometry
+from picosam3_ros.core.crop import crop_and_resize, crop_rect_for_box
+from picosam3_ros.core.pipeline import Status, mask_from_logits
+from picosam3_ros.core.sensor_geometry import SensorGeometry
 
 DOMAIN = 23
 WIDTH, HEIGHT = 640, 480
@@ -68,7 +68,7 @@ def run_node(tmp, extra_params):
         "roi_policy": "round_robin",
     }
     params.update(extra_params)
-    cmd = node_command("picosam3_ros.sensor_node", params, REPO / "config" / "sensor.yaml")
+    cmd = node_command("picosam3_ros.nodes.sensor_node", params, REPO / "config" / "sensor.yaml")
     return (
         cmd,
         {

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from node_helpers import REPO, RosClient, node_command, ros_env, running, write_red_model
 
-from picosam3_ros.crop import crop_and_resize, crop_rect_for_box
-from picosam3_ros.pipeline import Status, mask_from_logits
+from picosam3_ros.core.crop import crop_and_resize, crop_rect_for_box
+from picosam3_ros.core.pipeline import Status, mask_from_logits
 
 DOMAIN = 25
 WIDTH, HEIGHT = 320, 240
@@ -45,7 +45,7 @@ def session(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("inputs")
     model = write_red_model(tmp / "model")
     params = {"model": str(model), "camera": "none", "max_prompts": 8, "prompt_timeout": 3.0}
-    cmd = node_command("picosam3_ros.sensor_node", params, REPO / "config" / "sensor.yaml")
+    cmd = node_command("picosam3_ros.nodes.sensor_node", params, REPO / "config" / "sensor.yaml")
     with running(cmd, ros_env(DOMAIN), tmp / "node.log") as proc:
         client = RosClient(DOMAIN)
         try:
@@ -221,7 +221,7 @@ def test_bad_model_stops_startup_with_a_message(tmp_path, problem):
     if problem == "corrupt":
         write_red_model(model)
         (model / "red.onnx").write_bytes(b"this is not an onnx file")
-    cmd = node_command("picosam3_ros.sensor_node", {"model": str(model), "camera": "none"})
+    cmd = node_command("picosam3_ros.nodes.sensor_node", {"model": str(model), "camera": "none"})
     result = subprocess.run(cmd, env=ros_env(DOMAIN + 1), capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "cannot start" in result.stderr

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 from picosam3_ros.backends.roi_scheduler import RoiScheduler
-from picosam3_ros.pipeline import Prompt, Status
-from picosam3_ros.prompts import PromptStore
+from picosam3_ros.core.pipeline import Prompt, Status
+from picosam3_ros.core.prompts import PromptStore
 
 S = 1_000_000_000
 

@@ -113,7 +113,7 @@ def test_imxconv_produces_packer_out_that_fits(quantized, tmp_path):
 
 
 def test_package_writes_a_readable_card_and_explains_a_missing_converter(tmp_path, monkeypatch):
-    from picosam3_ros.model_card import load_model_card
+    from picosam3_ros.core.model_card import load_model_card
     from picosam3_train.checkpoint import save_checkpoint
     from picosam3_train.config import TrainConfig
     from picosam3_train.model import build_model

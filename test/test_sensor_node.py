@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from node_helpers import REPO, RosClient, disk_logits, node_command, ros_env, running, write_disk_model
 
-from picosam3_ros.crop import crop_rect_for_box
-from picosam3_ros.pipeline import PromptResult, Status, compose_frame_mask, mask_from_logits
+from picosam3_ros.core.crop import crop_rect_for_box
+from picosam3_ros.core.pipeline import PromptResult, Status, compose_frame_mask, mask_from_logits
 
 DOMAIN = 21
 WIDTH, HEIGHT = 640, 480
@@ -34,7 +34,7 @@ def session(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("node")
     model = write_disk_model(tmp / "model")
     cmd = node_command(
-        "picosam3_ros.sensor_node",
+        "picosam3_ros.nodes.sensor_node",
         {"model": str(model), "camera": "none", "backend": "onnx"},
         REPO / "config" / "sensor.yaml",
     )
@@ -51,7 +51,7 @@ def session(tmp_path_factory):
 def make_image(stamp_sec: int, pixels: np.ndarray, encoding: str = "rgb8"):
     from sensor_msgs.msg import Image
 
-    from picosam3_ros.image_conversion import fill_image
+    from picosam3_ros.core.image_conversion import fill_image
 
     msg = Image()
     msg.header.stamp.sec = stamp_sec

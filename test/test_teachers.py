@@ -13,8 +13,8 @@ transformers = pytest.importorskip("transformers")
 
 from test_evaluate import make_coco_fixture  # noqa: E402
 
-from picosam3_ros.crop import crop_rect_for_box  # noqa: E402
-from picosam3_ros.metrics import box_mask_in_crop  # noqa: E402
+from picosam3_ros.core.crop import crop_rect_for_box  # noqa: E402
+from picosam3_ros.core.metrics import box_mask_in_crop  # noqa: E402
 from picosam3_train.teachers import build_teacher  # noqa: E402
 from picosam3_train.teachers.base import run_on_context, sigmoid  # noqa: E402
 from picosam3_train.teachers.cache import build_cache, load_cache  # noqa: E402

@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from picosam3_ros.palette import prompt_color
-from picosam3_ros.teleop_frames import FrameHub, PromptResult, overlay_mask, to_bgr
-from picosam3_ros.teleop_prompts import (
+from picosam3_ros.core.palette import prompt_color
+from picosam3_ros.teleop.frames import FrameHub, PromptResult, overlay_mask, to_bgr
+from picosam3_ros.teleop.prompt_book import (
     Box,
     InvalidPromptError,
     PromptBook,
@@ -25,7 +25,7 @@ from picosam3_ros.teleop_prompts import (
     display_box_to_stream,
     parse_prompt_id,
 )
-from picosam3_ros.teleop_server import ServerConfig, TeleopServer
+from picosam3_ros.teleop.server import ServerConfig, TeleopServer
 
 
 def drag(x0, y0, x1, y1, dw, dh):

@@ -1,6 +1,6 @@
 """The teleop page in a real headless browser, against the real teleop_ui node over DDS.
 
-Processes: the `teleop_ui` node (python -m picosam3_ros.teleop_ui_node), a stand-in sensor
+Processes: the `teleop_ui` node (python -m picosam3_ros.nodes.teleop_ui_node), a stand-in sensor
 (test/teleop_standin.py: grey frames on `image`, known masks and segmentations for the
 prompts it receives, and a JSON line for every RoiPromptArray that reached it), and
 Debian's Chromium driven by Selenium through chromium-driver. The test drags boxes with
@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import pytest
 
-from picosam3_ros.palette import prompt_color
+from picosam3_ros.core.palette import prompt_color
 
 REPO = Path(__file__).resolve().parent.parent
 # This area's ROS domains are 60-79. The UI shows whatever frames arrive on its topic, so two
@@ -171,12 +171,12 @@ def rig_running(tmp: Path, domain_id: int, sensor_model: Path | None = None, rat
         if sensor_model is not None:
             from node_helpers import node_command
 
-            procs.append(Proc(node_command("picosam3_ros.sensor_node", {
+            procs.append(Proc(node_command("picosam3_ros.nodes.sensor_node", {
                 "model": str(sensor_model), "camera": "none", "backend": "onnx"},
                 REPO / "config" / "sensor.yaml"), env))
             standin_cmd.append("--frames-only")
         standin = Proc(standin_cmd, env)
-        ui = Proc([sys.executable, "-m", "picosam3_ros.teleop_ui_node", "--ros-args",
+        ui = Proc([sys.executable, "-m", "picosam3_ros.nodes.teleop_ui_node", "--ros-args",
                    "-p", "port:=0", "-p", "bind_address:=127.0.0.1", "-p", "image_topic:=image",
                    "-p", f"max_prompts:={MAX_PROMPTS}", "-p", f"min_box_size:={MIN_BOX}",
                    "-p", "republish_period:=0.5", "-p", "max_prompt_rate:=5.0",

@@ -1,4 +1,4 @@
-"""The one crop rule (picosam3_ros.crop) on hand-computed cases, and the training sampler's
+"""The one crop rule (picosam3_ros.core.crop) on hand-computed cases, and the training sampler's
 use of it: an un-augmented training sample equals crop_and_resize on the full image."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from picosam3_ros.crop import CropRect, InvalidRoiError, crop_and_resize, crop_rect_for_box, paste_back
+from picosam3_ros.core.crop import CropRect, InvalidRoiError, crop_and_resize, crop_rect_for_box, paste_back
 from picosam3_train.config import IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE
 from picosam3_train.data import CropDataset, InstanceStore, TeacherEntry, _load_coco, _read_rgb
 

@@ -1,7 +1,7 @@
 """Backends by name (like yolo_ros's model map).
 
-``BACKENDS["onnx"]`` is a :class:`~picosam3_ros.backends.base.CropSegmenter` (CPU);
-``BACKENDS["imx500"]`` is a :class:`~picosam3_ros.backends.base.SensorFrameSource`
+``BACKENDS["onnx"]`` is a :class:`~picosam3_ros.core.backend_api.CropSegmenter` (CPU);
+``BACKENDS["imx500"]`` is a :class:`~picosam3_ros.core.backend_api.SensorFrameSource`
 (the camera runs the network). ``create_backend(name, config)`` builds one.
 "auto" is resolved by the node (:func:`resolve_auto`).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Union
 
-from picosam3_ros.backends.base import (
+from picosam3_ros.core.backend_api import (
     BackendConfig,
     BackendError,
     CropSegmenter,

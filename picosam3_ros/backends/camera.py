@@ -6,9 +6,9 @@ import time
 
 import cv2
 
-from picosam3_ros.backends.base import BackendConfig, BackendError, SensorFrame
+from picosam3_ros.core.backend_api import BackendConfig, BackendError, SensorFrame
 from picosam3_ros.backends.imx500_backend import PicameraSource, import_picamera2
-from picosam3_ros.crop import CropRect
+from picosam3_ros.core.crop import CropRect
 
 
 class PlainCamera(PicameraSource):

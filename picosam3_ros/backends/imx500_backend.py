@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from picosam3_ros.backends.base import (
+from picosam3_ros.core.backend_api import (
     BackendConfig,
     BackendError,
     ModelLoadError,
@@ -31,8 +31,8 @@ from picosam3_ros.backends.base import (
     SensorInference,
 )
 from picosam3_ros.backends.onnx_backend import TRAIN_HINT, load_card
-from picosam3_ros.crop import CropRect
-from picosam3_ros.sensor_geometry import IMX500_SENSOR_SIZE, SensorGeometry, default_scaler_crop
+from picosam3_ros.core.crop import CropRect
+from picosam3_ros.core.sensor_geometry import IMX500_SENSOR_SIZE, SensorGeometry, default_scaler_crop
 
 FULL_SENSOR_ROI = (0, 0, *IMX500_SENSOR_SIZE)
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from picosam3_ros.backends.base import BackendConfig, BackendError, CropSegmenter, ModelLoadError
-from picosam3_ros.model_card import DEFAULT_MODELS_DIR, ModelCard, ModelCardError, load_model_card
-from picosam3_ros.onnx_session import cpu_session
+from picosam3_ros.core.backend_api import BackendConfig, BackendError, CropSegmenter, ModelLoadError
+from picosam3_ros.core.model_card import DEFAULT_MODELS_DIR, ModelCard, ModelCardError, load_model_card
+from picosam3_ros.core.onnx_session import cpu_session
 
 TRAIN_HINT = (
     "train and export a model first (`picosam3_train` writes picosam3_ros/models/model_card.json), "

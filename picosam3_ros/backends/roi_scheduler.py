@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from picosam3_ros.crop import CropRect, InvalidRoiError, crop_rect_for_box
-from picosam3_ros.pipeline import Prompt
+from picosam3_ros.core.crop import CropRect, InvalidRoiError, crop_rect_for_box
+from picosam3_ros.core.pipeline import Prompt
 
 POLICIES = ("round_robin", "staleness")
 

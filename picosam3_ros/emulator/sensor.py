@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 
 from picosam3_ros.emulator.sources import FrameSource, open_source
-from picosam3_ros.onnx_session import cpu_session
+from picosam3_ros.core.onnx_session import cpu_session
 
 SENSOR_SIZE = (4056, 3040)
 RAW_SIZE = (2028, 1520)
@@ -115,7 +115,7 @@ class _Network:
 
     def __init__(self, network_file: Path, override: str):
 
-        from picosam3_ros.model_card import ModelCardError, load_model_card
+        from picosam3_ros.core.model_card import ModelCardError, load_model_card
 
         card_dir = network_file if network_file.is_dir() else network_file.parent
         try:
@@ -214,7 +214,7 @@ class EmulatedSensor:
         return round(1e9 / self.settings.fps)
 
     def configure(self, main_size: tuple[int, int], main_format: str) -> None:
-        from picosam3_ros.sensor_geometry import default_scaler_crop
+        from picosam3_ros.core.sensor_geometry import default_scaler_crop
 
         self.main_size = (int(main_size[0]), int(main_size[1]))
         self.main_format = main_format

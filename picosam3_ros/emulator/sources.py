@@ -136,7 +136,7 @@ class BagSource(FrameSource):
         from rosbags.highlevel import AnyReader
         from rosbags.typesys import Stores, get_typestore
 
-        from picosam3_ros.image_conversion import image_to_rgb
+        from picosam3_ros.core.image_conversion import image_to_rgb
 
         bag_dir = path if path.is_dir() else path.parent
         frames: list[np.ndarray] = []

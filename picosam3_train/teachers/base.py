@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from picosam3_ros.crop import MODEL_INPUT_SIZE, CropRect, crop_rect_for_box
+from picosam3_ros.core.crop import MODEL_INPUT_SIZE, CropRect, crop_rect_for_box
 
 
 @dataclass

@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from picosam3_ros.crop import MODEL_INPUT_SIZE, InvalidRoiError, crop_rect_for_box
+from picosam3_ros.core.crop import MODEL_INPUT_SIZE, InvalidRoiError, crop_rect_for_box
 from picosam3_train.teachers.base import Teacher
 
 CACHE_FILES = ("soft_masks.npy", "ann_ids.npy", "scores.npy", "meta.json")
@@ -153,7 +153,7 @@ def build_cache(
         "provenance": teacher.provenance(),
         "dataset": str(annotation_file.resolve()),
         "images": str(image_dir.resolve()),
-        "crop_frame": "standard crop: picosam3_ros.crop.crop_rect_for_box(bbox) + crop_and_resize, 96x96",
+        "crop_frame": "standard crop: picosam3_ros.core.crop.crop_rect_for_box(bbox) + crop_and_resize, 96x96",
         "encoding": "soft_masks uint8 = round(probability * 255)",
         "count": len(ids),
         "skipped": skipped,

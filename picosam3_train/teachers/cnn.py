@@ -13,9 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from picosam3_ros.crop import crop_and_resize
-from picosam3_ros.model_card import InputSpec, ModelCardError, load_model_card
-from picosam3_ros.onnx_session import cpu_session
+from picosam3_ros.core.crop import crop_and_resize
+from picosam3_ros.core.model_card import InputSpec, ModelCardError, load_model_card
+from picosam3_ros.core.onnx_session import cpu_session
 from picosam3_train.teachers.base import (
     Teacher,
     TeacherOutput,

@@ -1,7 +1,7 @@
 """demo: the main job on a machine with no camera (``make demo``).
 
 Runs the real sensor node (``camera:=emulator backend:=imx500``) on the demo
-clip committed in ``picosam3_ros/demo_clip`` (real COCO images, each held for
+clip committed in ``picosam3_ros/demo/demo_clip`` (real COCO images, each held for
 several frames so the ROI apply delay and the one-ROI-per-frame serving play
 out), with ``prompt_publisher`` standing in for a detector. This process
 watches ``image_raw`` and ``segmentations`` like any client, scores every
@@ -29,10 +29,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from picosam3_ros.bag_evaluation import Evaluation, _results_from_segmentations
-from picosam3_ros.bag_io import BagPrompt
-from picosam3_ros.clip import DEFAULT_CLIP_DIR, Clip
-from picosam3_ros.evaluation_report import (
+from picosam3_ros.evaluation.bag_evaluation import Evaluation, _results_from_segmentations
+from picosam3_ros.evaluation.bag_io import BagPrompt
+from picosam3_ros.evaluation.clip import DEFAULT_CLIP_DIR, Clip
+from picosam3_ros.evaluation.report import (
     draw_overlay,
     image_grid,
     markdown_summary,
@@ -40,9 +40,9 @@ from picosam3_ros.evaluation_report import (
     write_json,
     write_png,
 )
-from picosam3_ros.fastdds_profile import with_large_images_profile
-from picosam3_ros.model_card import DEFAULT_MODELS_DIR, ModelCardError, load_model_card
-from picosam3_ros.pipeline import Status, compose_frame_mask
+from picosam3_ros.nodes.fastdds_profile import with_large_images_profile
+from picosam3_ros.core.model_card import DEFAULT_MODELS_DIR, ModelCardError, load_model_card
+from picosam3_ros.core.pipeline import Status, compose_frame_mask
 
 NAMESPACE = "/picosam3_demo"
 # image_raw is best effort: on Fast DDS, frames above its default 512 KiB shared-memory segment
@@ -307,7 +307,7 @@ def run_viewer(
     from sensor_msgs.msg import Image
 
     from picosam3_msgs.msg import RoiPromptArray, SegmentationArray
-    from picosam3_ros.image_conversion import image_to_rgb
+    from picosam3_ros.core.image_conversion import image_to_rgb
 
     context = rclpy.Context()
     if domain_id is not None:
@@ -484,7 +484,7 @@ def run(args: argparse.Namespace) -> dict:
             (
                 start(
                     node_cmd(
-                        "picosam3_ros.prompt_publisher_node",
+                        "picosam3_ros.nodes.prompt_publisher_node",
                         {"clip_dir": str(clip.directory.resolve()), "image_topic": "image_raw"},
                     ),
                     publisher_log,
@@ -496,7 +496,7 @@ def run(args: argparse.Namespace) -> dict:
         sensor_log = logs / "sensor_node.log"
         sensor = start(
             node_cmd(
-                "picosam3_ros.sensor_node",
+                "picosam3_ros.nodes.sensor_node",
                 {
                     "camera": "emulator",
                     "backend": "imx500",
@@ -518,7 +518,7 @@ def run(args: argparse.Namespace) -> dict:
         if args.teleop is not None:
             teleop_log = logs / "teleop_ui.log"
             teleop_params = {"image_topic": "image_raw", "port": args.teleop}
-            teleop = node_cmd("picosam3_ros.teleop_ui_node", teleop_params)
+            teleop = node_cmd("picosam3_ros.nodes.teleop_ui_node", teleop_params)
             children.append((start(teleop, teleop_log, env), teleop_log))
             print(f"demo: operator page on http://127.0.0.1:{args.teleop}/ (log {teleop_log})")
         counts = run_viewer(scorer, args.domain_id, frame_images, frame_log, args.timeout, children)

@@ -20,7 +20,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from picosam3_ros.crop import InvalidRoiError, crop_rect_for_box
+from picosam3_ros.core.crop import InvalidRoiError, crop_rect_for_box
 
 # A mono8 ground-truth image can tell 255 instances apart.
 MAX_INSTANCES_PER_FRAME = 255

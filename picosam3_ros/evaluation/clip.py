@@ -1,4 +1,4 @@
-"""The demo clip: a few dozen real, annotated images shipped in ``picosam3_ros/demo_clip`` (ROS-free).
+"""The demo clip: a few dozen real, annotated images shipped in ``picosam3_ros/demo/demo_clip`` (ROS-free).
 
 The clip is a small COCO-format dataset (``annotations.json`` + JPEGs, all
 640x480) with its attribution in ``ATTRIBUTION.md``. The demo plays it through
@@ -8,7 +8,7 @@ received frame shows by comparing small grey thumbnails, and scale the clip's
 boxes and masks to the stream size (the emulated ISP stretches without keeping
 aspect, so each axis scales on its own).
 
-``python -m picosam3_ros.clip build ANNOTATIONS IMAGE_DIR OUT_DIR`` rebuilds the
+``python -m picosam3_ros.evaluation.clip build ANNOTATIONS IMAGE_DIR OUT_DIR`` rebuilds the
 clip from COCO val2017 (how the committed one was made; needs pycocotools).
 """
 
@@ -23,9 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from picosam3_ros.coco_dataset import CocoDataset, Instance
+from picosam3_ros.core.coco_dataset import CocoDataset, Instance
 
-DEFAULT_CLIP_DIR = Path(__file__).resolve().parent / "demo_clip"
+DEFAULT_CLIP_DIR = Path(__file__).resolve().parents[1] / "demo" / "demo_clip"
 ANNOTATIONS_NAME = "annotations.json"
 CLIP_SIZE = (640, 480)
 THUMB_SIZE = (32, 24)
@@ -211,8 +211,8 @@ def build_clip(
         "resized and re-encoded as RLE; only the largest instances kept. The author of each photo is the "
         "Flickr user behind its Flickr URL (COCO does not record names).",
         "",
-        "Rebuild: `python -m picosam3_ros.clip build instances_val2017.json val2017/ "
-        "picosam3_ros/demo_clip`.",
+        "Rebuild: `python -m picosam3_ros.evaluation.clip build instances_val2017.json val2017/ "
+        "picosam3_ros/demo/demo_clip`.",
         "",
         "| file | COCO id | licence | Flickr URL | COCO URL | objects |",
         "|---|---|---|---|---|---|",
@@ -228,7 +228,7 @@ def build_clip(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m picosam3_ros.clip")
+    parser = argparse.ArgumentParser(prog="python -m picosam3_ros.evaluation.clip")
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="rebuild the demo clip from COCO")
     build.add_argument("annotations", type=Path)

@@ -15,8 +15,8 @@ look up ``segmentations[k - 1].prompt_id``.
 
 Two producers of results:
 
-* :func:`segment_frame` for a :class:`~picosam3_ros.backends.base.CropSegmenter`
-  (CPU): one crop per prompt through ``picosam3_ros.crop``, one batched network
+* :func:`segment_frame` for a :class:`~picosam3_ros.core.backend_api.CropSegmenter`
+  (CPU): one crop per prompt through ``picosam3_ros.core.crop``, one batched network
   call, paste-back through the same module.
 * :func:`sensor_frame_results` for a sensor frame: only the prompt whose ROI was
   in effect for that frame gets a mask; the others are NOT_SERVED.
@@ -32,8 +32,8 @@ from typing import Sequence
 
 import numpy as np
 
-from picosam3_ros.backends.base import CropSegmenter, SensorFrame
-from picosam3_ros.crop import CropRect, InvalidRoiError, crop_and_resize, crop_rect_for_box, resize_to_crop
+from picosam3_ros.core.backend_api import CropSegmenter, SensorFrame
+from picosam3_ros.core.crop import CropRect, InvalidRoiError, crop_and_resize, crop_rect_for_box, resize_to_crop
 
 
 class Status(IntEnum):

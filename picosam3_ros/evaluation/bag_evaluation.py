@@ -3,7 +3,7 @@
 Two modes:
 
 * **run**: play the bag's frames and prompts through the node's own pipeline
-  (``picosam3_ros.pipeline``: same crop rule, backend and paste-back) on the
+  (``picosam3_ros.core.pipeline``: same crop rule, backend and paste-back) on the
   CPU (``onnx``) or the emulated sensor (``imx500``), deterministically;
 * **recorded**: score what a live node published (``segmentations``) against
   the bag's ground truth, without running any model.
@@ -21,11 +21,11 @@ Bag conventions (the node's own):
 Metrics (per instance = one prompt on one frame with ground truth, averaged):
 
 * ``miou_crop``: the papers' protocol, as picosam3_train's evaluator
-  (``picosam3_ros.metrics.crop_space_iou``): the ground truth cut with the
+  (``picosam3_ros.core.metrics.crop_space_iou``): the ground truth cut with the
   crop rule and resized to 96x96 (nearest) against logits > 0. In recorded
   mode there are no logits: the published crop mask, resized (nearest) to 96x96.
   The per-instance functions are shared with picosam3_train.evaluate (which imports
-  them from picosam3_ros.metrics), so both report the same numbers on the same instances.
+  them from picosam3_ros.core.metrics), so both report the same numbers on the same instances.
 * ``miou_full``: IoU of the pasted-back mask and the ground truth in the full frame.
 """
 
@@ -39,7 +39,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from picosam3_ros.bag_io import (
+from picosam3_ros.evaluation.bag_io import (
     IMAGE_TYPE,
     PROMPT_ARRAY_TYPE,
     ROI_TYPE,
@@ -52,8 +52,8 @@ from picosam3_ros.bag_io import (
     prompts_from_msg,
     stamp_ns,
 )
-from picosam3_ros.crop import MODEL_INPUT_SIZE, CropRect, InvalidRoiError, crop_rect_for_box
-from picosam3_ros.metrics import (
+from picosam3_ros.core.crop import MODEL_INPUT_SIZE, CropRect, InvalidRoiError, crop_rect_for_box
+from picosam3_ros.core.metrics import (
     box_mask_in_crop,
     crop_space_iou,
     gt_crop,
@@ -62,7 +62,7 @@ from picosam3_ros.metrics import (
     mean_iou,
     size_bucket,
 )
-from picosam3_ros.pipeline import Prompt, PromptResult, Status, compose_frame_mask, segment_frame
+from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask, segment_frame
 
 MAX_OVERLAYS = 6
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 MODEL_CARD_NAME = "model_card.json"
 
 

@@ -4,7 +4,7 @@ Two kinds of backend fit one node:
 
 * :class:`CropSegmenter` ("segment these crops of this frame"): the CPU path.
   The node owns no camera or reads one; for every frame it cuts one 96x96 crop
-  per prompt (``picosam3_ros.crop``) and calls :meth:`CropSegmenter.infer` once
+  per prompt (``picosam3_ros.core.crop``) and calls :meth:`CropSegmenter.infer` once
   with all of them. ``onnx`` is one.
 * :class:`SensorFrameSource` ("a camera that segments one ROI per frame"): the
   sensor path. The backend owns the camera; the node asks for the next ROI with
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from picosam3_ros.crop import CropRect
+from picosam3_ros.core.crop import CropRect
 
 
 class BackendError(RuntimeError):

@@ -43,7 +43,7 @@ def _msg_dir_candidates() -> list[Path]:
     for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
         if prefix:
             candidates.append(Path(prefix) / "share" / "picosam3_msgs" / "msg")
-    candidates.append(Path(__file__).resolve().parent.parent / "picosam3_msgs" / "msg")
+    candidates.append(Path(__file__).resolve().parents[2] / "picosam3_msgs" / "msg")
     return candidates
 
 

@@ -21,10 +21,10 @@ from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from picosam3_msgs.msg import RoiPrompt, RoiPromptArray, Segmentation, SegmentationArray
-from picosam3_ros.image_conversion import ImageConversionError, image_array
-from picosam3_ros.teleop_frames import FrameHub, PromptResult
-from picosam3_ros.teleop_prompts import PromptBook, RateLimiter
-from picosam3_ros.teleop_server import ServerConfig, TeleopServer
+from picosam3_ros.core.image_conversion import ImageConversionError, image_array
+from picosam3_ros.teleop.frames import FrameHub, PromptResult
+from picosam3_ros.teleop.prompt_book import PromptBook, RateLimiter
+from picosam3_ros.teleop.server import ServerConfig, TeleopServer
 
 STATUS_NAMES = {
     Segmentation.OK: "OK",

@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from picosam3_ros.pipeline import Prompt, PromptResult, Status
+from picosam3_ros.core.pipeline import Prompt, PromptResult, Status
 
 
 @dataclass

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from picosam3_ros.crop import CropRect
+from picosam3_ros.core.crop import CropRect
 
 IMX500_SENSOR_SIZE = (4056, 3040)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from picosam3_ros.bag_evaluation import Evaluation, OverlaySample
-from picosam3_ros.palette import PALETTE as PROMPT_PALETTE
+from picosam3_ros.evaluation.bag_evaluation import Evaluation, OverlaySample
+from picosam3_ros.core.palette import PALETTE as PROMPT_PALETTE
 
 # RGB colour per prompt value 1, 2, ... (cycled), the same as the node's and the page's.
 PALETTE = np.array(PROMPT_PALETTE, dtype=np.uint8)

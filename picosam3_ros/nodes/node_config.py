@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from picosam3_ros.backends.base import BackendConfig
+from picosam3_ros.core.backend_api import BackendConfig
 from picosam3_ros.backends.roi_scheduler import POLICIES
 
 BACKEND_CHOICES = ("auto", "imx500", "onnx")

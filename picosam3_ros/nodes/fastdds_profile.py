@@ -28,7 +28,7 @@ def large_images_profile() -> Path | None:
             pass
     except ImportError:
         pass
-    candidates.append(Path(__file__).resolve().parents[1] / "config" / PROFILE_NAME)
+    candidates.append(Path(__file__).resolve().parents[2] / "config" / PROFILE_NAME)
     return next((path for path in candidates if path.is_file()), None)
 
 

@@ -12,7 +12,7 @@ or score what a live node recorded (its ``segmentations`` topic) against ground 
         --segmentations-topic /segmentations --json out.json
 
 Conventions (prompts apply to the frames after them; mono8 ground truth with
-the frame's stamp, value k = k-th prompt) are in picosam3_ros/bag_evaluation.py
+the frame's stamp, value k = k-th prompt) are in picosam3_ros/evaluation/bag_evaluation.py
 and the README. Errors print one line and exit 1 (bad usage: 2).
 """
 
@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from picosam3_ros.bag_io import BagError
+from picosam3_ros.evaluation.bag_io import BagError
 
 BACKEND_CHOICES = ("onnx", "imx500")
 
@@ -78,8 +78,8 @@ def _model_args(model: Path | None) -> tuple[Path | None, str]:
 
 def run(args: argparse.Namespace) -> dict:
     from picosam3_ros.backends import BackendError
-    from picosam3_ros.bag_evaluation import cpu_segmenter, evaluate_bag
-    from picosam3_ros.evaluation_report import markdown_summary, write_figures, write_json
+    from picosam3_ros.evaluation.bag_evaluation import cpu_segmenter, evaluate_bag
+    from picosam3_ros.evaluation.report import markdown_summary, write_figures, write_json
 
     if not 0.0 < args.threshold < 1.0:
         raise BagError(f"--threshold must be in (0, 1), got {args.threshold}")
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> dict:
                     model_dir, onnx_file, args.precision, args.threads, args.threshold
                 )
             else:
-                from picosam3_ros.sensor_replay import sensor_segmenter
+                from picosam3_ros.evaluation.sensor_replay import sensor_segmenter
 
                 segment, model_path = sensor_segmenter(
                     model_dir, onnx_file, args.threshold, args.roi_apply_delay

@@ -1,7 +1,7 @@
 """The teleop page's HTTP server (standard library only; ROS-free).
 
 Routes:
-    GET  /                  the page (index.html, app.js, style.css from picosam3_ros/teleop_ui/)
+    GET  /                  the page (index.html, app.js, style.css from picosam3_ros/teleop/page/)
     GET  /stream.mjpg       live frames with masks drawn in (multipart/x-mixed-replace JPEG)
     GET  /frame.jpg         the latest such frame, once
     GET  /api/state         JSON: stream size and rates, prompts with their latest results, backend
@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from picosam3_ros.palette import prompt_color
-from picosam3_ros.teleop_frames import FrameHub
-from picosam3_ros.teleop_prompts import (
+from picosam3_ros.core.palette import prompt_color
+from picosam3_ros.teleop.frames import FrameHub
+from picosam3_ros.teleop.prompt_book import (
     InvalidPromptError,
     PromptBook,
     RateLimiter,
@@ -35,7 +35,7 @@ from picosam3_ros.teleop_prompts import (
     parse_prompt_id,
 )
 
-STATIC_DIR = Path(__file__).resolve().parent / "teleop_ui"
+STATIC_DIR = Path(__file__).resolve().parent / "page"
 STATIC_FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),

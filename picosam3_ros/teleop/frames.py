@@ -21,8 +21,8 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-from picosam3_ros.image_conversion import SUPPORTED_ENCODINGS, image_to_rgb
-from picosam3_ros.palette import prompt_color
+from picosam3_ros.core.image_conversion import SUPPORTED_ENCODINGS, image_to_rgb
+from picosam3_ros.core.palette import prompt_color
 
 
 def to_bgr(msg: Any) -> np.ndarray:

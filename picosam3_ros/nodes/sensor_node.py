@@ -32,10 +32,10 @@ from picosam3_ros.backends import (
     resolve_auto,
 )
 from picosam3_ros.backends.roi_scheduler import RoiScheduler
-from picosam3_ros.diagnostics import NodeStats
-from picosam3_ros.image_conversion import ImageConversionError, fill_image, image_to_rgb
-from picosam3_ros.node_config import ConfigError, NodeConfig, declare_and_read
-from picosam3_ros.pipeline import (
+from picosam3_ros.core.diagnostics import NodeStats
+from picosam3_ros.core.image_conversion import ImageConversionError, fill_image, image_to_rgb
+from picosam3_ros.nodes.node_config import ConfigError, NodeConfig, declare_and_read
+from picosam3_ros.core.pipeline import (
     Prompt,
     PromptResult,
     Status,
@@ -43,7 +43,7 @@ from picosam3_ros.pipeline import (
     segment_frame,
     sensor_frame_results,
 )
-from picosam3_ros.prompts import PromptStore
+from picosam3_ros.core.prompts import PromptStore
 
 NODE_NAME = "picosam3_sensor"
 

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-from picosam3_ros.crop import MODEL_INPUT_SIZE, CropRect, crop_and_resize, paste_back
+from picosam3_ros.core.crop import MODEL_INPUT_SIZE, CropRect, crop_and_resize, paste_back
 
 # COCO's area buckets (pixels of the ground-truth instance in the full image).
 SMALL_AREA_MAX = 32 * 32

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from picosam3_ros.crop import InvalidRoiError, crop_rect_for_box
+from picosam3_ros.core.crop import InvalidRoiError, crop_rect_for_box
 from picosam3_ros.emulator.sources import FrameSource
-from picosam3_ros.pipeline import Prompt, PromptResult, Status, sensor_frame_results
+from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, sensor_frame_results
 
 # Frames the emulated sensor may take beyond the apply delay before a prompt is reported unserved.
 EXTRA_FRAMES = 30

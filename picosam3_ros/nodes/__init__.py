@@ -1,0 +1,1 @@
+"""The ROS 2 nodes: thin shells (one node class per file) over the ROS-free core."""

@@ -1,0 +1,1 @@
+"""The operator web page: HTTP server, frame stream and prompt book (ROS-free; the node is in ``nodes``)."""
