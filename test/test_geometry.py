@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from picosam3_ros.core.crop import CropRect, InvalidRoiError, crop_and_resize, crop_rect_for_box, paste_back
-from picosam3_ros.core.pipeline import PromptResult, Status, compose_frame_mask, mask_from_logits
+from picosam3_ros.core.pipeline import PromptResult, Status, compose_frame_mask
+from picosam3_ros.core.postprocess import mask_from_logits
 from picosam3_ros.core.sensor_geometry import IMX500_SENSOR_SIZE, SensorGeometry, default_scaler_crop
 
 

@@ -12,7 +12,8 @@ import numpy as np
 from node_helpers import REPO, RosClient, node_command, ros_env, running, write_red_model
 
 from picosam3_ros.core.crop import crop_and_resize, crop_rect_for_box
-from picosam3_ros.core.pipeline import Status, mask_from_logits
+from picosam3_ros.core.pipeline import Status
+from picosam3_ros.core.postprocess import mask_from_logits
 from picosam3_ros.core.sensor_geometry import SensorGeometry
 
 DOMAIN = 23

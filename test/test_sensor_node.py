@@ -12,7 +12,8 @@ import pytest
 from node_helpers import REPO, RosClient, disk_logits, node_command, ros_env, running, write_disk_model
 
 from picosam3_ros.core.crop import crop_rect_for_box
-from picosam3_ros.core.pipeline import PromptResult, Status, compose_frame_mask, mask_from_logits
+from picosam3_ros.core.pipeline import PromptResult, Status, compose_frame_mask
+from picosam3_ros.core.postprocess import mask_from_logits
 
 DOMAIN = 21
 WIDTH, HEIGHT = 640, 480

@@ -33,7 +33,8 @@ from typing import Sequence
 import numpy as np
 
 from picosam3_ros.core.backend_api import CropSegmenter, SensorFrame
-from picosam3_ros.core.crop import CropRect, InvalidRoiError, crop_and_resize, crop_rect_for_box, resize_to_crop
+from picosam3_ros.core.crop import CropRect, InvalidRoiError, crop_and_resize, crop_rect_for_box
+from picosam3_ros.core.postprocess import mask_from_logits
 
 
 class Status(IntEnum):
@@ -78,23 +79,6 @@ class PromptResult:
     backend: str = ""
     latency_ms: float = 0.0
     detail: str = ""
-
-
-def logit_threshold(probability: float) -> float:
-    """Probability threshold (0..1) -> logit threshold."""
-    p = min(max(float(probability), 1e-6), 1.0 - 1e-6)
-    return math.log(p / (1.0 - p))
-
-
-def mask_from_logits(logits: np.ndarray, crop: CropRect, threshold: float) -> tuple[np.ndarray, float]:
-    """Network logits (S, S) -> crop-local uint8 mask (255 = object) and its mean probability."""
-    resized = resize_to_crop(logits, crop)
-    inside = resized > logit_threshold(threshold)
-    mask = inside.astype(np.uint8) * np.uint8(255)
-    if not inside.any():
-        return mask, 0.0
-    probs = 1.0 / (1.0 + np.exp(-np.clip(resized[inside], -60.0, 60.0)))
-    return mask, float(probs.mean())
 
 
 def _elapsed_ms(t0_ns: int | None) -> float:
