@@ -27,6 +27,7 @@ class TrainConfig:
     # model
     model: str = "picosam3"
     width_mult: float = 1.0
+    stem_stride: int = 2  # 2: the network works at 48x48 inside (4x fewer MACs); 1: full resolution
     # data: "annotations.json:image_dir" pairs, relative to data_root unless absolute
     data_root: str = ""  # empty = ../shared/data beside the repository
     train_datasets: list[str] = field(default_factory=lambda: [
@@ -54,6 +55,10 @@ class TrainConfig:
     teacher_weight_max: float = 0.8  # cap of the per-sample teacher weight
     area_weight: float = 1.0
     area_min_ratio: float = 0.4
+    # Box-aware training: logits outside the prompt box grown by this fraction of its size are
+    # set to background before the loss, as the node's post-processing does
+    # (picosam3_ros.core.postprocess); < 0 = off. Package the model with the same margin.
+    box_margin: float = -1.0
     # optimisation
     # A checkpoint whose weights start this run (fine-tuning; a fresh schedule and optimizer,
     # unlike --resume). "" = random initialisation.
@@ -77,6 +82,9 @@ class TrainConfig:
     # runtime
     device: str = "auto"  # auto, cpu, cuda
     threads: int = 2
+    # > 0: build batches in this many DataLoader worker processes (a GPU needs them; the
+    # augmentation is numpy/OpenCV on the CPU). 0 = in the training process, as on a small CPU.
+    loader_workers: int = 0
     seed: int = 0
     channels_last: bool = True
 

@@ -42,6 +42,7 @@ from picosam3_ros.core.crop import (
     crop_rect_for_box,
 )
 from picosam3_ros.core.metrics import size_bucket
+from picosam3_ros.core.postprocess import box_keep_map
 
 CROP_SIZE = 96
 CACHE_VERSION = 3
@@ -119,6 +120,17 @@ class InstanceStore:
     """Memory-mapped per-instance arrays of one dataset (see module docstring)."""
 
     ARRAYS = ("images", "masks", "boxes", "image_sizes", "context", "ann_ids", "areas")
+
+    @classmethod
+    def open_prebuilt(cls, directory: str | Path) -> "InstanceStore | None":
+        """A store directory given directly as a dataset spec (e.g. carried to a GPU machine by
+        ``tools/gpu_train/pack_stores.py``); None when ``directory`` is not one."""
+        directory = Path(directory)
+        if not (directory / "stats.json").is_file():
+            return None
+        source = directory / "source.json"
+        name = json.loads(source.read_text())["name"] if source.is_file() else directory.name
+        return cls(directory, name)
 
     def __init__(self, directory: Path, name: str):
         self.directory = directory
@@ -276,12 +288,14 @@ class CropDataset:
 
     Each item is a dict of float32 arrays: ``image`` (3,96,96) normalised,
     ``mask`` (1,96,96) ground truth 0/1, ``teacher`` (1,96,96) teacher probability,
-    ``teacher_valid`` (1,96,96) 1 where the teacher covers the crop, and the scalar
-    ``teacher_score`` (0 when this instance has no teacher)."""
+    ``teacher_valid`` (1,96,96) 1 where the teacher covers the crop, the scalar
+    ``teacher_score`` (0 when this instance has no teacher) and ``keep`` (1,96,96), 1 where
+    the box-aware post-processing lets the mask be (see ``box_margin``)."""
 
     def __init__(self, stores: list[InstanceStore], mean, std, scale: float, augment: bool = True,
                  hflip_prob: float = 0.5, box_jitter: float = 0.08, scale_jitter: float = 0.15,
-                 color_jitter: float = 0.25, teachers: dict[str, TeacherEntry] | None = None, seed: int = 0):
+                 color_jitter: float = 0.25, teachers: dict[str, TeacherEntry] | None = None, seed: int = 0,
+                 box_margin: float = -1.0):
         self.stores = stores
         self.offsets = np.cumsum([0] + [len(s) for s in stores])
         self.mean = np.asarray(mean, np.float32)
@@ -293,6 +307,7 @@ class CropDataset:
         self.scale_jitter = scale_jitter
         self.color_jitter = color_jitter
         self.teachers = teachers or {}
+        self.box_margin = box_margin
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -337,12 +352,16 @@ class CropDataset:
         box = np.asarray(store.boxes[i])
         image_size = tuple(int(v) for v in store.image_sizes[i])
         standard = crop_rect_for_box(box, image_size)
-        rect = standard
+        rect, prompt_box = standard, box
         if self.augment:
             try:
-                rect = crop_rect_for_box(self.jitter_box(box, image_size), image_size)
+                jittered = self.jitter_box(box, image_size)
+                rect, prompt_box = crop_rect_for_box(jittered, image_size), jittered
             except InvalidRoiError:
                 rect = standard
+        # Where the node's post-processing lets a mask be (all ones when box_margin < 0).
+        keep = (box_keep_map(prompt_box, rect, self.box_margin, (CROP_SIZE, CROP_SIZE)).astype(np.float32)
+                if self.box_margin >= 0 else np.ones((CROP_SIZE, CROP_SIZE), np.float32))
         x0, y0, side = (int(v) for v in store.context[i])
         ctx_scale = side / store.images.shape[1]
         to_crop = _index_affine((x0, y0), (ctx_scale, ctx_scale), (rect.x, rect.y),
@@ -376,6 +395,7 @@ class CropDataset:
         if self.augment:
             if self.rng.random() < self.hflip_prob:
                 img, gt, teacher, valid = img[:, ::-1], gt[:, ::-1], teacher[:, ::-1], valid[:, ::-1]
+                keep = keep[:, ::-1]
             if self.color_jitter > 0:
                 img = self._colour(img)
         x = (img * np.float32(self.scale) - self.mean) / self.std
@@ -385,6 +405,7 @@ class CropDataset:
             "teacher": np.ascontiguousarray(teacher[None], dtype=np.float32),
             "teacher_valid": np.ascontiguousarray(valid[None], dtype=np.float32),
             "teacher_score": np.float32(score),
+            "keep": np.ascontiguousarray(keep[None], dtype=np.float32),
         }
 
 

@@ -135,12 +135,16 @@ class PicoSegNet(nn.Module):
     """The PicoSAM U-Net. ``variant`` "picosam3" adds the dilated bottleneck, ECA and the
     depthwise refinement head to the PicoSAM2 layout."""
 
-    def __init__(self, variant: str = "picosam3", width_mult: float = 1.0, in_channels: int = 3):
+    def __init__(self, variant: str = "picosam3", width_mult: float = 1.0, in_channels: int = 3,
+                 stem_stride: int = 2):
         super().__init__()
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
         if variant not in MODEL_NAMES:
             raise ValueError(f"unknown model variant {variant!r}; choose from {MODEL_NAMES}")
         self.variant = variant
         self.width_mult = float(width_mult)
+        self.stem_stride = int(stem_stride)
         c = [_round_channels(ch * width_mult) for ch in ENCODER_CHANNELS]
         self.channels = tuple(c)
         pico3 = variant == "picosam3"
@@ -150,7 +154,9 @@ class PicoSegNet(nn.Module):
         # map where a dilation of 2 still sees real neighbours. Working at 48x48 instead of
         # 96x96 cuts the MACs ~4x (CPU training and IMX500 latency); the full-resolution
         # detail comes back through the depthwise refinement head after the last upsample.
-        self.stem = nn.Sequential(ConvBNReLU(in_channels, c[0], 3, stride=2), DepthwiseSeparable(c[0], c[0]))
+        # stem_stride=1 keeps the whole U-Net at full resolution (96 -> 48 -> 24 -> 12 -> 12; ~4x MACs).
+        self.stem = nn.Sequential(ConvBNReLU(in_channels, c[0], 3, stride=stem_stride),
+                                  DepthwiseSeparable(c[0], c[0]))
         self.down = nn.ModuleList()
         for i in range(1, 5):
             blocks = [DepthwiseSeparable(c[i - 1], c[i], stride=STAGE_STRIDES[i])]
@@ -174,12 +180,15 @@ class PicoSegNet(nn.Module):
             # Depthwise refinement head at full resolution: a 5x5 depthwise pass over the
             # upsampled features smooths the 2x nearest blocks into edges, then 1x1 -> 1 logit.
             self.head = nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="nearest"),
+                *([nn.Upsample(scale_factor=2, mode="nearest")] if stem_stride == 2 else []),
                 ConvBNReLU(c[0], c[0], 5, groups=c[0]),
                 nn.Conv2d(c[0], 1, 1),
             )
         else:
-            self.head = nn.Sequential(nn.Conv2d(c[0], 1, 1), nn.Upsample(scale_factor=2, mode="nearest"))
+            self.head = nn.Sequential(
+                nn.Conv2d(c[0], 1, 1),
+                *([nn.Upsample(scale_factor=2, mode="nearest")] if stem_stride == 2 else []),
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = [self.stem(x)]

@@ -38,6 +38,9 @@ from picosam3_train.model import build_model, describe
 from picosam3_train.seed import seed_everything
 
 
+BOX_CLIP_LOGIT = -12.0  # sigmoid = 6e-6: certain background, still a finite loss
+
+
 def select_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -49,26 +52,33 @@ def select_device(name: str) -> torch.device:
 def build_train_dataset(config: TrainConfig, quiet: bool = False) -> CropDataset:
     stores, files = [], []
     for spec in config.train_datasets:
-        ann, images = config.resolve_dataset(spec)
-        if "val2017" in ann.name:
-            raise ValueError(f"refusing to train on {ann.name}: the val split is for evaluation only")
-        stores.append(InstanceStore.build(ann, images, config.resolved_cache_dir(), "context",
-                                          config.context_size, config.max_train_instances, quiet=quiet))
-        files.append(ann)
+        store = InstanceStore.open_prebuilt(spec)
+        if store is None:
+            ann, images = config.resolve_dataset(spec)
+            if "val2017" in ann.name:
+                raise ValueError(f"refusing to train on {ann.name}: the val split is for evaluation only")
+            store = InstanceStore.build(ann, images, config.resolved_cache_dir(), "context",
+                                        config.context_size, config.max_train_instances, quiet=quiet)
+        elif "val2017" in store.name:
+            raise ValueError(f"refusing to train on {store.name}: the val split is for evaluation only")
+        stores.append(store)
+        files.append(Path(store.name))
     teachers = load_teacher_caches(config.teacher_caches, files) if config.teacher_caches else {}
     if config.teacher_caches and not quiet:
         print(f"teacher caches cover: {sorted(teachers)}")
     return CropDataset(stores, IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE, augment=config.augment,
                        hflip_prob=config.hflip_prob, box_jitter=config.box_jitter,
                        scale_jitter=config.scale_jitter, color_jitter=config.color_jitter,
-                       teachers=teachers, seed=config.seed)
+                       teachers=teachers, seed=config.seed, box_margin=config.box_margin)
 
 
 def build_eval_crops(config: TrainConfig, quiet: bool = False) -> EvalCrops | None:
     if not config.val_dataset:
         return None
-    ann, images = config.resolve_dataset(config.val_dataset)
-    store = InstanceStore.build(ann, images, config.resolved_cache_dir(), "standard", quiet=quiet)
+    store = InstanceStore.open_prebuilt(config.val_dataset)
+    if store is None:
+        ann, images = config.resolve_dataset(config.val_dataset)
+        store = InstanceStore.build(ann, images, config.resolved_cache_dir(), "standard", quiet=quiet)
     return EvalCrops(store, IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE, config.eval_max_instances)
 
 
@@ -124,6 +134,28 @@ def box_as_mask_crop_iou(store: InstanceStore, limit: int = 0) -> float:
     return float(np.mean(ious))
 
 
+def _reseed_worker(_worker_id: int) -> None:
+    # Each worker holds a copy of the dataset and its generator: give every worker of every
+    # epoch its own augmentation stream (torch seeds workers differently per epoch).
+    import cv2
+
+    cv2.setNumThreads(1)  # the workers already use every core
+    info = torch.utils.data.get_worker_info()
+    info.dataset.reseed(torch.initial_seed() % 2**32)
+
+
+def epoch_batches(dataset: CropDataset, order: np.ndarray, batch_size: int, workers: int):
+    """Batches of ``dataset`` in ``order``: in this process, or from ``workers`` DataLoader workers."""
+    if workers <= 0:
+        return (collate([dataset[int(i)] for i in order[s:s + batch_size]])
+                for s in range(0, len(order), batch_size))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=[int(i) for i in order], drop_last=True,
+        collate_fn=collate, num_workers=workers, worker_init_fn=_reseed_worker, prefetch_factor=2,
+        pin_memory=torch.cuda.is_available())
+    return iter(loader)
+
+
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for param in model.parameters():
@@ -151,7 +183,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, quiet: bool = F
 
     dataset = build_train_dataset(config, quiet=quiet)
     eval_crops = build_eval_crops(config, quiet=quiet) if config.eval_every > 0 else None
-    model = build_model(config.model, width_mult=config.width_mult)
+    model = build_model(config.model, width_mult=config.width_mult, stem_stride=config.stem_stride)
     if config.init_checkpoint and not resume:
         init_model, _, _ = load_checkpoint(config.init_checkpoint)
         model.load_state_dict(init_model.state_dict())
@@ -216,6 +248,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, quiet: bool = F
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{max(epochs, epoch + 1)}", disable=quiet,
                    mininterval=2.0, dynamic_ncols=True)
         running: dict[str, float] = {}
+        batches = epoch_batches(dataset, order[:steps_per_epoch * batch_size], batch_size, config.loader_workers)
         epoch_start = time.perf_counter()
         for b in bar:
             if finished():
@@ -231,12 +264,15 @@ def train(config: TrainConfig, resume: str | Path | None = None, quiet: bool = F
             lr = config.lr * lr_factor(progress(), step, warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = collate([dataset[int(i)] for i in order[b * batch_size:(b + 1) * batch_size]])
+            batch = next(batches)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             images = batch["image"]
             if config.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             logits = model(images)
+            if config.box_margin >= 0:
+                # The loss sees what the node outputs: background outside the (grown) prompt box.
+                logits = logits.masked_fill(batch["keep"] < 0.5, BOX_CLIP_LOGIT)
             has_teacher = bool((batch["teacher_score"] > 0).any())
             parts = distillation_loss(
                 logits, batch["mask"],

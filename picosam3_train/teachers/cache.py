@@ -161,11 +161,18 @@ def build_cache(
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
     }
+    return write_cache(out_dir, masks, ids, scores, meta)
+
+
+def write_cache(out_dir: str | Path, masks: list[np.ndarray], ids: list[int], scores: list[float],
+                meta: dict) -> TeacherCache:
+    """Write a cache directory (via a temporary sibling and a rename: never half-written)."""
+    out_dir = Path(out_dir)
     size = MODEL_INPUT_SIZE
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    np.save(tmp / "soft_masks.npy", np.stack(masks) if masks else np.zeros((0, size, size), np.uint8))
+    np.save(tmp / "soft_masks.npy", np.stack(masks) if len(masks) else np.zeros((0, size, size), np.uint8))
     np.save(tmp / "ann_ids.npy", np.asarray(ids, np.int64))
     np.save(tmp / "scores.npy", np.asarray(scores, np.float32))
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
