@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from picosam3_ros.core.crop import (
     CROP_RULE_VERSION,
+    CropRect,
     PAD_FRACTION,
     InvalidRoiError,
     crop_and_resize,
@@ -412,8 +413,12 @@ class CropDataset:
 class EvalCrops:
     """The standard crops of an evaluation split, normalised, with masks and size buckets."""
 
-    def __init__(self, store: InstanceStore, mean, std, scale: float, limit: int = 0):
+    def __init__(self, store: InstanceStore, mean, std, scale: float, limit: int = 0, box_margin: float = -1.0):
         n = len(store) if not limit else min(limit, len(store))
+        # Where the node's box-aware post-processing lets a mask be (None: no clip).
+        self.keep = None if box_margin < 0 else np.stack([
+            box_keep_map(store.boxes[i], CropRect(*(int(v) for v in store.context[i])), box_margin,
+                         (CROP_SIZE, CROP_SIZE)) for i in range(n)])
         images = np.asarray(store.images[:n], np.float32) * np.float32(scale)
         images = (images - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
         self.images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))

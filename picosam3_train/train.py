@@ -79,7 +79,8 @@ def build_eval_crops(config: TrainConfig, quiet: bool = False) -> EvalCrops | No
     if store is None:
         ann, images = config.resolve_dataset(config.val_dataset)
         store = InstanceStore.build(ann, images, config.resolved_cache_dir(), "standard", quiet=quiet)
-    return EvalCrops(store, IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE, config.eval_max_instances)
+    return EvalCrops(store, IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE, config.eval_max_instances,
+                     box_margin=config.box_margin)
 
 
 def batch_ious(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -108,7 +109,8 @@ def evaluate_crop_space(model: torch.nn.Module, crops: EvalCrops, device: torch.
                         channels_last: bool = True) -> dict:
     """Crop-space (96x96) mIoU of logits > 0 against the standard-crop ground truth."""
     logits = predict_logits(model, crops.images, device, channels_last=channels_last)
-    ious = batch_ious(logits > 0, crops.masks)
+    predicted = logits > 0 if crops.keep is None else (logits > 0) & crops.keep
+    ious = batch_ious(predicted, crops.masks)
     result = {"miou": float(ious.mean()), "instances": int(len(ious)),
               "mean_fraction_above_iou_50_95": mean_fraction_above_iou_thresholds(ious)}
     buckets = np.asarray(crops.buckets)

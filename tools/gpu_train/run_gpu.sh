@@ -35,7 +35,7 @@ train() {  # name minutes extra --set args...
     --set out_dir="$RUNS/$name" --set val_dataset="$VAL" --set train_datasets="$NEW_DATA" \
     --set time_budget_min="$minutes" --set epochs=100000 --set eval_every=10 --set threads=1 \
     --set loader_workers="$WORKERS" --set batch_size="${BATCH:-128}" --set lr=0.004 --set weight_decay=0.0005 \
-    --set box_margin=0.05 --set device="${DEVICE:-cuda}" "$@" > "$RUNS/$name.log" 2>&1
+    --set box_margin=0.05 --set device="${DEVICE:-cuda}" ${EXTRA_SET:-} "$@" > "$RUNS/$name.log" 2>&1
   echo "$name exit $? $(date +%T)"
 }
 
