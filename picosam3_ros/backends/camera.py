@@ -33,7 +33,12 @@ class PlainCamera(PicameraSource):
         self._first: int | None = None
         self._started = False
 
-    def request_roi(self, crop: CropRect | None, prompt_id: int | None) -> None:
+    def request_roi(
+        self,
+        crop: CropRect | None,
+        prompt_id: int | None,
+        box_xywh: tuple[float, float, float, float] | None = None,
+    ) -> None:
         pass
 
     def next_frame(self, timeout_s: float = 1.0) -> SensorFrame | None:

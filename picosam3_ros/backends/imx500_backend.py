@@ -95,6 +95,8 @@ class _RoiWrite:
     t_after_ns: int
     roi_sensor: tuple[int, int, int, int]
     prompt_id: int | None
+    requested_crop: CropRect | None = None
+    box_xywh: tuple[float, float, float, float] | None = None
 
 
 class PicameraSource(SensorFrameSource):
@@ -183,15 +185,21 @@ class Imx500Backend(PicameraSource):
     def roi_apply_delay_frames(self) -> int:
         return int(self.config.roi_apply_delay_frames)
 
-    def request_roi(self, crop: CropRect | None, prompt_id: int | None) -> None:
+    def request_roi(
+        self,
+        crop: CropRect | None,
+        prompt_id: int | None,
+        box_xywh: tuple[float, float, float, float] | None = None,
+    ) -> None:
         roi = FULL_SENSOR_ROI if crop is None else self.geometry.stream_rect_to_sensor(crop)
         if roi[2] <= 0 or roi[3] <= 0:
-            roi, prompt_id = FULL_SENSOR_ROI, None
+            roi, prompt_id, crop, box_xywh = FULL_SENSOR_ROI, None, None, None
         t_before = time.monotonic_ns()
         if roi != self._last_written:
             self.imx500.set_inference_roi_abs(roi)
             self._last_written = roi
-        self._writes.append(_RoiWrite(t_before, time.monotonic_ns(), roi, prompt_id))
+        box = None if box_xywh is None else tuple(float(v) for v in box_xywh)
+        self._writes.append(_RoiWrite(t_before, time.monotonic_ns(), roi, prompt_id, crop, box))
 
     def next_frame(self, timeout_s: float = 1.0) -> SensorFrame | None:
         captured = self.capture()
@@ -237,13 +245,21 @@ class Imx500Backend(PicameraSource):
             logits = logits.T
         logits = np.ascontiguousarray(logits)
         kpi = self.imx500.get_kpi_info(metadata)
-        roi, prompt_id = self._roi_in_effect(timestamp - self.roi_apply_delay_frames * duration_ns)
-        if roi is None:  # ambiguous: a write straddled the latch instant
+        write = self._roi_in_effect(timestamp - self.roi_apply_delay_frames * duration_ns)
+        if write is None:  # ambiguous: a write straddled the latch instant
             return SensorInference(FULL_SENSOR_ROI, None, None, None, *(kpi or (None, None)))
-        crop = self.geometry.sensor_rect_to_stream(roi)
-        return SensorInference(roi, crop, prompt_id, logits, *(kpi or (None, None)))
+        crop = self.geometry.sensor_rect_to_stream(write.roi_sensor)
+        return SensorInference(
+            write.roi_sensor,
+            crop,
+            write.prompt_id,
+            logits,
+            *(kpi or (None, None)),
+            requested_crop=write.requested_crop,
+            box_xywh=write.box_xywh,
+        )
 
-    def _roi_in_effect(self, latch_ns: int) -> tuple[tuple[int, int, int, int] | None, int | None]:
+    def _roi_in_effect(self, latch_ns: int) -> _RoiWrite | None:
         current = self._writes[0]
         index = 0
         for i, write in enumerate(self._writes):
@@ -251,8 +267,8 @@ class Imx500Backend(PicameraSource):
                 current, index = write, i
         for write in list(self._writes)[index + 1 :]:
             if write.t_before_ns <= latch_ns and write.roi_sensor != current.roi_sensor:
-                return None, None
+                return None
         # Writes before the one in effect can no longer matter (latch times only grow).
         for _ in range(index):
             self._writes.popleft()
-        return current.roi_sensor, current.prompt_id
+        return current

@@ -88,11 +88,18 @@ class SensorReplay:
                     PromptResult(prompt.prompt_id, Status.INVALID_ROI, backend="imx500", detail=str(exc))
                 )
                 continue
-            self.backend.request_roi(rect, prompt.prompt_id)
+            self.backend.request_roi(rect, prompt.prompt_id, prompt.box_xywh)
             result = None
             for _ in range(self.roi_apply_delay + EXTRA_FRAMES):
                 frame = self.backend.next_frame(timeout_s=5.0)
-                if frame is None or frame.inference is None or frame.inference.prompt_id != prompt.prompt_id:
+                inference = None if frame is None else frame.inference
+                # The prompt id alone is not enough: every `roi`-topic prompt has id 0, so the ROI
+                # of the previous bag frame would be taken for this one. Wait for this very crop.
+                if (
+                    inference is None
+                    or inference.prompt_id != prompt.prompt_id
+                    or inference.requested_crop != rect
+                ):
                     continue
                 result = sensor_frame_results(frame, [prompt], self.threshold)[0]
                 break
