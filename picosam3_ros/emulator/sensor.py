@@ -2,9 +2,12 @@
 
 What the emulated picamera2 module (``picosam3_ros/emulator/picamera2``) drives:
 
-* a 4056x3040 sensor whose image is a frame of the source, stretched;
+* a 4056x3040 sensor on which each source frame covers the main stream's field of
+  view, the ``ScalerCrop`` (:func:`scene_placement`): the frame is what the stream
+  shows, and the sensor pixels of any stream rectangle see the same frame pixels;
 * the ISP: cuts ``ScalerCrop`` out of the sensor image and scales it to the
-  configured main stream size without keeping aspect;
+  configured main stream size without keeping aspect (libcamera's default
+  ScalerCrop, the largest centred crop of the stream's aspect, keeps pixels square);
 * the on-sensor network: cuts the inference ROI (full-sensor pixels) out of the
   sensor image, scales it to the network input (96x96, no aspect), runs the
   model card's INT8 ONNX (fp32 when there is no INT8 file), and delivers the
@@ -308,7 +311,8 @@ class EmulatedSensor:
             roi = self.roi_for(timestamp)
             self._next_seq = sequence + 1
         scene = self._source_frame(sequence)
-        stream = _isp_crop(scene, self.scaler_crop, self.main_size)
+        placement = scene_placement((scene.shape[1], scene.shape[0]), self.scaler_crop)
+        stream = _isp_crop(scene, placement, self.scaler_crop, self.main_size)
         metadata: dict = {
             "SensorTimestamp": timestamp,
             "FrameDuration": self.frame_duration_ns // 1000,
@@ -319,7 +323,7 @@ class EmulatedSensor:
         failed = 0 <= self.settings.fail_after_frames <= sequence
         if self.network is not None and not failed:
             t_dsp = time.perf_counter()
-            crop = _isp_crop(scene, roi, (self.network.size, self.network.size))
+            crop = _isp_crop(scene, placement, roi, (self.network.size, self.network.size))
             t_dnn = time.perf_counter()
             output = self.network.run(crop)
             t_end = time.perf_counter()
@@ -353,15 +357,47 @@ class EmulatedSensor:
         return _Frame(sequence, timestamp, _to_format(stream, self.main_format), metadata)
 
 
-def _isp_crop(scene: np.ndarray, rect_sensor: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
-    """Cut a full-sensor rectangle out of the scene (which spans the sensor) and scale it to ``size``."""
-    height, width = scene.shape[:2]
-    fx, fy = width / SENSOR_SIZE[0], height / SENSOR_SIZE[1]
+# Frames whose aspect ratio is within this of the stream's are stretched onto it exactly
+# (the ScalerCrop is rounded to even sensor pixels, so the two never agree exactly).
+SAME_ASPECT_TOLERANCE = 0.01
+
+
+def scene_placement(
+    scene_size: tuple[int, int], scaler_crop: tuple[int, int, int, int]
+) -> tuple[float, float, float, float]:
+    """Where a source frame lies on the sensor: (left, top, sensor pixels per frame pixel in x, in y).
+
+    The frame is what the main stream shows: it covers the ScalerCrop (the stream's field
+    of view), so a frame of the stream's size comes out of the ISP unchanged, and a stream
+    rectangle mapped to the sensor (``core.sensor_geometry``) covers the same frame pixels
+    the CPU path crops. A frame of another shape fills the view keeping its aspect, centred.
+    """
+    width, height = scene_size
+    cx, cy, cw, ch = scaler_crop
+    sx, sy = cw / width, ch / height
+    if abs(sx / sy - 1.0) > SAME_ASPECT_TOLERANCE:
+        sx = sy = max(sx, sy)
+    return (cx + (cw - width * sx) / 2.0, cy + (ch - height * sy) / 2.0, sx, sy)
+
+
+def _isp_crop(
+    scene: np.ndarray,
+    placement: tuple[float, float, float, float],
+    rect_sensor: tuple[int, int, int, int],
+    size: tuple[int, int],
+) -> np.ndarray:
+    """Cut a full-sensor rectangle out of the scene laid at ``placement`` and scale it to ``size``
+    (per axis, no aspect kept: what the ISP does with the ScalerCrop and the sensor with the ROI)."""
+    left, top, sx, sy = placement
     x, y, w, h = rect_sensor
     out_w, out_h = size
-    # Output pixel centre (u + 0.5) samples the sensor at x + (u + 0.5) * w / out_w.
-    sx, sy = w * fx / out_w, h * fy / out_h
-    matrix = np.array([[sx, 0.0, x * fx + 0.5 * sx - 0.5], [0.0, sy, y * fy + 0.5 * sy - 0.5]], np.float64)
+    # Output pixel centre u + 0.5 lies at sensor x + (u + 0.5) * w / out_w; frame pixel i covers
+    # sensor [left + i * sx, left + (i + 1) * sx), so its centre is at frame coordinate i.
+    ax, ay = w / out_w / sx, h / out_h / sy
+    matrix = np.array(
+        [[ax, 0.0, (x - left) / sx + 0.5 * ax - 0.5], [0.0, ay, (y - top) / sy + 0.5 * ay - 0.5]],
+        np.float64,
+    )
     return cv2.warpAffine(
         scene,
         matrix,
