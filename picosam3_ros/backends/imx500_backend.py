@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from picosam3_ros.backends.onnx_backend import TRAIN_HINT, load_card
 from picosam3_ros.core.backend_api import (
     BackendConfig,
     BackendError,
@@ -30,7 +31,6 @@ from picosam3_ros.core.backend_api import (
     SensorFrameSource,
     SensorInference,
 )
-from picosam3_ros.backends.onnx_backend import TRAIN_HINT, load_card
 from picosam3_ros.core.crop import CropRect
 from picosam3_ros.core.sensor_geometry import IMX500_SENSOR_SIZE, SensorGeometry, default_scaler_crop
 
@@ -107,6 +107,7 @@ class PicameraSource(SensorFrameSource):
     """
 
     picam2: object
+    config: BackendConfig
     _stream_size: tuple[int, int]
     _started: bool = False
 
@@ -118,6 +119,30 @@ class PicameraSource(SensorFrameSource):
         if not self._started:
             self.picam2.start()
             self._started = True
+
+    def _camera_config(self, stream_size: tuple[int, int]) -> dict:
+        """The picamera2 configuration of a main stream of ``stream_size`` (subclasses add to it)."""
+        return self.picam2.create_preview_configuration(
+            main={"size": stream_size, "format": "RGB888"},
+            controls={"FrameRate": float(self.config.frame_rate)},
+        )
+
+    def set_stream_size(self, stream_size: tuple[int, int]) -> None:
+        """Reconfigure the main stream (camera stopped and restarted; the IMX500 keeps its network)."""
+        stream_size = (int(stream_size[0]), int(stream_size[1]))
+        if stream_size == self._stream_size:
+            return
+        was_started = self._started
+        try:
+            if was_started:
+                self.picam2.stop()
+                self._started = False
+            self.picam2.configure(self._camera_config(stream_size))
+        except Exception as exc:
+            raise BackendError(f"cannot reconfigure the camera to {stream_size}: {exc}") from exc
+        self._stream_size = stream_size
+        if was_started:
+            self.start()
 
     def stop(self) -> None:
         if self._started:
@@ -165,12 +190,7 @@ class Imx500Backend(PicameraSource):
         self._stream_size = (int(config.stream_size[0]), int(config.stream_size[1]))
         try:
             self.picam2 = Picamera2(self.imx500.camera_num)
-            camera_config = self.picam2.create_preview_configuration(
-                main={"size": self._stream_size, "format": "RGB888"},
-                controls={"FrameRate": float(config.frame_rate)},
-                buffer_count=12,
-            )
-            self.picam2.configure(camera_config)
+            self.picam2.configure(self._camera_config(self._stream_size))
         except Exception as exc:
             raise BackendError(f"cannot open the IMX500 camera: {exc}") from exc
         self.geometry = SensorGeometry(self._stream_size, default_scaler_crop(self._stream_size))
@@ -179,6 +199,16 @@ class Imx500Backend(PicameraSource):
         self._first_timestamp: int | None = None
         self._missing_tensors = 0
         self._started = False
+
+    def _camera_config(self, stream_size: tuple[int, int]) -> dict:
+        config = super()._camera_config(stream_size)
+        config["buffer_count"] = 12  # as picamera2's IMX500 examples: tensors arrive with the frames
+        return config
+
+    def set_stream_size(self, stream_size: tuple[int, int]) -> None:
+        super().set_stream_size(stream_size)
+        # libcamera picks the ScalerCrop for the new size; frames' metadata will confirm it.
+        self.geometry = SensorGeometry(self._stream_size, default_scaler_crop(self._stream_size))
 
     # --- SensorFrameSource -------------------------------------------------------------------
     @property

@@ -14,13 +14,15 @@ What the emulated picamera2 module (``picosam3_ros/emulator/picamera2``) drives:
   output flattened the way the sensor does (planar, row-major), with
   ``CnnOutputTensorInfo`` giving the dimensions innermost first (W, H, C), so
   picamera2's Fortran-order reshape yields a (W, H, C) array;
-* frame timing: frame k starts at ``SensorTimestamp = t0 + k * FrameDuration``
-  (monotonic clock). In "realtime" mode a thread exposes frames at the frame
-  rate (skipping frames when the machine is too slow, as a real sensor drops
-  them) and ``capture_request`` returns the newest frame not yet returned. In
+* frame timing: ``SensorTimestamp`` is the frame's start (monotonic clock). In
+  "realtime" mode frame k starts at ``t0 + k * FrameDuration``: a thread exposes
+  frames at the frame rate (skipping frames when the machine is too slow, as a
+  real sensor drops them) and ``capture_request`` returns the newest frame not yet returned. In
   "step" mode every ``capture_request`` exposes the next frame of the source
-  (never skipping one; it waits for the frame's start time when called early),
-  so every source frame is seen exactly once, for offline evaluation;
+  (never skipping one), so every source frame is seen exactly once, for offline
+  evaluation: a frame starts one frame time after the previous one, or when it
+  is asked for if that is later (the sensor waits for a slow consumer, so its
+  timestamps never fall behind the clock the ROI writes are stamped with);
 * the ROI control is latched at frame starts and takes ``roi_delay_frames``
   frames to reach the network: frame k uses the last ROI written before
   ``SensorTimestamp(k) - roi_delay_frames * FrameDuration``. A consumer that
@@ -47,8 +49,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from picosam3_ros.emulator.sources import FrameSource, open_source
 from picosam3_ros.core.onnx_session import cpu_session
+from picosam3_ros.emulator.sources import FrameSource, open_source
 
 SENSOR_SIZE = (4056, 3040)
 RAW_SIZE = (2028, 1520)
@@ -164,6 +166,7 @@ class EmulatedSensor:
         self._lock = threading.Condition()
         self._roi_history: list[tuple[int, tuple[int, int, int, int]]] = [(-(2**62), (0, 0, *SENSOR_SIZE))]
         self._next_seq = 0
+        self._next_step_ns = 0  # step mode: the earliest start of the next frame
         self._t0_ns = 0
         self._latest: _Frame | None = None
         self._returned_seq = -1
@@ -230,6 +233,8 @@ class EmulatedSensor:
             self._running = True
             self._stop_error = None
             self._t0_ns = time.monotonic_ns()
+            self._next_step_ns = self._t0_ns
+            self._latest, self._returned_seq = None, -1  # a restarted camera streams from its new t0
         if self.settings.mode == "realtime":
             self._thread = threading.Thread(target=self._run, name="imx500-emulator", daemon=True)
             self._thread.start()
@@ -260,7 +265,7 @@ class EmulatedSensor:
                 if not self._running:
                     return
             try:
-                frame = self._expose(sequence)
+                frame = self._expose(sequence, wake)
             except Exception as exc:  # e.g. EndOfStream: captures see it
                 with self._lock:
                     self._stop_error = exc
@@ -280,12 +285,18 @@ class EmulatedSensor:
             with self._lock:
                 if not self._running:
                     raise RuntimeError("camera is not started")
-                sequence = self._next_seq
-            # Never expose a frame before its time: the ROI latch of a frame must lie in the past.
-            wait = (self._t0_ns + sequence * self.frame_duration_ns - time.monotonic_ns()) / 1e9
-            if wait > 0:
-                time.sleep(wait)
-            return self._expose(sequence)
+                sequence, start = self._next_seq, self._next_step_ns
+            now = time.monotonic_ns()
+            if start > now:
+                # Never expose a frame before its time: the ROI latch of a frame must lie in the past.
+                time.sleep((start - now) / 1e9)
+            else:
+                # A consumer slower than the frame rate gets a frame that starts now, not one from
+                # the past: the sensor waits for it (as a triggered sensor would) instead of dropping.
+                start = now
+            with self._lock:
+                self._next_step_ns = start + self.frame_duration_ns
+            return self._expose(sequence, start)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._lock:
             while True:
@@ -305,8 +316,7 @@ class EmulatedSensor:
             raise EndOfStream(f"source exhausted after {count} frames")
         return self.source.frame(sequence % count)
 
-    def _expose(self, sequence: int) -> _Frame:
-        timestamp = self._t0_ns + sequence * self.frame_duration_ns
+    def _expose(self, sequence: int, timestamp: int) -> _Frame:
         with self._lock:
             roi = self.roi_for(timestamp)
             self._next_seq = sequence + 1
