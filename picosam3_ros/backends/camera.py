@@ -15,6 +15,7 @@ class PlainCamera(PicameraSource):
     """Frames only; ``request_roi`` is a no-op (the CPU crops every prompt itself)."""
 
     name = "camera"
+    runs_network = False
 
     def __init__(self, config: BackendConfig):
         emulator_settings = dict(config.emulator) if config.camera == "emulator" else None

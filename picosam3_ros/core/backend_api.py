@@ -128,9 +128,14 @@ class SensorFrame:
 
 
 class SensorFrameSource(abc.ABC):
-    """A camera that runs the network on one ROI per frame."""
+    """A camera that runs the network on one ROI per frame.
+
+    ``runs_network`` is False for a plain camera behind the same interface (its frames
+    carry no inference; the CPU path serves them and ``request_roi`` does nothing).
+    """
 
     name: str = "sensor"
+    runs_network: bool = True
 
     @property
     @abc.abstractmethod
