@@ -33,12 +33,12 @@ FRAMES_PER_SCENE = ROI_DELAY + 3 * PROMPTS_PER_FRAME
 
 def _scenes():
     scenes = []
-    for annotations, images, names in (
+    for annotation_file, images, names in (
         (FIXTURES / "instances_fixture_val.json", FIXTURES / "images", None),
         (FIXTURES / "instances_fixture_train.json", FIXTURES / "images", None),
         (DEMO_CLIP / "annotations.json", DEMO_CLIP, DEMO_FRAMES),
     ):
-        dataset = CocoDataset(annotations, images)
+        dataset = CocoDataset(annotation_file, images)
         for image_id in dataset.image_ids_with_instances():
             info = dataset.image_info(image_id)
             if names is None or info["file_name"] in names:
