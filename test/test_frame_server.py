@@ -160,3 +160,24 @@ def test_crops_are_computed_once_per_box_and_shared(tmp_path, scene):
     assert server.crops(prompts[:1], (320, 240))[0] is not first[0]  # another frame size, another crop
     served = server.serve_image(scene, prompts)
     assert [r.status for r in served.results] == [Status.OK, Status.INVALID_ROI]
+
+
+def test_build_frame_server_picks_the_paths(tmp_path, scene):
+    from picosam3_ros.backends.frame_server import build_frame_server
+
+    model = write_red_model(tmp_path / "m")
+    image_topic = build_frame_server("onnx", "none", BackendConfig(model_dir=model))
+    assert image_topic.sensor is None and image_topic.backend == "onnx"
+    plain = build_frame_server("onnx", "emulator", _config(model, scene))
+    assert not plain.sensor.runs_network and plain.backend == "onnx"
+    auto = build_frame_server("auto", "emulator", _config(model, scene))
+    assert auto.on_sensor and auto.segmenter is not None  # the CPU fallback is ready
+    auto.close()
+    # A card whose CPU file is missing: the sensor still runs, without a fallback, and says so.
+    card = model / "model_card.json"
+    card.write_text(card.read_text().replace('"fp32": "red.onnx"', '"fp32": "missing.onnx"'))
+    warnings = []
+    no_fallback = build_frame_server("imx500", "emulator", _config(model, scene), warn=warnings.append)
+    assert no_fallback.on_sensor and no_fallback.segmenter is None
+    assert len(warnings) == 1 and "no CPU fallback" in warnings[0]
+    no_fallback.close()

@@ -23,12 +23,19 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from picosam3_ros.backends import create_backend, resolve_auto
 from picosam3_ros.backends.roi_scheduler import RoiScheduler
-from picosam3_ros.core.backend_api import CropSegmenter, SensorFrame, SensorFrameSource
+from picosam3_ros.core.backend_api import (
+    BackendConfig,
+    CropSegmenter,
+    ModelLoadError,
+    SensorFrame,
+    SensorFrameSource,
+)
 from picosam3_ros.core.crop import CropRect, InvalidRoiError
 from picosam3_ros.core.pipeline import (
     Prompt,
@@ -188,3 +195,35 @@ class FrameServer:
             self.sensor.stop()
         if self.segmenter is not None:
             self.segmenter.close()
+
+
+def build_frame_server(
+    backend: str,
+    camera: str,
+    config: BackendConfig,
+    threshold: float = 0.5,
+    roi_policy: str = "staleness",
+    warn: Callable[[str], None] = lambda message: None,
+) -> FrameServer:
+    """The server for a node's ``backend`` ("onnx", "imx500" or "auto") and ``camera`` ("none", ...).
+
+    imx500: the sensor, plus the CPU model as its fallback when the card has one (``warn``
+    says so when it has not). onnx: the CPU model, and a plain camera unless ``camera`` is
+    "none" (frames then come from the ``image`` topic). Raises BackendError / ModelLoadError.
+    """
+    name = backend if backend != "auto" else resolve_auto(camera)
+    if name == "imx500":
+        sensor = create_backend("imx500", config)
+        try:  # the CPU fallback, ready before it is needed
+            segmenter = create_backend("onnx", config)
+        except ModelLoadError as exc:
+            warn(f"no CPU fallback: {exc}")
+            segmenter = None
+        return FrameServer(segmenter, sensor, threshold, roi_policy)
+    segmenter = create_backend(name, config)
+    sensor = None
+    if camera != "none":
+        from picosam3_ros.backends.camera import PlainCamera
+
+        sensor = PlainCamera(config)
+    return FrameServer(segmenter, sensor, threshold, roi_policy)

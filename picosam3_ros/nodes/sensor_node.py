@@ -23,15 +23,8 @@ from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Header
 
 from picosam3_msgs.msg import RoiPromptArray, Segmentation, SegmentationArray
-from picosam3_ros.backends import (
-    BackendError,
-    CropSegmenter,
-    ModelLoadError,
-    SensorFrameSource,
-    create_backend,
-    resolve_auto,
-)
-from picosam3_ros.backends.frame_server import FrameServer, ServedFrame
+from picosam3_ros.backends import BackendError, ModelLoadError
+from picosam3_ros.backends.frame_server import ServedFrame, build_frame_server
 from picosam3_ros.core.diagnostics import NodeStats
 from picosam3_ros.core.image_conversion import ImageConversionError, fill_image, image_to_rgb
 from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask
@@ -84,14 +77,23 @@ class SensorNode(Node):
         cfg = self.config
         self.stats = NodeStats()
         self.store = PromptStore(cfg.max_prompts, cfg.prompt_timeout)
-        self.segmenter: CropSegmenter | None = None
-        self.sensor: SensorFrameSource | None = None
         self._running = True
         self._slot = FrameSlot()
         self._last_warned: dict[str, float] = {}
         self._clock_offset_ns = self.get_clock().now().nanoseconds - time.monotonic_ns()
-        self._create_backends()
-        self.server = FrameServer(self.segmenter, self.sensor, cfg.threshold, cfg.roi_policy)
+        try:
+            self.server = build_frame_server(
+                cfg.backend,
+                cfg.camera,
+                cfg.backend_config(),
+                cfg.threshold,
+                cfg.roi_policy,
+                warn=self.get_logger().warning,
+            )
+        except (ModelLoadError, BackendError) as exc:
+            raise StartupError(str(exc)) from exc
+        self.stats.backend = self.server.backend
+        self.sensor = self.server.sensor
 
         self.mask_pub = self.create_publisher(Image, "mask", 10)
         self.seg_pub = self.create_publisher(SegmentationArray, "segmentations", 10)
@@ -119,28 +121,6 @@ class SensorNode(Node):
             f"ready: backend={self.stats.backend} camera={cfg.camera} max_prompts={cfg.max_prompts} "
             f"threshold={cfg.threshold}"
         )
-
-    # --- start-up ----------------------------------------------------------------------------
-    def _create_backends(self) -> None:
-        cfg = self.config
-        name = cfg.backend if cfg.backend != "auto" else resolve_auto(cfg.camera)
-        backend_config = cfg.backend_config()
-        try:
-            if name == "imx500":
-                self.sensor = create_backend("imx500", backend_config)
-                try:  # the CPU fallback, ready before it is needed
-                    self.segmenter = create_backend("onnx", backend_config)
-                except ModelLoadError as exc:
-                    self.get_logger().warning(f"no CPU fallback: {exc}")
-            else:
-                self.segmenter = create_backend("onnx", backend_config)
-                if cfg.camera != "none":
-                    from picosam3_ros.backends.camera import PlainCamera
-
-                    self.sensor = PlainCamera(backend_config)
-        except (ModelLoadError, BackendError) as exc:
-            raise StartupError(str(exc)) from exc
-        self.stats.backend = name
 
     # --- callbacks (executor thread: cheap only) -------------------------------------------
     def image_callback(self, msg: Image) -> None:
@@ -280,7 +260,7 @@ class SensorNode(Node):
             self.get_logger().error(
                 f"IMX500 path failed ({served.fell_back}); falling back to the CPU (onnx) backend "
                 "on the camera frames"
-                if self.segmenter is not None
+                if self.server.segmenter is not None
                 else f"IMX500 path failed ({served.fell_back}) and there is no CPU fallback model"
             )
 
