@@ -145,6 +145,13 @@ def test_attribution_by_the_box_the_roi_was_requested_for(tmp_path, scene):
                 assert served.results[0].crop == server.crops([other], frame.image_rgb.shape[1::-1])[0]
         # The frames still carrying the old object's ROI are not given to the new one.
         assert statuses[0] == Status.NOT_SERVED and statuses[-1] == Status.OK
+
+        # A prompt drawn in another camera's frame gets no ROI (the worker reports it INVALID_ROI).
+        elsewhere = Prompt(5, (100.0, 100.0, 80.0, 80.0), frame_id="other_camera")
+        for _ in range(ROI_DELAY + 2):
+            frame = server.sensor.next_frame(timeout_s=5.0)
+            assert server.program_next_roi([elsewhere], "camera") == ""
+        assert frame.inference.prompt_id is None  # the full-sensor default ROI
     finally:
         server.close()
 

@@ -131,10 +131,16 @@ class FrameServer:
         return out
 
     # --- camera thread -------------------------------------------------------------------------
-    def program_next_roi(self, prompts: Sequence[Prompt]) -> str:
-        """Write the ROI of the prompt to serve next (none: the full sensor); returns an error or ""."""
+    def program_next_roi(self, prompts: Sequence[Prompt], frame_id: str = "") -> str:
+        """Write the ROI of the prompt to serve next (none: the full sensor); returns an error or "".
+
+        Prompts drawn in another ``frame_id`` than the camera's are never served (the worker
+        reports them INVALID_ROI), so they get no sensor frames either.
+        """
         if not self.on_sensor:
             return ""
+        if frame_id:
+            prompts = [p for p in prompts if not p.frame_id or p.frame_id == frame_id]
         size = self.sensor.stream_size
         choice = self.scheduler.choose(prompts, size, self.crops(prompts, size))
         try:

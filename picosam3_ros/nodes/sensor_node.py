@@ -195,7 +195,7 @@ class SensorNode(Node):
                 continue
             failures = 0
             # Program the next ROI at once: the sooner it is written, the sooner it is in effect.
-            roi_error = self.server.program_next_roi(self.store.snapshot())
+            roi_error = self.server.program_next_roi(self.store.snapshot(), self.config.frame_id)
             frame.error = frame.error or roi_error or None
             header = Header(frame_id=self.config.frame_id)
             stamp_ns = frame.sensor_timestamp_ns + self._clock_offset_ns
