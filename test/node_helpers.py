@@ -2,7 +2,8 @@
 
 * Tiny ONNX models with known outputs, written with a model card:
   :func:`write_disk_model` (a fixed centred disk of logits, whatever the input) and
-  :func:`write_red_model` (logit > 0 exactly where the red channel is > 127).
+  :func:`write_red_model` (logit > 0 exactly where the red channel is > 127; with ``ramp``,
+  a threshold rising from left to right, so that the output is not symmetric).
 * Processes: :func:`ros_env` (a test-specific ROS_DOMAIN_ID, localhost discovery),
   :func:`start_process` / :func:`stop_process` and the :func:`running` context manager
   that always kills its child.
@@ -93,21 +94,26 @@ def write_disk_model(directory: Path, radius: float = 30.0, value: float = 8.0) 
     return directory
 
 
-def write_red_model(directory: Path, gain: float = 40.0) -> Path:
-    """A model with logits = gain * (red/255 - 0.5): object exactly where red > 127.5."""
+def write_red_model(directory: Path, gain: float = 40.0, ramp: float = 0.0) -> Path:
+    """A model with logits = gain * (red/255 - 0.5 - ramp * (column/95 - 0.5)).
+
+    ``ramp=0``: object exactly where red > 127.5. With a ramp the threshold rises from
+    left to right, so the output is not symmetric: a transposed or mirrored map shows.
+    """
     from onnx import TensorProto, helper, numpy_helper
 
     directory.mkdir(parents=True, exist_ok=True)
+    columns = np.linspace(-0.5, 0.5, SIZE, dtype=np.float32) * np.float32(ramp)
     inits = [
         numpy_helper.from_array(np.array([0], np.int64), "starts"),
         numpy_helper.from_array(np.array([1], np.int64), "ends"),
         numpy_helper.from_array(np.array([1], np.int64), "axes"),
-        numpy_helper.from_array(np.array([0.5], np.float32), "half"),
+        numpy_helper.from_array((np.float32(0.5) + columns).reshape(1, 1, 1, SIZE), "threshold"),
         numpy_helper.from_array(np.array([gain], np.float32), "gain"),
     ]
     nodes = [
         helper.make_node("Slice", [INPUT_NAME, "starts", "ends", "axes"], ["red"]),
-        helper.make_node("Sub", ["red", "half"], ["centred"]),
+        helper.make_node("Sub", ["red", "threshold"], ["centred"]),
         helper.make_node("Mul", ["centred", "gain"], [OUTPUT_NAME]),
     ]
     graph = helper.make_graph(

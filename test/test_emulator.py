@@ -127,3 +127,60 @@ def test_end_of_stream_in_step_mode(picamera2_modules):
     with pytest.raises(emulator.EndOfStream):
         picam2.capture_request()
     picam2.stop()
+
+
+@pytest.mark.parametrize("size", [(375, 500), (640, 427), (320, 240)])
+def test_the_stream_shows_the_source_frame_and_a_stream_roi_sees_its_pixels(picamera2_modules, size):
+    """A frame of the stream's size comes out of the ISP unchanged, portrait or landscape, and the
+    sensor ROI of a stream rectangle (core.sensor_geometry) feeds the network those very pixels."""
+    from picosam3_ros.core.crop import CropRect, crop_and_resize
+    from picosam3_ros.core.sensor_geometry import SensorGeometry
+
+    Picamera2, IMX500, model = picamera2_modules
+    width, height = size
+    scene = np.random.default_rng(1).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    scene = cv2.GaussianBlur(scene, (0, 0), 3)  # smooth: sub-pixel ROI rounding must not matter
+    emulator.configure(source=[scene], mode="step", fps=100.0, roi_delay_frames=0)
+    imx500 = IMX500(str(model / "red.onnx"))
+    picam2 = Picamera2(0)
+    picam2.start(picam2.create_preview_configuration(main={"size": size, "format": "RGB888"}))
+    rect = CropRect(width // 5, height // 3, width // 3, height // 2)
+    request = picam2.capture_request()
+    geometry = SensorGeometry(size, tuple(request.get_metadata()["ScalerCrop"]))
+    stream = cv2.cvtColor(request.make_array("main"), cv2.COLOR_BGR2RGB)
+    request.release()
+    imx500.set_inference_roi_abs(geometry.stream_rect_to_sensor(rect))
+    metadata = picam2.capture_metadata()
+    picam2.stop()
+    assert np.array_equal(stream, scene)
+    assert geometry.sensor_rect_to_stream(tuple(metadata["EmulatorInferenceRoi"])) == rect
+    # The red model's logits are the red channel: the network saw the CPU path's crop.
+    tensor = imx500.get_outputs(metadata)[0][..., 0].T
+    expected = crop_and_resize(scene, rect)[..., 0].astype(np.float32) / 255.0 * 40.0 - 20.0
+    assert np.abs(tensor - expected).mean() < 0.5
+
+
+def test_step_mode_waits_for_a_slow_consumer(picamera2_modules):
+    """Step mode: a late capture gets a frame that starts then (never one from the past), and the
+    latch rule holds on those timestamps: an ROI written more than roi_delay_frames frame times
+    before a frame's start is in effect on it."""
+    import time
+
+    Picamera2, IMX500, model = picamera2_modules
+    emulator.configure(source=[np.zeros((30, 40, 3), np.uint8)], mode="step", fps=200.0, roi_delay_frames=2)
+    imx500 = IMX500(str(model / "red.onnx"))
+    picam2 = Picamera2(0)
+    picam2.start()
+    stamps, rois = [], []
+    for k in range(8):
+        metadata = picam2.capture_metadata()
+        stamps.append(metadata["SensorTimestamp"])
+        rois.append(tuple(metadata["EmulatorInferenceRoi"]))
+        if k == 1:
+            imx500.set_inference_roi_abs((8, 8, 800, 800))
+        time.sleep(0.02)  # four frame times of work per frame
+    picam2.stop()
+    assert all(b - a >= 0.02e9 for a, b in zip(stamps, stamps[1:]))  # started late, not in the past
+    assert time.monotonic_ns() - stamps[-1] < 1e9
+    # Written just after frame 1, four frame times before frame 2 starts: in effect on frame 2.
+    assert rois[1] == (0, 0, 4056, 3040) and rois[2] == (8, 8, 800, 800)

@@ -3,7 +3,9 @@
 ``BACKENDS["onnx"]`` is a :class:`~picosam3_ros.core.backend_api.CropSegmenter` (CPU);
 ``BACKENDS["imx500"]`` is a :class:`~picosam3_ros.core.backend_api.SensorFrameSource`
 (the camera runs the network). ``create_backend(name, config)`` builds one.
-"auto" is resolved by the node (:func:`resolve_auto`).
+"auto" is resolved by :func:`resolve_auto`. Which of them serves a frame, the fallback
+from the sensor to the CPU and the attribution of sensor outputs live in
+:mod:`picosam3_ros.backends.frame_server`, which the node drives.
 """
 
 from __future__ import annotations

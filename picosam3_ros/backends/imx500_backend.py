@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from picosam3_ros.backends.onnx_backend import TRAIN_HINT, load_card
 from picosam3_ros.core.backend_api import (
     BackendConfig,
     BackendError,
@@ -30,7 +31,6 @@ from picosam3_ros.core.backend_api import (
     SensorFrameSource,
     SensorInference,
 )
-from picosam3_ros.backends.onnx_backend import TRAIN_HINT, load_card
 from picosam3_ros.core.crop import CropRect
 from picosam3_ros.core.sensor_geometry import IMX500_SENSOR_SIZE, SensorGeometry, default_scaler_crop
 
@@ -95,6 +95,8 @@ class _RoiWrite:
     t_after_ns: int
     roi_sensor: tuple[int, int, int, int]
     prompt_id: int | None
+    requested_crop: CropRect | None = None
+    box_xywh: tuple[float, float, float, float] | None = None
 
 
 class PicameraSource(SensorFrameSource):
@@ -105,6 +107,7 @@ class PicameraSource(SensorFrameSource):
     """
 
     picam2: object
+    config: BackendConfig
     _stream_size: tuple[int, int]
     _started: bool = False
 
@@ -116,6 +119,30 @@ class PicameraSource(SensorFrameSource):
         if not self._started:
             self.picam2.start()
             self._started = True
+
+    def _camera_config(self, stream_size: tuple[int, int]) -> dict:
+        """The picamera2 configuration of a main stream of ``stream_size`` (subclasses add to it)."""
+        return self.picam2.create_preview_configuration(
+            main={"size": stream_size, "format": "RGB888"},
+            controls={"FrameRate": float(self.config.frame_rate)},
+        )
+
+    def set_stream_size(self, stream_size: tuple[int, int]) -> None:
+        """Reconfigure the main stream (camera stopped and restarted; the IMX500 keeps its network)."""
+        stream_size = (int(stream_size[0]), int(stream_size[1]))
+        if stream_size == self._stream_size:
+            return
+        was_started = self._started
+        try:
+            if was_started:
+                self.picam2.stop()
+                self._started = False
+            self.picam2.configure(self._camera_config(stream_size))
+        except Exception as exc:
+            raise BackendError(f"cannot reconfigure the camera to {stream_size}: {exc}") from exc
+        self._stream_size = stream_size
+        if was_started:
+            self.start()
 
     def stop(self) -> None:
         if self._started:
@@ -163,12 +190,7 @@ class Imx500Backend(PicameraSource):
         self._stream_size = (int(config.stream_size[0]), int(config.stream_size[1]))
         try:
             self.picam2 = Picamera2(self.imx500.camera_num)
-            camera_config = self.picam2.create_preview_configuration(
-                main={"size": self._stream_size, "format": "RGB888"},
-                controls={"FrameRate": float(config.frame_rate)},
-                buffer_count=12,
-            )
-            self.picam2.configure(camera_config)
+            self.picam2.configure(self._camera_config(self._stream_size))
         except Exception as exc:
             raise BackendError(f"cannot open the IMX500 camera: {exc}") from exc
         self.geometry = SensorGeometry(self._stream_size, default_scaler_crop(self._stream_size))
@@ -178,20 +200,36 @@ class Imx500Backend(PicameraSource):
         self._missing_tensors = 0
         self._started = False
 
+    def _camera_config(self, stream_size: tuple[int, int]) -> dict:
+        config = super()._camera_config(stream_size)
+        config["buffer_count"] = 12  # as picamera2's IMX500 examples: tensors arrive with the frames
+        return config
+
+    def set_stream_size(self, stream_size: tuple[int, int]) -> None:
+        super().set_stream_size(stream_size)
+        # libcamera picks the ScalerCrop for the new size; frames' metadata will confirm it.
+        self.geometry = SensorGeometry(self._stream_size, default_scaler_crop(self._stream_size))
+
     # --- SensorFrameSource -------------------------------------------------------------------
     @property
     def roi_apply_delay_frames(self) -> int:
         return int(self.config.roi_apply_delay_frames)
 
-    def request_roi(self, crop: CropRect | None, prompt_id: int | None) -> None:
+    def request_roi(
+        self,
+        crop: CropRect | None,
+        prompt_id: int | None,
+        box_xywh: tuple[float, float, float, float] | None = None,
+    ) -> None:
         roi = FULL_SENSOR_ROI if crop is None else self.geometry.stream_rect_to_sensor(crop)
         if roi[2] <= 0 or roi[3] <= 0:
-            roi, prompt_id = FULL_SENSOR_ROI, None
+            roi, prompt_id, crop, box_xywh = FULL_SENSOR_ROI, None, None, None
         t_before = time.monotonic_ns()
         if roi != self._last_written:
             self.imx500.set_inference_roi_abs(roi)
             self._last_written = roi
-        self._writes.append(_RoiWrite(t_before, time.monotonic_ns(), roi, prompt_id))
+        box = None if box_xywh is None else tuple(float(v) for v in box_xywh)
+        self._writes.append(_RoiWrite(t_before, time.monotonic_ns(), roi, prompt_id, crop, box))
 
     def next_frame(self, timeout_s: float = 1.0) -> SensorFrame | None:
         captured = self.capture()
@@ -237,13 +275,21 @@ class Imx500Backend(PicameraSource):
             logits = logits.T
         logits = np.ascontiguousarray(logits)
         kpi = self.imx500.get_kpi_info(metadata)
-        roi, prompt_id = self._roi_in_effect(timestamp - self.roi_apply_delay_frames * duration_ns)
-        if roi is None:  # ambiguous: a write straddled the latch instant
+        write = self._roi_in_effect(timestamp - self.roi_apply_delay_frames * duration_ns)
+        if write is None:  # ambiguous: a write straddled the latch instant
             return SensorInference(FULL_SENSOR_ROI, None, None, None, *(kpi or (None, None)))
-        crop = self.geometry.sensor_rect_to_stream(roi)
-        return SensorInference(roi, crop, prompt_id, logits, *(kpi or (None, None)))
+        crop = self.geometry.sensor_rect_to_stream(write.roi_sensor)
+        return SensorInference(
+            write.roi_sensor,
+            crop,
+            write.prompt_id,
+            logits,
+            *(kpi or (None, None)),
+            requested_crop=write.requested_crop,
+            box_xywh=write.box_xywh,
+        )
 
-    def _roi_in_effect(self, latch_ns: int) -> tuple[tuple[int, int, int, int] | None, int | None]:
+    def _roi_in_effect(self, latch_ns: int) -> _RoiWrite | None:
         current = self._writes[0]
         index = 0
         for i, write in enumerate(self._writes):
@@ -251,8 +297,8 @@ class Imx500Backend(PicameraSource):
                 current, index = write, i
         for write in list(self._writes)[index + 1 :]:
             if write.t_before_ns <= latch_ns and write.roi_sensor != current.roi_sensor:
-                return None, None
+                return None
         # Writes before the one in effect can no longer matter (latch times only grow).
         for _ in range(index):
             self._writes.popleft()
-        return current.roi_sensor, current.prompt_id
+        return current

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from picosam3_ros.core.crop import CropRect, InvalidRoiError, crop_rect_for_box
-from picosam3_ros.core.pipeline import Prompt
+from picosam3_ros.core.crop import CropRect, InvalidRoiError
+from picosam3_ros.core.pipeline import Prompt, prompt_crop
 
 POLICIES = ("round_robin", "staleness")
 
@@ -43,16 +43,19 @@ class RoiScheduler:
         self._cursor = 0
 
     def choose(
-        self, prompts: Sequence[Prompt], stream_size: tuple[int, int]
+        self,
+        prompts: Sequence[Prompt],
+        stream_size: tuple[int, int],
+        crops: Sequence[CropRect | InvalidRoiError] | None = None,
     ) -> tuple[Prompt, CropRect] | None:
-        """The prompt to serve next and its crop (stream pixels), or None when no prompt is valid."""
+        """The prompt to serve next and its crop (stream pixels), or None when no prompt is valid.
+
+        ``crops``: each prompt's crop (or why it has none) when the caller has them already.
+        """
         self._tick += 1
-        candidates: list[tuple[Prompt, CropRect]] = []
-        for prompt in prompts:
-            try:
-                candidates.append((prompt, crop_rect_for_box(prompt.box_xywh, stream_size)))
-            except InvalidRoiError:
-                continue
+        if crops is None:
+            crops = [prompt_crop(prompt, stream_size) for prompt in prompts]
+        candidates = [(p, c) for p, c in zip(prompts, crops) if isinstance(c, CropRect)]
         live = {p.prompt_id for p, _ in candidates}
         self._served = {k: v for k, v in self._served.items() if k in live}
         if not candidates:

@@ -93,6 +93,10 @@ class SensorInference:
     prompt_id: the prompt that ROI was requested for (None: the default full-sensor ROI).
     logits: float32 (S, S) network output, row-major (H, W) orientation.
     dnn_ms / dsp_ms: on-sensor KPI timings (None when the sensor gives none).
+    requested_crop: the stream crop the host asked for with that ROI (``crop`` is its
+        round trip through the sensor's pixel grid); None for the default ROI.
+    box_xywh: the prompt box that crop was made from (for the box-aware post-processing
+        and for attributing the output when the prompt has moved since).
     """
 
     roi_sensor: tuple[int, int, int, int]
@@ -101,6 +105,8 @@ class SensorInference:
     logits: np.ndarray | None
     dnn_ms: float | None = None
     dsp_ms: float | None = None
+    requested_crop: CropRect | None = None
+    box_xywh: tuple[float, float, float, float] | None = None
 
 
 @dataclass
@@ -122,9 +128,14 @@ class SensorFrame:
 
 
 class SensorFrameSource(abc.ABC):
-    """A camera that runs the network on one ROI per frame."""
+    """A camera that runs the network on one ROI per frame.
+
+    ``runs_network`` is False for a plain camera behind the same interface (its frames
+    carry no inference; the CPU path serves them and ``request_roi`` does nothing).
+    """
 
     name: str = "sensor"
+    runs_network: bool = True
 
     @property
     @abc.abstractmethod
@@ -140,8 +151,16 @@ class SensorFrameSource(abc.ABC):
         """Block for the next frame; None on timeout. Raises BackendError when the camera is gone."""
 
     @abc.abstractmethod
-    def request_roi(self, crop: CropRect | None, prompt_id: int | None) -> None:
-        """Program the next ROI (stream pixels; None = full frame). Takes effect a few frames later."""
+    def request_roi(
+        self,
+        crop: CropRect | None,
+        prompt_id: int | None,
+        box_xywh: tuple[float, float, float, float] | None = None,
+    ) -> None:
+        """Program the next ROI (stream pixels; None = full frame). Takes effect a few frames later.
+
+        ``box_xywh`` is the prompt box ``crop`` was made from; it comes back with the output.
+        """
 
     @property
     def roi_apply_delay_frames(self) -> int:

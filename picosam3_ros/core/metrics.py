@@ -35,6 +35,17 @@ def mask_iou(prediction: np.ndarray, ground_truth: np.ndarray) -> float:
     return float(np.logical_and(pred, gt).sum() / union)
 
 
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two (x, y, w, h) boxes; 0.0 when either is empty."""
+    ax, ay, aw, ah = (float(v) for v in a)
+    bx, by, bw, bh = (float(v) for v in b)
+    inter_w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    inter_h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = inter_w * inter_h
+    union = max(0.0, aw) * max(0.0, ah) + max(0.0, bw) * max(0.0, bh) - inter
+    return inter / union if union > 0 else 0.0
+
+
 def mean_iou(ious: Iterable[float]) -> float:
     values = np.asarray(list(ious), dtype=np.float64)
     return float(values.mean()) if values.size else float("nan")

@@ -20,11 +20,19 @@ Two producers of results:
   call, paste-back through the same module.
 * :func:`sensor_frame_results` for a sensor frame: only the prompt whose ROI was
   in effect for that frame gets a mask; the others are NOT_SERVED.
+
+Attributing a sensor output (:func:`sensor_output_serves`): the output carries the
+prompt id, the crop and the box its ROI was requested for. A new ROI takes effect
+some frames after it is written, so while one prompt id moves (a tracker updating
+``roi`` every frame) the outputs in between were made for an earlier box. They are
+still given to the prompt when that box overlaps its current one by
+``SAME_OBJECT_IOU`` (the same object, moved): the result's ``crop`` is the crop the
+sensor actually used, so the mask lands where that object was. A prompt id reused for
+another object (boxes overlapping less) gets NOT_SERVED until its own ROI is in effect.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from enum import IntEnum
@@ -32,9 +40,14 @@ from typing import Sequence
 
 import numpy as np
 
-from picosam3_ros.core.backend_api import CropSegmenter, SensorFrame
+from picosam3_ros.core.backend_api import CropSegmenter, SensorFrame, SensorInference
 from picosam3_ros.core.crop import CropRect, InvalidRoiError, crop_and_resize, crop_rect_for_box
+from picosam3_ros.core.metrics import box_iou
 from picosam3_ros.core.postprocess import mask_from_logits
+
+# A sensor output requested for an earlier box of the same prompt id still belongs to the
+# prompt when the two boxes overlap at least this much (see the module docstring).
+SAME_OBJECT_IOU = 0.5
 
 
 class Status(IntEnum):
@@ -133,44 +146,57 @@ def segment_frame(
     return results
 
 
+def sensor_output_serves(inference: SensorInference | None, prompt: Prompt) -> bool:
+    """True when the sensor output is this prompt's: its id, and its box or one of the same object."""
+    if inference is None or inference.logits is None or inference.crop is None:
+        return False
+    if inference.prompt_id != prompt.prompt_id:
+        return False
+    if inference.box_xywh is None:  # a source that does not report the box: by id alone
+        return True
+    if tuple(inference.box_xywh) == tuple(float(v) for v in prompt.box_xywh):
+        return True
+    return box_iou(inference.box_xywh, prompt.box_xywh) >= SAME_OBJECT_IOU
+
+
 def sensor_frame_results(
     frame: SensorFrame,
     prompts: Sequence[Prompt],
     threshold: float = 0.5,
     backend: str = "imx500",
     arrival_ns: int | None = None,
+    crops: Sequence[CropRect | InvalidRoiError] | None = None,
+    box_margin: float | None = None,
 ) -> list[PromptResult]:
-    """Results for a sensor frame: the prompt whose ROI was in effect gets the mask.
+    """Results for a sensor frame: the prompt the output serves (:func:`sensor_output_serves`) gets the mask.
 
     The crop reported is the ROI in effect for this frame (mapped to stream
     pixels), which can differ from the prompt's current box when the box moved
-    after the ROI was requested: the mask is attributed to what the sensor saw.
+    after the ROI was requested: the mask is attributed to what the sensor saw,
+    and post-processed with the box that ROI was made from.
+    ``crops``: each prompt's crop (or the reason it has none), when the caller has them already.
     """
     height, width = frame.image_rgb.shape[:2]
     inference = frame.inference
     results = []
-    for prompt in prompts:
-        try:
-            crop_rect_for_box(prompt.box_xywh, (width, height))
-        except InvalidRoiError as exc:
+    for index, prompt in enumerate(prompts):
+        crop = prompt_crop(prompt, (width, height)) if crops is None else crops[index]
+        if isinstance(crop, InvalidRoiError):
             results.append(
-                PromptResult(prompt.prompt_id, Status.INVALID_ROI, backend=backend, detail=str(exc))
+                PromptResult(prompt.prompt_id, Status.INVALID_ROI, backend=backend, detail=str(crop))
             )
             continue
-        served = (
-            inference is not None
-            and inference.prompt_id == prompt.prompt_id
-            and inference.crop is not None
-            and inference.logits is not None
-        )
-        if not served:
+        if not sensor_output_serves(inference, prompt):
             results.append(
                 PromptResult(
                     prompt.prompt_id, Status.NOT_SERVED, backend=backend, detail="waiting for its turn"
                 )
             )
             continue
-        mask, score = mask_from_logits(inference.logits, inference.crop, threshold)
+        box = inference.box_xywh if inference.box_xywh is not None else prompt.box_xywh
+        mask, score = mask_from_logits(
+            inference.logits, inference.crop, threshold, box_xywh=box, box_margin=box_margin
+        )
         results.append(
             PromptResult(
                 prompt.prompt_id,
@@ -186,6 +212,14 @@ def sensor_frame_results(
     for result in results:
         result.latency_ms = latency
     return results
+
+
+def prompt_crop(prompt: Prompt, frame_size: tuple[int, int]) -> CropRect | InvalidRoiError:
+    """The prompt's crop (``core.crop``), or the error that says why it has none."""
+    try:
+        return crop_rect_for_box(prompt.box_xywh, frame_size)
+    except InvalidRoiError as exc:
+        return exc
 
 
 def compose_frame_mask(results: Sequence[PromptResult], frame_size: tuple[int, int]) -> np.ndarray:

@@ -10,8 +10,8 @@ Usage::
 
 The package ``picosam3_ros/emulator/picamera2`` shadows the real module. It
 implements the part of picamera2 the IMX500 backend uses, with the same names
-and semantics (see ``sensor.py`` for the camera model). Setting the environment
-variable ``PICOSAM3_PICAMERA2=emulator`` makes ``picosam3_ros`` install it too.
+and semantics (see ``sensor.py`` for the camera model). The backends install it
+when their ``camera`` is "emulator".
 """
 
 from __future__ import annotations

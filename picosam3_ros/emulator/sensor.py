@@ -2,22 +2,27 @@
 
 What the emulated picamera2 module (``picosam3_ros/emulator/picamera2``) drives:
 
-* a 4056x3040 sensor whose image is a frame of the source, stretched;
+* a 4056x3040 sensor on which each source frame covers the main stream's field of
+  view, the ``ScalerCrop`` (:func:`scene_placement`): the frame is what the stream
+  shows, and the sensor pixels of any stream rectangle see the same frame pixels;
 * the ISP: cuts ``ScalerCrop`` out of the sensor image and scales it to the
-  configured main stream size without keeping aspect;
+  configured main stream size without keeping aspect (libcamera's default
+  ScalerCrop, the largest centred crop of the stream's aspect, keeps pixels square);
 * the on-sensor network: cuts the inference ROI (full-sensor pixels) out of the
   sensor image, scales it to the network input (96x96, no aspect), runs the
   model card's INT8 ONNX (fp32 when there is no INT8 file), and delivers the
   output flattened the way the sensor does (planar, row-major), with
   ``CnnOutputTensorInfo`` giving the dimensions innermost first (W, H, C), so
   picamera2's Fortran-order reshape yields a (W, H, C) array;
-* frame timing: frame k starts at ``SensorTimestamp = t0 + k * FrameDuration``
-  (monotonic clock). In "realtime" mode a thread exposes frames at the frame
-  rate (skipping frames when the machine is too slow, as a real sensor drops
-  them) and ``capture_request`` returns the newest frame not yet returned. In
+* frame timing: ``SensorTimestamp`` is the frame's start (monotonic clock). In
+  "realtime" mode frame k starts at ``t0 + k * FrameDuration``: a thread exposes
+  frames at the frame rate (skipping frames when the machine is too slow, as a
+  real sensor drops them) and ``capture_request`` returns the newest frame not yet returned. In
   "step" mode every ``capture_request`` exposes the next frame of the source
-  (never skipping one; it waits for the frame's start time when called early),
-  so every source frame is seen exactly once, for offline evaluation;
+  (never skipping one), so every source frame is seen exactly once, for offline
+  evaluation: a frame starts one frame time after the previous one, or when it
+  is asked for if that is later (the sensor waits for a slow consumer, so its
+  timestamps never fall behind the clock the ROI writes are stamped with);
 * the ROI control is latched at frame starts and takes ``roi_delay_frames``
   frames to reach the network: frame k uses the last ROI written before
   ``SensorTimestamp(k) - roi_delay_frames * FrameDuration``. A consumer that
@@ -44,8 +49,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from picosam3_ros.emulator.sources import FrameSource, open_source
 from picosam3_ros.core.onnx_session import cpu_session
+from picosam3_ros.emulator.sources import FrameSource, open_source
 
 SENSOR_SIZE = (4056, 3040)
 RAW_SIZE = (2028, 1520)
@@ -161,6 +166,7 @@ class EmulatedSensor:
         self._lock = threading.Condition()
         self._roi_history: list[tuple[int, tuple[int, int, int, int]]] = [(-(2**62), (0, 0, *SENSOR_SIZE))]
         self._next_seq = 0
+        self._next_step_ns = 0  # step mode: the earliest start of the next frame
         self._t0_ns = 0
         self._latest: _Frame | None = None
         self._returned_seq = -1
@@ -227,6 +233,8 @@ class EmulatedSensor:
             self._running = True
             self._stop_error = None
             self._t0_ns = time.monotonic_ns()
+            self._next_step_ns = self._t0_ns
+            self._latest, self._returned_seq = None, -1  # a restarted camera streams from its new t0
         if self.settings.mode == "realtime":
             self._thread = threading.Thread(target=self._run, name="imx500-emulator", daemon=True)
             self._thread.start()
@@ -257,7 +265,7 @@ class EmulatedSensor:
                 if not self._running:
                     return
             try:
-                frame = self._expose(sequence)
+                frame = self._expose(sequence, wake)
             except Exception as exc:  # e.g. EndOfStream: captures see it
                 with self._lock:
                     self._stop_error = exc
@@ -277,12 +285,18 @@ class EmulatedSensor:
             with self._lock:
                 if not self._running:
                     raise RuntimeError("camera is not started")
-                sequence = self._next_seq
-            # Never expose a frame before its time: the ROI latch of a frame must lie in the past.
-            wait = (self._t0_ns + sequence * self.frame_duration_ns - time.monotonic_ns()) / 1e9
-            if wait > 0:
-                time.sleep(wait)
-            return self._expose(sequence)
+                sequence, start = self._next_seq, self._next_step_ns
+            now = time.monotonic_ns()
+            if start > now:
+                # Never expose a frame before its time: the ROI latch of a frame must lie in the past.
+                time.sleep((start - now) / 1e9)
+            else:
+                # A consumer slower than the frame rate gets a frame that starts now, not one from
+                # the past: the sensor waits for it (as a triggered sensor would) instead of dropping.
+                start = now
+            with self._lock:
+                self._next_step_ns = start + self.frame_duration_ns
+            return self._expose(sequence, start)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._lock:
             while True:
@@ -302,13 +316,13 @@ class EmulatedSensor:
             raise EndOfStream(f"source exhausted after {count} frames")
         return self.source.frame(sequence % count)
 
-    def _expose(self, sequence: int) -> _Frame:
-        timestamp = self._t0_ns + sequence * self.frame_duration_ns
+    def _expose(self, sequence: int, timestamp: int) -> _Frame:
         with self._lock:
             roi = self.roi_for(timestamp)
             self._next_seq = sequence + 1
         scene = self._source_frame(sequence)
-        stream = _isp_crop(scene, self.scaler_crop, self.main_size)
+        placement = scene_placement((scene.shape[1], scene.shape[0]), self.scaler_crop)
+        stream = _isp_crop(scene, placement, self.scaler_crop, self.main_size)
         metadata: dict = {
             "SensorTimestamp": timestamp,
             "FrameDuration": self.frame_duration_ns // 1000,
@@ -319,7 +333,7 @@ class EmulatedSensor:
         failed = 0 <= self.settings.fail_after_frames <= sequence
         if self.network is not None and not failed:
             t_dsp = time.perf_counter()
-            crop = _isp_crop(scene, roi, (self.network.size, self.network.size))
+            crop = _isp_crop(scene, placement, roi, (self.network.size, self.network.size))
             t_dnn = time.perf_counter()
             output = self.network.run(crop)
             t_end = time.perf_counter()
@@ -353,15 +367,47 @@ class EmulatedSensor:
         return _Frame(sequence, timestamp, _to_format(stream, self.main_format), metadata)
 
 
-def _isp_crop(scene: np.ndarray, rect_sensor: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
-    """Cut a full-sensor rectangle out of the scene (which spans the sensor) and scale it to ``size``."""
-    height, width = scene.shape[:2]
-    fx, fy = width / SENSOR_SIZE[0], height / SENSOR_SIZE[1]
+# Frames whose aspect ratio is within this of the stream's are stretched onto it exactly
+# (the ScalerCrop is rounded to even sensor pixels, so the two never agree exactly).
+SAME_ASPECT_TOLERANCE = 0.01
+
+
+def scene_placement(
+    scene_size: tuple[int, int], scaler_crop: tuple[int, int, int, int]
+) -> tuple[float, float, float, float]:
+    """Where a source frame lies on the sensor: (left, top, sensor pixels per frame pixel in x, in y).
+
+    The frame is what the main stream shows: it covers the ScalerCrop (the stream's field
+    of view), so a frame of the stream's size comes out of the ISP unchanged, and a stream
+    rectangle mapped to the sensor (``core.sensor_geometry``) covers the same frame pixels
+    the CPU path crops. A frame of another shape fills the view keeping its aspect, centred.
+    """
+    width, height = scene_size
+    cx, cy, cw, ch = scaler_crop
+    sx, sy = cw / width, ch / height
+    if abs(sx / sy - 1.0) > SAME_ASPECT_TOLERANCE:
+        sx = sy = max(sx, sy)
+    return (cx + (cw - width * sx) / 2.0, cy + (ch - height * sy) / 2.0, sx, sy)
+
+
+def _isp_crop(
+    scene: np.ndarray,
+    placement: tuple[float, float, float, float],
+    rect_sensor: tuple[int, int, int, int],
+    size: tuple[int, int],
+) -> np.ndarray:
+    """Cut a full-sensor rectangle out of the scene laid at ``placement`` and scale it to ``size``
+    (per axis, no aspect kept: what the ISP does with the ScalerCrop and the sensor with the ROI)."""
+    left, top, sx, sy = placement
     x, y, w, h = rect_sensor
     out_w, out_h = size
-    # Output pixel centre (u + 0.5) samples the sensor at x + (u + 0.5) * w / out_w.
-    sx, sy = w * fx / out_w, h * fy / out_h
-    matrix = np.array([[sx, 0.0, x * fx + 0.5 * sx - 0.5], [0.0, sy, y * fy + 0.5 * sy - 0.5]], np.float64)
+    # Output pixel centre u + 0.5 lies at sensor x + (u + 0.5) * w / out_w; frame pixel i covers
+    # sensor [left + i * sx, left + (i + 1) * sx), so its centre is at frame coordinate i.
+    ax, ay = w / out_w / sx, h / out_h / sy
+    matrix = np.array(
+        [[ax, 0.0, (x - left) / sx + 0.5 * ax - 0.5], [0.0, ay, (y - top) / sy + 0.5 * ay - 0.5]],
+        np.float64,
+    )
     return cv2.warpAffine(
         scene,
         matrix,

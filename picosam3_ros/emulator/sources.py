@@ -2,7 +2,8 @@
 
 Every source yields uint8 RGB (H, W, 3) frames by index; ``len(source)`` is the
 number of frames (None for an endless synthetic scene). The image stands for
-the whole sensor area (4056x3040): the emulated ISP stretches it as needed.
+what the main stream shows (``sensor.scene_placement``): give frames of the stream's
+aspect ratio to see them unchanged.
 """
 
 from __future__ import annotations

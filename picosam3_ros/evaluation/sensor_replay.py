@@ -4,8 +4,13 @@ The real ``imx500`` backend runs unchanged on the emulated picamera2 in "step"
 mode: every capture exposes the bag frame being evaluated. The sensor serves
 one ROI per frame and a new ROI takes effect ``roi_apply_delay`` frames later,
 so each prompt is programmed in turn and frames are captured until one comes
-back attributed to that prompt (never to another): the result is what the
-sensor path would deliver on a static scene, without round-robin gaps.
+back with that prompt's own crop (never another's, nor an earlier crop of the
+same prompt id): the result is what the sensor path would deliver on a static
+scene, without round-robin gaps.
+
+One camera and one network upload serve the whole run: when the bag's frame size
+changes, only the main stream is reconfigured (as picamera2 allows between
+``stop()`` and ``start()``), the IMX500 keeps its network.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ from __future__ import annotations
 import numpy as np
 
 from picosam3_ros.core.crop import InvalidRoiError, crop_rect_for_box
-from picosam3_ros.emulator.sources import FrameSource
 from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, sensor_frame_results
+from picosam3_ros.emulator.sources import FrameSource
 
 # Frames the emulated sensor may take beyond the apply delay before a prompt is reported unserved.
 EXTRA_FRAMES = 30
+# The emulated sensor's frame rate. In step mode the sensor waits for its consumer, so the rate
+# only sets how long a frame lasts when the host is quick; results do not depend on it.
+REPLAY_FPS = 200.0
 
 
 class HeldFrame(FrameSource):
@@ -44,7 +52,7 @@ class SensorReplay:
         network_file: str = "",
         threshold: float = 0.5,
         roi_apply_delay: int = 2,
-        fps: float = 20.0,
+        fps: float = REPLAY_FPS,
     ):
         self.model_dir = model_dir
         self.network_file = network_file
@@ -53,15 +61,14 @@ class SensorReplay:
         self.fps = fps
         self.source = HeldFrame()
         self.backend = None
-        self.size: tuple[int, int] | None = None
 
     def _ensure_backend(self, size: tuple[int, int]) -> None:
-        """(Re)create the camera when the stream size changes (the stream must match the bag frames)."""
-        if self.backend is not None and self.size == size:
+        """Open the camera once (loading the network once); later sizes only reconfigure the stream."""
+        if self.backend is not None:
+            self.backend.set_stream_size(size)
             return
         from picosam3_ros.backends import BackendConfig, create_backend
 
-        self.close()
         config = BackendConfig(
             model_dir=self.model_dir,
             network_file=self.network_file,
@@ -73,7 +80,6 @@ class SensorReplay:
         )
         self.backend = create_backend("imx500", config)
         self.backend.start()
-        self.size = size
 
     def segment(self, frame_rgb: np.ndarray, prompts: list[Prompt]) -> list[PromptResult]:
         height, width = frame_rgb.shape[:2]
@@ -88,11 +94,21 @@ class SensorReplay:
                     PromptResult(prompt.prompt_id, Status.INVALID_ROI, backend="imx500", detail=str(exc))
                 )
                 continue
-            self.backend.request_roi(rect, prompt.prompt_id)
+            self.backend.request_roi(rect, prompt.prompt_id, prompt.box_xywh)
+            roi_sensor = self.backend.geometry.stream_rect_to_sensor(rect)
             result = None
             for _ in range(self.roi_apply_delay + EXTRA_FRAMES):
                 frame = self.backend.next_frame(timeout_s=5.0)
-                if frame is None or frame.inference is None or frame.inference.prompt_id != prompt.prompt_id:
+                inference = None if frame is None else frame.inference
+                # The prompt id alone is not enough: every `roi`-topic prompt has id 0, so the ROI
+                # of the previous bag frame would be taken for this one. Wait for this very crop
+                # (and sensor ROI: the same crop of a frame of another size is another ROI).
+                if (
+                    inference is None
+                    or inference.prompt_id != prompt.prompt_id
+                    or inference.requested_crop != rect
+                    or inference.roi_sensor != roi_sensor
+                ):
                     continue
                 result = sensor_frame_results(frame, [prompt], self.threshold)[0]
                 break
@@ -113,7 +129,7 @@ class SensorReplay:
 
 
 def sensor_segmenter(
-    model_dir, onnx_file: str = "", threshold: float = 0.5, roi_apply_delay: int = 2, fps: float = 20.0
+    model_dir, onnx_file: str = "", threshold: float = 0.5, roi_apply_delay: int = 2, fps: float = REPLAY_FPS
 ):
     """(segment function, network path) for bag_eval: the emulated IMX500 path."""
     replay = SensorReplay(model_dir, onnx_file, threshold, roi_apply_delay, fps)

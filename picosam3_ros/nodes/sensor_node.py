@@ -23,27 +23,13 @@ from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Header
 
 from picosam3_msgs.msg import RoiPromptArray, Segmentation, SegmentationArray
-from picosam3_ros.backends import (
-    BackendError,
-    CropSegmenter,
-    ModelLoadError,
-    SensorFrameSource,
-    create_backend,
-    resolve_auto,
-)
-from picosam3_ros.backends.roi_scheduler import RoiScheduler
+from picosam3_ros.backends import BackendError, ModelLoadError
+from picosam3_ros.backends.frame_server import ServedFrame, build_frame_server
 from picosam3_ros.core.diagnostics import NodeStats
 from picosam3_ros.core.image_conversion import ImageConversionError, fill_image, image_to_rgb
-from picosam3_ros.nodes.node_config import ConfigError, NodeConfig, declare_and_read
-from picosam3_ros.core.pipeline import (
-    Prompt,
-    PromptResult,
-    Status,
-    compose_frame_mask,
-    segment_frame,
-    sensor_frame_results,
-)
+from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask
 from picosam3_ros.core.prompts import PromptStore
+from picosam3_ros.nodes.node_config import ConfigError, NodeConfig, declare_and_read
 
 NODE_NAME = "picosam3_sensor"
 
@@ -91,15 +77,23 @@ class SensorNode(Node):
         cfg = self.config
         self.stats = NodeStats()
         self.store = PromptStore(cfg.max_prompts, cfg.prompt_timeout)
-        self.scheduler = RoiScheduler(cfg.roi_policy)
-        self.segmenter: CropSegmenter | None = None
-        self.sensor: SensorFrameSource | None = None
-        self._fallback_error = ""
         self._running = True
         self._slot = FrameSlot()
         self._last_warned: dict[str, float] = {}
         self._clock_offset_ns = self.get_clock().now().nanoseconds - time.monotonic_ns()
-        self._create_backends()
+        try:
+            self.server = build_frame_server(
+                cfg.backend,
+                cfg.camera,
+                cfg.backend_config(),
+                cfg.threshold,
+                cfg.roi_policy,
+                warn=self.get_logger().warning,
+            )
+        except (ModelLoadError, BackendError) as exc:
+            raise StartupError(str(exc)) from exc
+        self.stats.backend = self.server.backend
+        self.sensor = self.server.sensor
 
         self.mask_pub = self.create_publisher(Image, "mask", 10)
         self.seg_pub = self.create_publisher(SegmentationArray, "segmentations", 10)
@@ -127,28 +121,6 @@ class SensorNode(Node):
             f"ready: backend={self.stats.backend} camera={cfg.camera} max_prompts={cfg.max_prompts} "
             f"threshold={cfg.threshold}"
         )
-
-    # --- start-up ----------------------------------------------------------------------------
-    def _create_backends(self) -> None:
-        cfg = self.config
-        name = cfg.backend if cfg.backend != "auto" else resolve_auto(cfg.camera)
-        backend_config = cfg.backend_config()
-        try:
-            if name == "imx500":
-                self.sensor = create_backend("imx500", backend_config)
-                try:  # the CPU fallback, ready before it is needed
-                    self.segmenter = create_backend("onnx", backend_config)
-                except ModelLoadError as exc:
-                    self.get_logger().warning(f"no CPU fallback: {exc}")
-            else:
-                self.segmenter = create_backend("onnx", backend_config)
-                if cfg.camera != "none":
-                    from picosam3_ros.backends.camera import PlainCamera
-
-                    self.sensor = PlainCamera(backend_config)
-        except (ModelLoadError, BackendError) as exc:
-            raise StartupError(str(exc)) from exc
-        self.stats.backend = name
 
     # --- callbacks (executor thread: cheap only) -------------------------------------------
     def image_callback(self, msg: Image) -> None:
@@ -223,12 +195,8 @@ class SensorNode(Node):
                 continue
             failures = 0
             # Program the next ROI at once: the sooner it is written, the sooner it is in effect.
-            if not self._fallback_error and isinstance(sensor, SensorFrameSource) and sensor.name == "imx500":
-                choice = self.scheduler.choose(self.store.snapshot(), sensor.stream_size)
-                try:
-                    sensor.request_roi(*(choice[1], choice[0].prompt_id) if choice else (None, None))
-                except Exception as exc:
-                    frame.error = frame.error or f"cannot set the ROI: {exc}"
+            roi_error = self.server.program_next_roi(self.store.snapshot(), self.config.frame_id)
+            frame.error = frame.error or roi_error or None
             header = Header(frame_id=self.config.frame_id)
             stamp_ns = frame.sensor_timestamp_ns + self._clock_offset_ns
             header.stamp.sec, header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
@@ -270,46 +238,31 @@ class SensorNode(Node):
             self._warn_limited(f"image dropped: {exc}")
             return
         plan = self.store.plan(time.monotonic_ns(), msg.header.frame_id)
-        results = segment_frame(self.segmenter, rgb, plan.prompts, self.config.threshold, arrival_ns)
-        self._publish(msg.header, rgb, results + self._reports(plan.reports), arrival_ns)
+        served = self.server.serve_image(rgb, plan.prompts, arrival_ns)
+        self._publish(msg.header, rgb, served.results + self._reports(plan.reports), arrival_ns)
 
     def _process_sensor_frame(self, frame, header: Header, arrival_ns: int) -> None:
-        if frame.error and not self._fallback_error and self.sensor.name == "imx500":
-            self._fall_back(frame.error)
         plan = self.store.plan(time.monotonic_ns(), header.frame_id)
-        if self.sensor.name != "imx500" or self._fallback_error:
-            if self.segmenter is None:
-                results = [
-                    PromptResult(
-                        p.prompt_id, Status.BACKEND_ERROR, detail=self._fallback_error or "no backend"
-                    )
-                    for p in plan.prompts
-                ]
-            else:
-                results = segment_frame(
-                    self.segmenter, frame.image_rgb, plan.prompts, self.config.threshold, arrival_ns
-                )
-        else:
-            inference = frame.inference
-            if inference is not None and inference.logits is None and inference.crop is None:
-                with self.stats.lock:  # a ROI write straddled this frame's latch: not attributed
-                    self.stats.ambiguous += 1
-            if inference is not None and inference.dnn_ms is not None:
-                self.stats.sensor_dnn.add(inference.dnn_ms)
-            results = sensor_frame_results(frame, plan.prompts, self.config.threshold, "imx500", arrival_ns)
-        self._publish(header, frame.image_rgb, results + self._reports(plan.reports), arrival_ns)
+        served = self.server.serve_frame(frame, plan.prompts, arrival_ns)
+        self._record_served(served)
+        self._publish(header, frame.image_rgb, served.results + self._reports(plan.reports), arrival_ns)
 
-    def _fall_back(self, reason: str) -> None:
-        self._fallback_error = reason
+    def _record_served(self, served: ServedFrame) -> None:
         with self.stats.lock:
-            self.stats.fallbacks += 1
-            self.stats.fallback_reason = reason
-            self.stats.backend = "onnx" if self.segmenter is not None else "none"
-        self.get_logger().error(
-            f"IMX500 path failed ({reason}); falling back to the CPU (onnx) backend on the camera frames"
-            if self.segmenter is not None
-            else f"IMX500 path failed ({reason}) and there is no CPU fallback model"
-        )
+            self.stats.backend = served.backend
+            self.stats.ambiguous += served.ambiguous  # a ROI write straddled the frame's latch
+            if served.fell_back:
+                self.stats.fallbacks += 1
+                self.stats.fallback_reason = served.fell_back
+        if served.sensor_dnn_ms is not None:
+            self.stats.sensor_dnn.add(served.sensor_dnn_ms)
+        if served.fell_back:
+            self.get_logger().error(
+                f"IMX500 path failed ({served.fell_back}); falling back to the CPU (onnx) backend "
+                "on the camera frames"
+                if self.server.segmenter is not None
+                else f"IMX500 path failed ({served.fell_back}) and there is no CPU fallback model"
+            )
 
     def _reports(self, reports: list[PromptResult]) -> list[PromptResult]:
         for report in reports:
@@ -371,8 +324,7 @@ class SensorNode(Node):
         if self._camera_thread is not None:
             self._camera_thread.join(timeout=3.0)
         self._worker.join(timeout=3.0)
-        if self.segmenter is not None:
-            self.segmenter.close()
+        self.server.close()
 
 
 def main(args: list[str] | None = None) -> int:

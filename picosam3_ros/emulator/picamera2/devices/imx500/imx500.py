@@ -3,6 +3,19 @@
 The network file may be an ``.rpk`` or ``packerOut.zip`` next to a PicoSAM3
 model card (the emulator then runs the card's INT8 ONNX, fp32 if there is
 none), or an ONNX file beside its model card.
+
+What it follows in the real module (raspberrypi/picamera2,
+``picamera2/devices/imx500/imx500.py``):
+
+* ``set_inference_roi_abs(roi)``: (left, top, width, height) in full-sensor pixels
+  (``get_full_sensor_resolution()`` = 4056x3040), bounded to the sensor, written as one
+  V4L2 control to the sensor (so it reaches the network at a later frame);
+* ``get_roi_scaled`` / ``convert_inference_coords``: ``ScalerCrop`` (metadata) is in
+  full-sensor pixels too, and a sensor rectangle maps to the stream as
+  ``(rect - ScalerCrop.topLeft) * stream_size / ScalerCrop.size`` after bounding it to
+  the ScalerCrop (picamera2 goes through the raw mode's binned grid; we do not round there);
+* ``get_outputs``: the flat ``CnnOutputTensor`` is cut per ``CnnOutputTensorInfo`` tensor
+  and reshaped with ``order='F'`` to the sizes listed there, innermost dimension first.
 """
 
 from __future__ import annotations

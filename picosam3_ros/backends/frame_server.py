@@ -1,0 +1,235 @@
+"""Which path serves a frame, when to fall back, and whose mask a sensor output is (ROS-free).
+
+The sensor node drives one :class:`FrameServer` from two threads:
+
+* the camera thread, right after each camera frame: :meth:`FrameServer.program_next_roi`
+  (the sooner the next ROI is written, the sooner it is in effect);
+* the worker thread: :meth:`FrameServer.serve_frame` for camera frames and
+  :meth:`FrameServer.serve_image` for frames from the ``image`` topic.
+
+Paths: a camera that runs the network (``SensorFrameSource.runs_network``, the IMX500)
+serves its own frames, one ROI per frame; everything else (image topic, a plain
+camera, or the sensor after a fallback) goes through the CPU segmenter, every prompt
+on every frame. The first frame that carries a sensor-side error (no tensor for
+several frames, an undecodable output, an ROI write that failed) switches the server
+to the CPU for good: the frames keep coming, the network no longer runs on them.
+
+Each prompt's crop is computed once per box and stream size (``core.crop``) and shared
+by the two threads: the ROI the camera thread programs and the validity the worker
+reports come from the same computation.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from picosam3_ros.backends import create_backend, resolve_auto
+from picosam3_ros.backends.roi_scheduler import RoiScheduler
+from picosam3_ros.core.backend_api import (
+    BackendConfig,
+    CropSegmenter,
+    ModelLoadError,
+    SensorFrame,
+    SensorFrameSource,
+)
+from picosam3_ros.core.crop import CropRect, InvalidRoiError
+from picosam3_ros.core.pipeline import (
+    Prompt,
+    PromptResult,
+    Status,
+    prompt_crop,
+    segment_frame,
+    sensor_frame_results,
+)
+
+# Crops remembered per (box, stream size); far above any prompt set, so a live set never
+# misses, and bounded so that a stream of ever-new boxes cannot grow it.
+CROP_CACHE_SIZE = 1024
+
+
+@dataclass
+class ServedFrame:
+    """One frame's results and what happened on it (the node turns these into diagnostics).
+
+    backend: the path that produced ``results`` ("imx500", "onnx" or "none").
+    fell_back: the reason, on the frame that switched the server to the CPU (else "").
+    ambiguous: the sensor output could not be attributed (an ROI write straddled its latch).
+    sensor_dnn_ms: the on-sensor network time of this frame, when the sensor reports one.
+    """
+
+    results: list[PromptResult]
+    backend: str
+    fell_back: str = ""
+    ambiguous: bool = False
+    sensor_dnn_ms: float | None = None
+
+
+@dataclass
+class _CropCache:
+    entries: dict[tuple, CropRect | InvalidRoiError] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class FrameServer:
+    """Serves frames from a sensor that runs the network, a CPU segmenter, or both (with fallback)."""
+
+    def __init__(
+        self,
+        segmenter: CropSegmenter | None,
+        sensor: SensorFrameSource | None = None,
+        threshold: float = 0.5,
+        roi_policy: str = "staleness",
+    ):
+        if segmenter is None and (sensor is None or not sensor.runs_network):
+            raise ValueError("a frame server needs a CPU segmenter or a sensor that runs the network")
+        self.segmenter = segmenter
+        self.sensor = sensor
+        self.threshold = threshold
+        self.scheduler = RoiScheduler(roi_policy)
+        self.fallback_reason = ""
+        self._crops = _CropCache()
+
+    # --- state ---------------------------------------------------------------------------------
+    @property
+    def on_sensor(self) -> bool:
+        """True while the sensor runs the network on its own frames."""
+        return self.sensor is not None and self.sensor.runs_network and not self.fallback_reason
+
+    @property
+    def backend(self) -> str:
+        if self.on_sensor:
+            return self.sensor.name
+        return self.segmenter.name if self.segmenter is not None else "none"
+
+    def fall_back(self, reason: str) -> bool:
+        """Stop using the sensor's network (idempotent); True on the call that switched."""
+        if not self.on_sensor:
+            return False
+        self.fallback_reason = reason
+        return True
+
+    def crops(
+        self, prompts: Sequence[Prompt], frame_size: tuple[int, int]
+    ) -> list[CropRect | InvalidRoiError]:
+        """Each prompt's crop in a frame of ``frame_size`` (or why it has none), computed once per box."""
+        size = (int(frame_size[0]), int(frame_size[1]))
+        out = []
+        with self._crops.lock:
+            entries = self._crops.entries
+            for prompt in prompts:
+                key = (tuple(prompt.box_xywh), size)
+                crop = entries.get(key)
+                if crop is None:
+                    if len(entries) >= CROP_CACHE_SIZE:
+                        entries.clear()
+                    crop = entries[key] = prompt_crop(prompt, size)
+                out.append(crop)
+        return out
+
+    # --- camera thread -------------------------------------------------------------------------
+    def program_next_roi(self, prompts: Sequence[Prompt], frame_id: str = "") -> str:
+        """Write the ROI of the prompt to serve next (none: the full sensor); returns an error or "".
+
+        Prompts drawn in another ``frame_id`` than the camera's are never served (the worker
+        reports them INVALID_ROI), so they get no sensor frames either.
+        """
+        if not self.on_sensor:
+            return ""
+        if frame_id:
+            prompts = [p for p in prompts if not p.frame_id or p.frame_id == frame_id]
+        size = self.sensor.stream_size
+        choice = self.scheduler.choose(prompts, size, self.crops(prompts, size))
+        try:
+            if choice is None:
+                self.sensor.request_roi(None, None)
+            else:
+                prompt, crop = choice
+                self.sensor.request_roi(crop, prompt.prompt_id, prompt.box_xywh)
+        except Exception as exc:  # the driver refused the control: the sensor path cannot go on
+            return f"cannot set the ROI: {exc}"
+        return ""
+
+    # --- worker thread -------------------------------------------------------------------------
+    def serve_image(
+        self, image_rgb: np.ndarray, prompts: Sequence[Prompt], arrival_ns: int | None = None
+    ) -> ServedFrame:
+        """A frame the node did not capture (``image`` topic): the CPU path."""
+        return ServedFrame(self._on_cpu(image_rgb, prompts, arrival_ns), self.backend)
+
+    def serve_frame(
+        self, frame: SensorFrame, prompts: Sequence[Prompt], arrival_ns: int | None = None
+    ) -> ServedFrame:
+        """A camera frame: the sensor's output for its ROI, or the CPU path (fallback, plain camera)."""
+        fell_back = frame.error if frame.error and self.fall_back(frame.error) else ""
+        if not self.on_sensor:
+            results = self._on_cpu(frame.image_rgb, prompts, arrival_ns)
+            return ServedFrame(results, self.backend, fell_back)
+        inference = frame.inference
+        height, width = frame.image_rgb.shape[:2]
+        results = sensor_frame_results(
+            frame,
+            prompts,
+            self.threshold,
+            self.sensor.name,
+            arrival_ns,
+            crops=self.crops(prompts, (width, height)),
+        )
+        return ServedFrame(
+            results,
+            self.backend,
+            ambiguous=inference is not None and inference.logits is None and inference.crop is None,
+            sensor_dnn_ms=None if inference is None else inference.dnn_ms,
+        )
+
+    def _on_cpu(
+        self, image_rgb: np.ndarray, prompts: Sequence[Prompt], arrival_ns: int | None
+    ) -> list[PromptResult]:
+        if self.segmenter is None:
+            why = self.fallback_reason or "no CPU model"
+            return [
+                PromptResult(p.prompt_id, Status.BACKEND_ERROR, backend="none", detail=why) for p in prompts
+            ]
+        return segment_frame(self.segmenter, image_rgb, prompts, self.threshold, arrival_ns)
+
+    def close(self) -> None:
+        """Stop the camera and release the CPU model (idempotent)."""
+        if self.sensor is not None:
+            self.sensor.stop()
+        if self.segmenter is not None:
+            self.segmenter.close()
+
+
+def build_frame_server(
+    backend: str,
+    camera: str,
+    config: BackendConfig,
+    threshold: float = 0.5,
+    roi_policy: str = "staleness",
+    warn: Callable[[str], None] = lambda message: None,
+) -> FrameServer:
+    """The server for a node's ``backend`` ("onnx", "imx500" or "auto") and ``camera`` ("none", ...).
+
+    imx500: the sensor, plus the CPU model as its fallback when the card has one (``warn``
+    says so when it has not). onnx: the CPU model, and a plain camera unless ``camera`` is
+    "none" (frames then come from the ``image`` topic). Raises BackendError / ModelLoadError.
+    """
+    name = backend if backend != "auto" else resolve_auto(camera)
+    if name == "imx500":
+        sensor = create_backend("imx500", config)
+        try:  # the CPU fallback, ready before it is needed
+            segmenter = create_backend("onnx", config)
+        except ModelLoadError as exc:
+            warn(f"no CPU fallback: {exc}")
+            segmenter = None
+        return FrameServer(segmenter, sensor, threshold, roi_policy)
+    segmenter = create_backend(name, config)
+    sensor = None
+    if camera != "none":
+        from picosam3_ros.backends.camera import PlainCamera
+
+        sensor = PlainCamera(config)
+    return FrameServer(segmenter, sensor, threshold, roi_policy)
