@@ -34,7 +34,6 @@ from picosam3_ros.backends import (
 from picosam3_ros.backends.roi_scheduler import RoiScheduler
 from picosam3_ros.core.diagnostics import NodeStats
 from picosam3_ros.core.image_conversion import ImageConversionError, fill_image, image_to_rgb
-from picosam3_ros.nodes.node_config import ConfigError, NodeConfig, declare_and_read
 from picosam3_ros.core.pipeline import (
     Prompt,
     PromptResult,
@@ -44,6 +43,7 @@ from picosam3_ros.core.pipeline import (
     sensor_frame_results,
 )
 from picosam3_ros.core.prompts import PromptStore
+from picosam3_ros.nodes.node_config import ConfigError, NodeConfig, declare_and_read
 
 NODE_NAME = "picosam3_sensor"
 
@@ -100,6 +100,7 @@ class SensorNode(Node):
         self._last_warned: dict[str, float] = {}
         self._clock_offset_ns = self.get_clock().now().nanoseconds - time.monotonic_ns()
         self._create_backends()
+        self.postprocess = cfg.postprocess()
 
         self.mask_pub = self.create_publisher(Image, "mask", 10)
         self.seg_pub = self.create_publisher(SegmentationArray, "segmentations", 10)
@@ -125,7 +126,7 @@ class SensorNode(Node):
             self._camera_thread.start()
         self.get_logger().info(
             f"ready: backend={self.stats.backend} camera={cfg.camera} max_prompts={cfg.max_prompts} "
-            f"threshold={cfg.threshold}"
+            f"post-processing: {self.postprocess.label()}"
         )
 
     # --- start-up ----------------------------------------------------------------------------
@@ -270,7 +271,10 @@ class SensorNode(Node):
             self._warn_limited(f"image dropped: {exc}")
             return
         plan = self.store.plan(time.monotonic_ns(), msg.header.frame_id)
-        results = segment_frame(self.segmenter, rgb, plan.prompts, self.config.threshold, arrival_ns)
+        post = self.postprocess
+        results = segment_frame(
+            self.segmenter, rgb, plan.prompts, post.threshold, arrival_ns, post.box_margin
+        )
         self._publish(msg.header, rgb, results + self._reports(plan.reports), arrival_ns)
 
     def _process_sensor_frame(self, frame, header: Header, arrival_ns: int) -> None:
@@ -286,8 +290,9 @@ class SensorNode(Node):
                     for p in plan.prompts
                 ]
             else:
+                post = self.postprocess
                 results = segment_frame(
-                    self.segmenter, frame.image_rgb, plan.prompts, self.config.threshold, arrival_ns
+                    self.segmenter, frame.image_rgb, plan.prompts, post.threshold, arrival_ns, post.box_margin
                 )
         else:
             inference = frame.inference
@@ -296,7 +301,10 @@ class SensorNode(Node):
                     self.stats.ambiguous += 1
             if inference is not None and inference.dnn_ms is not None:
                 self.stats.sensor_dnn.add(inference.dnn_ms)
-            results = sensor_frame_results(frame, plan.prompts, self.config.threshold, "imx500", arrival_ns)
+            post = self.postprocess
+            results = sensor_frame_results(
+                frame, plan.prompts, post.threshold, "imx500", arrival_ns, post.box_margin
+            )
         self._publish(header, frame.image_rgb, results + self._reports(plan.reports), arrival_ns)
 
     def _fall_back(self, reason: str) -> None:
