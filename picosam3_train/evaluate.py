@@ -64,7 +64,7 @@ from picosam3_ros.core.metrics import (
     mean_fraction_above_iou_thresholds,
     size_bucket,
 )
-from picosam3_ros.core.model_card import InputSpec, ModelCardError, load_model_card
+from picosam3_ros.core.model_card import InputSpec, ModelCardError, load_model_card, postprocess_in_use
 from picosam3_ros.core.onnx_session import cpu_session
 from picosam3_ros.core.pipeline import Prompt, Status, segment_frame
 from picosam3_ros.core.postprocess import (
@@ -881,19 +881,6 @@ def _spec_for_onnx(path: Path, card: str | None) -> InputSpec:
     return default_input_spec()
 
 
-def node_postprocess(
-    model_card: str | Path | None, threshold: float | None = None, box_margin: float | None = None
-) -> Postprocess:
-    """What the node would use: the options over the model card's block (none: the plain output)."""
-    base = RAW_POSTPROCESS
-    if model_card:
-        try:
-            base = load_model_card(model_card).postprocess
-        except ModelCardError:
-            pass
-    return base.with_overrides(threshold, box_margin)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="picosam3_train evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", action="append", default=[], help="torch checkpoint (repeatable)")
@@ -970,8 +957,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown baseline {b!r} (box, grabcut)")
     if not predictors and "box" not in baselines:
         parser.error("nothing to evaluate: give --checkpoint, --onnx or --baselines")
+    # The node's post-processing comes with a model card; a bare checkpoint has none (yet).
     card = args.model_card or (Path(args.onnx[0]).parent if args.onnx else None)
-    node = node_postprocess(card, args.threshold, args.box_margin)
+    if card:
+        node = postprocess_in_use(card, args.threshold, args.box_margin)
+    else:
+        node = RAW_POSTPROCESS.with_overrides(args.threshold, args.box_margin)
     if args.no_box_clip:
         node = Postprocess(node.threshold, None)
     settings = {"node": node, "raw": RAW_POSTPROCESS}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from picosam3_ros.core.postprocess import Postprocess, postprocess_from_card
+from picosam3_ros.core.postprocess import RAW_POSTPROCESS, Postprocess, postprocess_from_card
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 MODEL_CARD_NAME = "model_card.json"
@@ -90,3 +90,17 @@ def load_model_card(directory: Path | str = DEFAULT_MODELS_DIR) -> ModelCard:
     if input_spec.layout != "NCHW" or input_spec.color != "RGB":
         raise ModelCardError(f"model card {card_path}: only NCHW RGB input is supported")
     return ModelCard(card_path.parent, files, input_spec, output_name, raw, postprocess)
+
+
+def postprocess_in_use(
+    directory: Path | str | None = DEFAULT_MODELS_DIR,
+    threshold: float | None = None,
+    box_margin: float | None = None,
+) -> Postprocess:
+    """The threshold and box margin a runtime uses: the given overrides (None = not set) over
+    the card's ``postprocess`` block; without a readable card, over the plain network output."""
+    try:
+        recommended = load_model_card(directory or DEFAULT_MODELS_DIR).postprocess
+    except ModelCardError:
+        recommended = RAW_POSTPROCESS
+    return recommended.with_overrides(threshold, box_margin)

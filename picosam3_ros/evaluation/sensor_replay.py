@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from picosam3_ros.core.crop import InvalidRoiError, crop_rect_for_box
-from picosam3_ros.emulator.sources import FrameSource
 from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, sensor_frame_results
+from picosam3_ros.emulator.sources import FrameSource
 
 # Frames the emulated sensor may take beyond the apply delay before a prompt is reported unserved.
 EXTRA_FRAMES = 30
@@ -45,10 +45,12 @@ class SensorReplay:
         threshold: float = 0.5,
         roi_apply_delay: int = 2,
         fps: float = 20.0,
+        box_margin: float | None = None,
     ):
         self.model_dir = model_dir
         self.network_file = network_file
         self.threshold = threshold
+        self.box_margin = box_margin
         self.roi_apply_delay = roi_apply_delay
         self.fps = fps
         self.source = HeldFrame()
@@ -94,7 +96,9 @@ class SensorReplay:
                 frame = self.backend.next_frame(timeout_s=5.0)
                 if frame is None or frame.inference is None or frame.inference.prompt_id != prompt.prompt_id:
                     continue
-                result = sensor_frame_results(frame, [prompt], self.threshold)[0]
+                result = sensor_frame_results(
+                    frame, [prompt], self.threshold, box_margin=self.box_margin
+                )[0]
                 break
             if result is None:
                 result = PromptResult(
@@ -113,10 +117,15 @@ class SensorReplay:
 
 
 def sensor_segmenter(
-    model_dir, onnx_file: str = "", threshold: float = 0.5, roi_apply_delay: int = 2, fps: float = 20.0
+    model_dir,
+    onnx_file: str = "",
+    threshold: float = 0.5,
+    roi_apply_delay: int = 2,
+    fps: float = 20.0,
+    box_margin: float | None = None,
 ):
     """(segment function, network path) for bag_eval: the emulated IMX500 path."""
-    replay = SensorReplay(model_dir, onnx_file, threshold, roi_apply_delay, fps)
+    replay = SensorReplay(model_dir, onnx_file, threshold, roi_apply_delay, fps, box_margin)
     from picosam3_ros.backends import BackendConfig
     from picosam3_ros.backends.imx500_backend import resolve_network_file
 

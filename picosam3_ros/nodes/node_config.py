@@ -8,8 +8,8 @@ from typing import Any
 
 from picosam3_ros.backends.roi_scheduler import POLICIES
 from picosam3_ros.core.backend_api import BackendConfig
-from picosam3_ros.core.model_card import DEFAULT_MODELS_DIR, ModelCardError, load_model_card
-from picosam3_ros.core.postprocess import RAW_POSTPROCESS, Postprocess
+from picosam3_ros.core.model_card import postprocess_in_use
+from picosam3_ros.core.postprocess import Postprocess
 
 BACKEND_CHOICES = ("auto", "imx500", "onnx")
 CAMERA_CHOICES = ("none", "picamera2", "emulator")
@@ -96,11 +96,8 @@ class NodeConfig:
 
     def postprocess(self) -> Postprocess:
         """The threshold and box margin in use: these parameters over the model card's."""
-        try:
-            recommended = load_model_card(self.model or DEFAULT_MODELS_DIR).postprocess
-        except ModelCardError:
-            recommended = RAW_POSTPROCESS
-        return recommended.with_overrides(
+        return postprocess_in_use(
+            self.model or None,
             self.threshold if self.threshold > 0.0 else None,
             self.box_margin if self.box_margin >= 0.0 else None,
         )
