@@ -492,7 +492,9 @@ def evaluate_frames(
                 for name, segmenter in segmenters.items():
                     segmenter.batch = CropBatch(
                         np.asarray([base + k for k in valid], np.int64),
-                        np.stack([box96[k] for k in valid]) if valid else np.zeros((0, 96, 96), bool),
+                        np.stack([box96[k] for k in valid])
+                        if valid
+                        else np.zeros((0, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE), bool),
                     )
                     setting = settings[first]
                     started = time.perf_counter()
