@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from picosam3_ros.core.crop import (
     CROP_RULE_VERSION,
+    MODEL_INPUT_SIZE,
     PAD_FRACTION,
     InvalidRoiError,
     crop_and_resize,
@@ -43,7 +44,7 @@ from picosam3_ros.core.crop import (
 )
 from picosam3_ros.core.metrics import size_bucket
 
-CROP_SIZE = 96
+CROP_SIZE = MODEL_INPUT_SIZE  # the network input, defined once in the crop rule
 CACHE_VERSION = 3
 CONTEXT_FACTOR = 2.0  # context side / padded-square side
 
