@@ -619,7 +619,7 @@ def build_report(evaluation: FrameEvaluation, meta: dict | None = None, sweep: S
             for key, s in by_variant.items()
             if key[0] == "project" and key[2] not in sweep
         }
-        top = variants.get(variant_key(*headline)) or next(iter(variants.values()))
+        top = variants.get(variant_key(*headline)) or next(iter(variants.values()), {})
         methods[name] = {
             **top,
             "seconds": round(evaluation.seconds[name], 3),

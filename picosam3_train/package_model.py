@@ -177,7 +177,8 @@ def build_package(
     # The model's own calibration: the threshold and box margin best on GT and 5%-jittered boxes.
     sweep = sweep_settings()
     fp32 = {"fp32": OnnxPredictor(out_dir / FP32_NAME, spec)}
-    swept = evaluate_frames(fp32, eval_ann, eval_images, sweep, ("project",), EVAL_BOX_SETS,
+    settings = {"raw": RAW_POSTPROCESS, **sweep}
+    swept = evaluate_frames(fp32, eval_ann, eval_images, settings, ("project",), EVAL_BOX_SETS,
                             limit=eval_limit, keep_examples=False)
     postprocess = choose_postprocess(build_report(swept, sweep=list(sweep)), "fp32")
     node = Postprocess(postprocess["threshold"], postprocess["box_margin"])
