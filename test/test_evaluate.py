@@ -216,6 +216,8 @@ def test_papers_protocol_cuts_the_square_at_the_border(tmp_path):
     ann.write_text(json.dumps(data))
     assert crop_rect_for_box((30, 0, 100, 20), (160, 120), border="cut") == CropRect(20, 0, 120, 70)
     assert crop_rect_for_box((30, 0, 100, 20), (160, 120)) == CropRect(20, 0, 120, 20)
+    with pytest.raises(ValueError):
+        crop_rect_for_box((30, 0, 100, 20), (160, 120), border="pad")
 
     def centre_square(crops, batch):  # "the object is in the middle": what an implicit prompt learns
         out = np.full(crops.shape[:3], -5.0, np.float32)
