@@ -28,10 +28,11 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from picosam3_ros.core.crop import MODEL_INPUT_SIZE  # noqa: E402
 from picosam3_ros.core.onnx_session import cpu_session  # noqa: E402
 
 
-def conv_macs_from_onnx(path: Path, size: int = 96) -> int:
+def conv_macs_from_onnx(path: Path, size: int = MODEL_INPUT_SIZE) -> int:
     """Multiply-accumulates of the Conv nodes of an fp32 ONNX graph at batch 1 (shape inference)."""
     import onnx
     from onnx import shape_inference
@@ -80,7 +81,8 @@ def time_session(path: Path, batch: int, threads: int, repeats: int, input_name:
     """Median seconds per ROI of ``repeats`` runs of one batch."""
     session = cpu_session(path, threads)  # the node's own session settings
     name = input_name or session.get_inputs()[0].name
-    x = np.random.default_rng(0).standard_normal((batch, 3, 96, 96)).astype(np.float32)
+    size = MODEL_INPUT_SIZE
+    x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
     for _ in range(3):
         session.run(None, {name: x})
     times = []

@@ -130,8 +130,8 @@ def main() -> None:
             for max_fps in args.max_fps:
                 for prompts in args.prompts:
                     log = Path(tmp) / f"ui_{max_fps}_{prompts}.log"
-                    ui = [sys.executable, "-m", "picosam3_ros.nodes.teleop_ui_node", "--ros-args", "-p", "port:=0",
-                          "-p", "image_topic:=image", "-p", f"max_fps:={max_fps}"]
+                    ui = [sys.executable, "-m", "picosam3_ros.nodes.teleop_ui_node", "--ros-args",
+                          "-p", "port:=0", "-p", "image_topic:=image", "-p", f"max_fps:={max_fps}"]
                     with running(ui, env, log) as proc:
                         port = int(wait_for_url(log).rsplit(":", 1)[1].strip("/"))
                         wait_for_frames(port)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
+from picosam3_ros.core.crop import MODEL_INPUT_SIZE
 from picosam3_train.loss import distillation_loss
 from picosam3_train.model import build_model, count_macs, count_parameters
 
@@ -32,8 +33,9 @@ def bench_step(model_name: str, width_mult: float, batch: int, channels_last: bo
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = torch.randn(batch, 3, 96, 96).contiguous(memory_format=fmt)
-    gt = (torch.rand(batch, 1, 96, 96) > 0.5).float()
+    size = MODEL_INPUT_SIZE
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
+    gt = (torch.rand(batch, 1, size, size) > 0.5).float()
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()

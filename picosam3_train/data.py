@@ -36,16 +36,15 @@ from tqdm import tqdm
 
 from picosam3_ros.core.crop import (
     CROP_RULE_VERSION,
-    CropRect,
+    MODEL_INPUT_SIZE,
     PAD_FRACTION,
     InvalidRoiError,
     crop_and_resize,
     crop_rect_for_box,
 )
-from picosam3_ros.core.metrics import size_bucket
 from picosam3_ros.core.postprocess import box_keep_map
 
-CROP_SIZE = 96
+CROP_SIZE = MODEL_INPUT_SIZE  # the network input, defined once in the crop rule
 CACHE_VERSION = 3
 CONTEXT_FACTOR = 2.0  # context side / padded-square side
 
@@ -408,26 +407,6 @@ class CropDataset:
             "teacher_score": np.float32(score),
             "keep": np.ascontiguousarray(keep[None], dtype=np.float32),
         }
-
-
-class EvalCrops:
-    """The standard crops of an evaluation split, normalised, with masks and size buckets."""
-
-    def __init__(self, store: InstanceStore, mean, std, scale: float, limit: int = 0, box_margin: float = -1.0):
-        n = len(store) if not limit else min(limit, len(store))
-        # Where the node's box-aware post-processing lets a mask be (None: no clip).
-        self.keep = None if box_margin < 0 else np.stack([
-            box_keep_map(store.boxes[i], CropRect(*(int(v) for v in store.context[i])), box_margin,
-                         (CROP_SIZE, CROP_SIZE)) for i in range(n)])
-        images = np.asarray(store.images[:n], np.float32) * np.float32(scale)
-        images = (images - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-        self.images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
-        self.masks = np.asarray(store.masks[:n]) >= 128
-        self.buckets = [size_bucket(a) for a in np.asarray(store.areas[:n])]
-        self.ann_ids = np.asarray(store.ann_ids[:n])
-
-    def __len__(self) -> int:
-        return len(self.masks)
 
 
 def collate(samples: list[dict]) -> dict:

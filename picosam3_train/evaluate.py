@@ -1,28 +1,33 @@
-"""Evaluation of box-prompted segmentation: the PicoSAM papers' protocol and more.
+"""The one evaluator of box-prompted segmentation: the node's own code on every image.
 
-For every non-crowd instance of a COCO-format dataset the prompt is the annotated
-box and the network sees the standard crop (``picosam3_ros.core.crop``). Reported:
+For every usable non-crowd instance of a COCO-format dataset the prompt is the annotated
+box (``gt``) or a detector-like box (``jitter``: each side moved by N(0, f) of the box
+size, fixed seed). Every image goes through the node's pipeline
+(``picosam3_ros.core.pipeline.segment_frame``: the crop rule, one batched network call,
+the one post-processing step ``picosam3_ros.core.postprocess``), so the full-frame
+figure is the one a user of the node gets. Reported per instance, averaged (mIoU; an
+empty union counts IoU 1, ``picosam3_ros.core.metrics.mask_iou``):
 
-* crop-space mIoU at 96x96 (the papers' protocol): the ground-truth mask cropped
-  with the same rule (nearest), the prediction ``logits > 0``; an empty union
-  counts as IoU 1 (``picosam3_ros.core.metrics.mask_iou``);
-* full-resolution mIoU: the logits pasted back into the frame
-  (``picosam3_ros.core.crop.paste_back``: bilinear to the crop rectangle), thresholded
-  at 0 and compared with the full ground-truth mask (object parts outside the
-  crop count as missed);
-* ``mean_frac_iou_50_95``: the papers' "mAP", i.e. the mean over IoU thresholds
-  .50:.05:.95 of the fraction of instances at or above the threshold (not COCO AP);
-* all of these by COCO size class of the ground-truth area;
-* baselines on the very same instances: the box itself as the mask ("box") and
-  OpenCV GrabCut initialised with the box ("grabcut").
+* two crop protocols (``picosam3_ros.core.crop.crop_rect_for_box``'s ``border``):
+  ``project`` (the node's rule: the padded square shrunk symmetrically at the frame
+  border) and ``papers`` (the PicoSAM papers': the square cut at the frame border);
+* crop space (96x96: the GT cut with the crop rule, nearest, against the post-processed
+  mask on the network's grid) and full frame (the crop-local mask pasted back, against
+  the full-resolution GT; object parts outside the crop count as missed);
+* two post-processings: ``raw`` (logits > 0, nothing clipped: the papers' protocol) and
+  ``node`` (the threshold and box margin the node uses: options > model card > default);
+* the box itself as the mask, on the same pixels: a frame pixel is in the box when its
+  centre lies inside it (``metrics.box_mask_in_rect``), in crop space taken through the
+  crop rule like the GT;
+* all of it by COCO size class (``area``: small < 32^2 <= medium < 96^2 <= large), the
+  papers' "mAP" (``mean_frac_iou_50_95``), and a calibration table: predicted against
+  true area by size, raw and node post-processing;
+* optionally a sweep of thresholds and box margins (``--sweep``) to choose the node's.
 
-Predictors are a torch model, an ONNX file (ONNX Runtime), or a baseline; the
-torch/ONNX paths run batched. The per-instance core (``crop_space_iou``,
-``gt_crop``, ``box_mask_in_crop``) is small so that bag_eval computes the same
-numbers. ``EvalSet`` decodes a dataset once; ``evaluate_predictor`` /
-``quick_crop_miou`` are what the trainer calls for quick checks.
+Predictors are a torch model, an ONNX file (ONNX Runtime) or the GrabCut baseline. The
+trainer's periodic evaluation calls :func:`evaluate_frames` too.
 
-CLI: ``picosam3_train evaluate --checkpoint CKPT | --onnx FILE ... [--out DIR]``.
+CLI: ``picosam3_train evaluate --checkpoint CKPT | --onnx FILE ... [--box-jitter 0.05] [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -36,63 +41,65 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
 
+from picosam3_ros.core.backend_api import CropSegmenter
 from picosam3_ros.core.crop import (
+    BORDER_RULES,
     MODEL_INPUT_SIZE,
     CropRect,
     InvalidRoiError,
-    crop_and_resize,
     crop_rect_for_box,
-    resize_to_crop,
 )
 from picosam3_ros.core.metrics import (
     IOU_THRESHOLDS,
     box_mask_in_crop,
-    crop_space_ious,
+    box_mask_in_rect,
     gt_crop,
+    jitter_box,
+    mask_iou,
     mean_fraction_above_iou_thresholds,
     size_bucket,
 )
-from picosam3_ros.core.model_card import InputSpec, ModelCardError, load_model_card
+from picosam3_ros.core.model_card import InputSpec, ModelCardError, load_model_card, postprocess_in_use
 from picosam3_ros.core.onnx_session import cpu_session
+from picosam3_ros.core.pipeline import Prompt, Status, segment_frame
+from picosam3_ros.core.postprocess import (
+    RAW_POSTPROCESS,
+    Postprocess,
+    grid_mask,
+    mask_from_logits,
+)
 
 SIZE_BUCKETS = ("small", "medium", "large")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
 DEV_VAL_SPEC = "coco/annotations/instances_val2017_dev.json:coco/val2017"
+# protocol name -> crop_rect_for_box border rule
+PROTOCOLS = {"project": "shrink", "papers": "cut"}
+assert set(PROTOCOLS.values()) <= set(BORDER_RULES)
+HEADLINE = ("project", "gt", "node")  # the figure users feel: the node's rule, GT boxes, its post-processing
+SWEEP_THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+SWEEP_MARGINS = (None, 0.0, 0.02, 0.05, 0.1)
 
-# logits -> (N, 96, 96) float; input: uint8 RGB crops (N, 96, 96, 3) and their indices in the EvalSet.
-Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+@dataclass(frozen=True)
+class CropBatch:
+    """What a predictor may know besides the crops: the instances (indices in evaluation
+    order) and each prompt box as a mask on the crop grid (GrabCut starts from it)."""
+
+    indices: np.ndarray
+    box_masks: np.ndarray  # bool (N, S, S)
+
+
+# uint8 RGB crops (N, S, S, 3) + their CropBatch -> logits (N, S, S) float.
+Predictor = Callable[[np.ndarray, CropBatch], np.ndarray]
 
 
 # --------------------------------------------------------------------------- the evaluation set
-@dataclass
-class EvalSet:
-    """A dataset decoded once: crops, crop-space GT, and what full-resolution IoU needs."""
-
-    name: str
-    crops: np.ndarray  # uint8 (N, 96, 96, 3) RGB
-    gt_crops: np.ndarray  # bool (N, 96, 96)
-    boxes: np.ndarray  # float64 (N, 4) xywh
-    rects: list[CropRect]
-    gt_in_rect: list[np.ndarray]  # bool (rect.height, rect.width): full-res GT inside the crop
-    gt_outside: np.ndarray  # int64 (N,): GT pixels outside the crop rectangle
-    areas: np.ndarray  # float64 (N,): GT area (COCO 'area') for the size classes
-    ann_ids: np.ndarray  # int64 (N,)
-    image_ids: np.ndarray  # int64 (N,)
-    skipped: dict[str, int] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.crops)
-
-    def size_classes(self) -> np.ndarray:
-        return np.array([size_bucket(a) for a in self.areas])
-
-
 def resolve_dataset(spec: str, data_root: Path | None = None) -> tuple[Path, Path]:
     """'annotations.json:image_dir' (relative to cwd or to ../shared/data) -> absolute paths.
     A bare annotation file of the shared layout finds its image folder by itself."""
@@ -120,28 +127,48 @@ def resolve_dataset(spec: str, data_root: Path | None = None) -> tuple[Path, Pat
     )
 
 
-def load_eval_set(
-    annotation_file: str | Path, image_dir: str | Path, limit: int = 0, progress: bool = False
-) -> EvalSet:
-    """Decode every usable non-crowd instance (first ``limit`` if > 0, in image-id order).
+@dataclass
+class EvalImage:
+    """One image of an evaluation set with its usable instances (see :func:`iter_eval_images`)."""
 
-    Skipped and counted: crowd annotations, boxes under 1 px or whose crop the rule
-    rejects, empty masks, unreadable images."""
+    image_id: int
+    rgb: np.ndarray  # uint8 (H, W, 3)
+    ann_ids: list[int]
+    boxes: list[tuple[float, float, float, float]]  # xywh, as annotated
+    masks: list[np.ndarray]  # bool (H, W)
+    areas: list[float]  # COCO 'area' (the size classes)
+
+
+def iter_eval_images(
+    annotation_file: str | Path,
+    image_dir: str | Path,
+    limit: int = 0,
+    skipped: dict[str, int] | None = None,
+    progress: bool = False,
+) -> Iterator[EvalImage]:
+    """Every image with usable non-crowd instances (first ``limit`` instances if > 0), in
+    image-id then annotation-id order.
+
+    Skipped and counted in ``skipped``: crowd annotations, boxes under 1 px or whose crop
+    the rule rejects, empty masks, unreadable images."""
     from pycocotools.coco import COCO
 
     annotation_file, image_dir = Path(annotation_file), Path(image_dir)
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(str(annotation_file))
-    skipped = {"crowd": 0, "degenerate_box": 0, "empty_mask": 0, "missing_image": 0}
-    crops, gts, boxes, rects, inside, outside, areas, ann_ids, image_ids = ([] for _ in range(9))
+    if skipped is None:
+        skipped = {}
+    for key in ("crowd", "degenerate_box", "empty_mask", "missing_image"):
+        skipped.setdefault(key, 0)
     image_list = sorted(coco.getImgIds())
     iterator: Iterable[int] = image_list
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(image_list, desc=f"decoding {annotation_file.name}", unit="img")
+        iterator = tqdm(image_list, desc=f"reading {annotation_file.name}", unit="img")
+    taken = 0
     for image_id in iterator:
-        if limit and len(crops) >= limit:
+        if limit and taken >= limit:
             break
         info = coco.imgs[image_id]
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
@@ -153,8 +180,9 @@ def load_eval_set(
             continue
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         height, width = rgb.shape[:2]
+        image = EvalImage(int(image_id), rgb, [], [], [], [])
         for ann in sorted(anns, key=lambda a: a["id"]):
-            if limit and len(crops) >= limit:
+            if limit and taken >= limit:
                 break
             if ann.get("iscrowd", 0):
                 skipped["crowd"] += 1
@@ -164,7 +192,7 @@ def load_eval_set(
                 skipped["degenerate_box"] += 1
                 continue
             try:
-                rect = crop_rect_for_box((x, y, w, h), (width, height))
+                crop_rect_for_box((x, y, w, h), (width, height))
             except InvalidRoiError:
                 skipped["degenerate_box"] += 1
                 continue
@@ -172,30 +200,13 @@ def load_eval_set(
             if mask.shape != (height, width) or not mask.any():
                 skipped["empty_mask"] += 1
                 continue
-            region = mask[rect.y : rect.y_end, rect.x : rect.x_end]
-            crops.append(crop_and_resize(rgb, rect))
-            gts.append(gt_crop(mask, rect))
-            boxes.append((x, y, w, h))
-            rects.append(rect)
-            inside.append(region.copy())
-            outside.append(int(mask.sum()) - int(region.sum()))
-            areas.append(float(ann.get("area", mask.sum())))
-            ann_ids.append(int(ann["id"]))
-            image_ids.append(int(image_id))
-    size = MODEL_INPUT_SIZE
-    return EvalSet(
-        name=annotation_file.name,
-        crops=np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8),
-        gt_crops=np.stack(gts) if gts else np.zeros((0, size, size), bool),
-        boxes=np.asarray(boxes, np.float64).reshape(-1, 4),
-        rects=rects,
-        gt_in_rect=inside,
-        gt_outside=np.asarray(outside, np.int64),
-        areas=np.asarray(areas, np.float64),
-        ann_ids=np.asarray(ann_ids, np.int64),
-        image_ids=np.asarray(image_ids, np.int64),
-        skipped=skipped,
-    )
+            image.ann_ids.append(int(ann["id"]))
+            image.boxes.append((x, y, w, h))
+            image.masks.append(mask)
+            image.areas.append(float(ann.get("area", mask.sum())))
+            taken += 1
+        if image.ann_ids:
+            yield image
 
 
 # --------------------------------------------------------------------------- predictors
@@ -231,7 +242,6 @@ class OnnxPredictor:
     """An ONNX model in ONNX Runtime (CPU), fed per ``input_spec``."""
 
     def __init__(self, path: str | Path, input_spec: InputSpec | None = None, threads: int = 0):
-
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"no ONNX model at {self.path}")
@@ -239,34 +249,35 @@ class OnnxPredictor:
         self.input_name = self.session.get_inputs()[0].name
         self.input_spec = input_spec or default_input_spec()
 
-    def __call__(self, crops: np.ndarray, indices: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, crops: np.ndarray, batch: CropBatch | None = None) -> np.ndarray:
         x = self.input_spec.preprocess(crops)
         return _squeeze_logits(self.session.run(None, {self.input_name: x})[0])
 
 
 class TorchPredictor:
-    """A torch module (eval mode, no grad) fed per ``input_spec``."""
+    """A torch module (eval mode, no grad) fed per ``input_spec``, on ``device``."""
 
-    def __init__(self, model, input_spec: InputSpec | None = None):
-        self.model = model.eval()
+    def __init__(self, model, input_spec: InputSpec | None = None, device=None, channels_last: bool = False):
+        self.model = model
         self.input_spec = input_spec or default_input_spec()
+        self.device = device
+        self.channels_last = channels_last
 
-    def __call__(self, crops: np.ndarray, indices: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, crops: np.ndarray, batch: CropBatch | None = None) -> np.ndarray:
         import torch
 
         x = torch.from_numpy(self.input_spec.preprocess(crops))
-        with torch.inference_mode():
-            return _squeeze_logits(self.model(x).float().cpu().numpy())
-
-
-def box_predictor(evalset: EvalSet) -> Predictor:
-    """Baseline: the prompt box itself as the mask (+1 inside, -1 outside)."""
-
-    def predict(crops: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        masks = [box_mask_in_crop(evalset.boxes[i], evalset.rects[i]) for i in indices]
-        return np.where(np.stack(masks), 1.0, -1.0).astype(np.float32)
-
-    return predict
+        if self.device is not None:
+            x = x.to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                return _squeeze_logits(self.model(x).float().cpu().numpy())
+        finally:
+            self.model.train(was_training)
 
 
 def grabcut_logits(crop_rgb: np.ndarray, box_in_crop: np.ndarray, iterations: int = 3) -> np.ndarray:
@@ -305,35 +316,242 @@ def grabcut_logits(crop_rgb: np.ndarray, box_in_crop: np.ndarray, iterations: in
     return np.where(foreground, 1.0, -1.0).astype(np.float32)
 
 
-def grabcut_predictor(evalset: EvalSet, iterations: int = 3) -> Predictor:
+def grabcut_predictor(iterations: int = 3) -> Predictor:
     """Baseline: cv2.grabCut initialised with the box, ``iterations`` rounds, on the crop."""
 
-    def predict(crops: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        return np.stack(
-            [
-                grabcut_logits(crop, box_mask_in_crop(evalset.boxes[i], evalset.rects[i]), iterations)
-                for crop, i in zip(crops, indices)
-            ]
-        )
+    def predict(crops: np.ndarray, batch: CropBatch) -> np.ndarray:
+        return np.stack([grabcut_logits(crop, box, iterations) for crop, box in zip(crops, batch.box_masks)])
 
     return predict
 
 
 # --------------------------------------------------------------------------- evaluation
 @dataclass
-class MethodResult:
-    name: str
-    crop_ious: np.ndarray  # (N,)
-    full_ious: np.ndarray  # (N,)
-    seconds: float
-    worst_best_logits: dict[int, np.ndarray] = field(default_factory=dict)  # index -> logits, for figures
+class Scores:
+    """Per-instance results of one method under one protocol, box set and post-processing."""
 
-    def summary(self, size_classes: np.ndarray) -> dict:
-        return summarize(self.crop_ious, self.full_ious, size_classes)
+    crop_ious: list[float] = field(default_factory=list)
+    full_ious: list[float] = field(default_factory=list)
+    pred_areas: list[int] = field(default_factory=list)  # full-frame pixels of the mask
+
+    def add(self, crop_iou: float, full_iou: float, pred_area: int) -> None:
+        self.crop_ious.append(float(crop_iou))
+        self.full_ious.append(float(full_iou))
+        self.pred_areas.append(int(pred_area))
 
 
-def summarize(crop_ious: np.ndarray, full_ious: np.ndarray, size_classes: np.ndarray) -> dict:
+@dataclass
+class Examples:
+    """The headline variant's crops, predictions and GT on the crop grid (for the figures)."""
+
+    crops: list[np.ndarray] = field(default_factory=list)
+    predictions: list[np.ndarray] = field(default_factory=list)
+    ground_truth: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class FrameEvaluation:
+    """Everything :func:`evaluate_frames` measured; keys of ``scores``: (protocol, boxes, setting)."""
+
+    dataset: str
+    settings: dict[str, Postprocess]
+    protocols: tuple[str, ...]
+    box_sets: dict[str, float]
+    seed: int
+    areas: list[float] = field(default_factory=list)  # COCO 'area' (size classes)
+    gt_areas: list[int] = field(default_factory=list)  # mask pixels (calibration)
+    ann_ids: list[int] = field(default_factory=list)
+    image_ids: list[int] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    invalid_prompts: dict[str, int] = field(default_factory=dict)  # per box set: boxes off the frame
+    scores: dict[str, dict[tuple[str, str, str], Scores]] = field(default_factory=dict)
+    box_scores: dict[tuple[str, str], Scores] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    examples: dict[str, Examples] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ann_ids)
+
+    def size_classes(self) -> np.ndarray:
+        return np.array([size_bucket(a) for a in self.areas])
+
+
+class _PredictorSegmenter(CropSegmenter):
+    """A predictor behind the backend interface, so images go through ``segment_frame``."""
+
+    name = "evaluate"
+
+    def __init__(self, predictor: Predictor):
+        self.predictor = predictor
+        self.batch: CropBatch | None = None
+        self.last_crops: np.ndarray | None = None
+
+    @property
+    def input_size(self) -> int:
+        return MODEL_INPUT_SIZE
+
+    def infer(self, crops_rgb: np.ndarray) -> np.ndarray:
+        self.last_crops = crops_rgb
+        logits = np.asarray(self.predictor(crops_rgb, self.batch), np.float32)
+        if logits.shape != crops_rgb.shape[:3]:
+            raise ValueError(f"expected logits of shape {crops_rgb.shape[:3]}, got {logits.shape}")
+        return logits
+
+
+def prompt_boxes(image: EvalImage, fraction: float, seed: int) -> list[tuple[float, float, float, float]]:
+    """The image's GT boxes, or detector-like ones (``jitter_box``) seeded per annotation id,
+    so an instance gets the same box whatever the limit, order or model."""
+    if fraction <= 0:
+        return list(image.boxes)
+    return [
+        jitter_box(box, fraction, np.random.default_rng([seed, ann_id]))
+        for box, ann_id in zip(image.boxes, image.ann_ids)
+    ]
+
+
+def _in_rect_iou(pred: np.ndarray, gt_region: np.ndarray, gt_total: int) -> float:
+    """Full-frame IoU of a mask that is empty outside its rectangle (the pasted crop mask)."""
+    inter = int(np.logical_and(pred, gt_region).sum())
+    union = int(pred.sum()) + gt_total - inter
+    return 1.0 if union == 0 else inter / union
+
+
+def evaluate_frames(
+    predictors: dict[str, Predictor],
+    annotation_file: str | Path,
+    image_dir: str | Path,
+    settings: dict[str, Postprocess],
+    protocols: Sequence[str] = ("project", "papers"),
+    box_sets: dict[str, float] | None = None,
+    seed: int = 0,
+    limit: int = 0,
+    progress: bool = False,
+    keep_examples: bool = True,
+) -> FrameEvaluation:
+    """Run every predictor through ``segment_frame`` on every image, for each protocol and
+    box set; score each post-processing in ``settings`` (the first is the one
+    ``segment_frame`` applies, the others re-run the same ``mask_from_logits`` on its logits)."""
+    if not settings:
+        raise ValueError("give at least one post-processing setting")
+    box_sets = dict(box_sets or {"gt": 0.0})
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ValueError(f"unknown protocols {unknown}; known: {list(PROTOCOLS)}")
+    first = next(iter(settings))
+    evaluation = FrameEvaluation(Path(annotation_file).name, dict(settings), tuple(protocols), box_sets, seed)
+    segmenters = {name: _PredictorSegmenter(p) for name, p in predictors.items()}
+    variants = [(p, b) for p in protocols for b in box_sets]
+    for name in predictors:
+        evaluation.scores[name] = {(p, b, s): Scores() for p, b in variants for s in settings}
+        evaluation.seconds[name] = 0.0
+        if keep_examples:
+            evaluation.examples[name] = Examples()
+    for p, b in variants:
+        evaluation.box_scores[(p, b)] = Scores()
+    headline_setting = "node" if "node" in settings else first
+    for image in iter_eval_images(annotation_file, image_dir, limit, evaluation.skipped, progress):
+        height, width = image.rgb.shape[:2]
+        base = len(evaluation.ann_ids)
+        evaluation.ann_ids += image.ann_ids
+        evaluation.image_ids += [image.image_id] * len(image.ann_ids)
+        evaluation.areas += image.areas
+        gt_totals = [int(m.sum()) for m in image.masks]
+        evaluation.gt_areas += gt_totals
+        for box_name, fraction in box_sets.items():
+            boxes = prompt_boxes(image, fraction, seed)
+            for protocol in protocols:
+                border = PROTOCOLS[protocol]
+                rects: list[CropRect | None] = []
+                for box in boxes:
+                    try:
+                        rects.append(crop_rect_for_box(box, (width, height), border=border))
+                    except InvalidRoiError:
+                        rects.append(None)
+                valid = [k for k, r in enumerate(rects) if r is not None]
+                if protocol == protocols[0]:
+                    evaluation.invalid_prompts[box_name] = (
+                        evaluation.invalid_prompts.get(box_name, 0) + len(boxes) - len(valid)
+                    )
+                gt96 = {k: gt_crop(image.masks[k], rects[k]) for k in valid}
+                regions = {
+                    k: image.masks[k][rects[k].y : rects[k].y_end, rects[k].x : rects[k].x_end] for k in valid
+                }
+                box96 = {k: box_mask_in_crop(boxes[k], rects[k]) for k in valid}
+                box_scores = evaluation.box_scores[(protocol, box_name)]
+                for k in range(len(boxes)):
+                    if rects[k] is None:  # a jittered box off the frame: nothing to show
+                        box_scores.add(0.0, 0.0, 0)
+                        continue
+                    in_box = box_mask_in_rect(boxes[k], rects[k])
+                    box_scores.add(
+                        mask_iou(box96[k], gt96[k]),
+                        _in_rect_iou(in_box, regions[k], gt_totals[k]),
+                        in_box.sum(),
+                    )
+                prompts = [Prompt(k, tuple(boxes[k])) for k in valid]
+                for name, segmenter in segmenters.items():
+                    segmenter.batch = CropBatch(
+                        np.asarray([base + k for k in valid], np.int64),
+                        np.stack([box96[k] for k in valid])
+                        if valid
+                        else np.zeros((0, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE), bool),
+                    )
+                    setting = settings[first]
+                    started = time.perf_counter()
+                    results = segment_frame(
+                        segmenter, image.rgb, prompts, setting.threshold, None, setting.box_margin, border
+                    )
+                    evaluation.seconds[name] += time.perf_counter() - started
+                    by_index = {}
+                    for row, (k, result) in enumerate(zip(valid, results)):
+                        if result.status != Status.OK:
+                            raise RuntimeError(f"{name}: {Status(result.status).name}: {result.detail}")
+                        if result.crop != rects[k]:
+                            raise RuntimeError(
+                                f"{name}: the pipeline cropped {result.crop}, expected {rects[k]}"
+                            )
+                        by_index[k] = (row, result)
+                    for setting_name, setting in settings.items():
+                        scores = evaluation.scores[name][(protocol, box_name, setting_name)]
+                        for k in range(len(boxes)):
+                            if k not in by_index:
+                                scores.add(0.0, 0.0, 0)
+                                continue
+                            row, result = by_index[k]
+                            if setting_name == first:
+                                crop_mask = result.crop_mask
+                            else:
+                                crop_mask, _ = mask_from_logits(
+                                    result.logits96,
+                                    result.crop,
+                                    setting.threshold,
+                                    boxes[k],
+                                    setting.box_margin,
+                                )
+                            pred = crop_mask > 0
+                            grid = grid_mask(
+                                result.logits96, result.crop, setting.threshold, boxes[k], setting.box_margin
+                            )
+                            scores.add(
+                                mask_iou(grid, gt96[k]),
+                                _in_rect_iou(pred, regions[k], gt_totals[k]),
+                                pred.sum(),
+                            )
+                            if keep_examples and (protocol, box_name, setting_name) == (
+                                "project",
+                                "gt",
+                                headline_setting,
+                            ):
+                                examples = evaluation.examples[name]
+                                examples.crops.append(segmenter.last_crops[row])
+                                examples.predictions.append(grid)
+                                examples.ground_truth.append(gt96[k])
+    return evaluation
+
+
+def summarize(crop_ious: Sequence[float], full_ious: Sequence[float], size_classes: np.ndarray) -> dict:
     """The numbers of one method: overall and by COCO size class."""
+    crop_ious, full_ious = np.asarray(crop_ious, np.float64), np.asarray(full_ious, np.float64)
 
     def block(mask: np.ndarray) -> dict:
         c, f = crop_ious[mask], full_ious[mask]
@@ -351,104 +569,142 @@ def summarize(crop_ious: np.ndarray, full_ious: np.ndarray, size_classes: np.nda
     return overall
 
 
-def evaluate_predictor(
-    predictor: Predictor,
-    evalset: EvalSet,
-    name: str = "model",
-    batch_size: int = 64,
-    full_resolution: bool = True,
-    progress: bool = False,
-    keep_examples: int = 8,
-) -> MethodResult:
-    """Run ``predictor`` over ``evalset`` in batches; per-instance crop and full-res IoU."""
-    n = len(evalset)
-    crop_ious = np.zeros(n, np.float64)
-    full_ious = np.zeros(n, np.float64)
-    all_logits = np.zeros((n, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE), np.float16) if keep_examples else None
-    starts = range(0, n, batch_size)
-    if progress:
-        from tqdm import tqdm
+def calibration(pred_areas: Sequence[int], true_areas: Sequence[int], size_classes: np.ndarray) -> dict:
+    """Predicted against true mask area (full-frame pixels), overall and by size class:
+    ``area_ratio`` = total predicted / total true; ``median_ratio`` of the per-instance ratios
+    (< 1: the masks are too small, the network under-confident)."""
+    pred, true = np.asarray(pred_areas, np.float64), np.asarray(true_areas, np.float64)
 
-        starts = tqdm(starts, desc=f"evaluating {name}", unit="batch")
-    start_time = time.perf_counter()
-    for start in starts:
-        idx = np.arange(start, min(n, start + batch_size))
-        logits = predictor(evalset.crops[idx], idx)
-        if logits.shape != (len(idx), MODEL_INPUT_SIZE, MODEL_INPUT_SIZE):
-            raise ValueError(f"{name}: expected logits of shape {(len(idx), 96, 96)}, got {logits.shape}")
-        crop_ious[idx] = crop_space_ious(logits, evalset.gt_crops[idx])
-        if full_resolution:
-            for j, i in enumerate(idx):
-                full_ious[i] = _full_iou_in_rect(
-                    logits[j], evalset.rects[i], evalset.gt_in_rect[i], int(evalset.gt_outside[i])
-                )
-        if all_logits is not None:
-            all_logits[idx] = np.clip(logits, -60000, 60000)
-    seconds = time.perf_counter() - start_time
-    examples: dict[int, np.ndarray] = {}
-    if all_logits is not None and n:
-        order = np.argsort(crop_ious, kind="stable")
-        for i in list(order[:keep_examples]) + list(order[-keep_examples:]):
-            examples[int(i)] = all_logits[i].astype(np.float32)
-    return MethodResult(
-        name, crop_ious, full_ious if full_resolution else crop_ious * np.nan, seconds, examples
-    )
+    def block(mask: np.ndarray) -> dict:
+        if not mask.any():
+            return {
+                "count": 0,
+                "true_area_mean": None,
+                "pred_area_mean": None,
+                "area_ratio": None,
+                "median_ratio": None,
+            }
+        return {
+            "count": int(mask.sum()),
+            "true_area_mean": float(true[mask].mean()),
+            "pred_area_mean": float(pred[mask].mean()),
+            "area_ratio": float(pred[mask].sum() / max(true[mask].sum(), 1.0)),
+            "median_ratio": float(np.median(pred[mask] / np.maximum(true[mask], 1.0))),
+        }
+
+    return {"all": block(np.ones(len(pred), bool)), **{b: block(size_classes == b) for b in SIZE_BUCKETS}}
 
 
-def _full_iou_in_rect(logits: np.ndarray, rect: CropRect, gt_in_rect: np.ndarray, gt_outside: int) -> float:
-    """``full_resolution_iou`` without allocating the frame: the pasted prediction is 0
-    (background) outside the crop rectangle, so only the rectangle and the GT count outside it matter."""
-    pred = resize_to_crop(logits, rect) > 0
-    inter = int(np.logical_and(pred, gt_in_rect).sum())
-    union = int(pred.sum()) + int(gt_in_rect.sum()) + gt_outside - inter
-    return 1.0 if union == 0 else inter / union
-
-
-def quick_crop_miou(
-    model, evalset: EvalSet, input_spec: InputSpec | None = None, batch_size: int = 64
-) -> float:
-    """The trainer's quick check: crop-space mIoU of a torch model (no full-res pass)."""
-    result = evaluate_predictor(
-        TorchPredictor(model, input_spec),
-        evalset,
-        batch_size=batch_size,
-        full_resolution=False,
-        keep_examples=0,
-    )
-    return float(result.crop_ious.mean())
-
-
-def evaluate_methods(
-    predictors: dict[str, Predictor], evalset: EvalSet, batch_size: int = 64, progress: bool = False
-) -> dict[str, MethodResult]:
-    return {
-        name: evaluate_predictor(p, evalset, name, batch_size, progress=progress)
-        for name, p in predictors.items()
-    }
+def variant_key(protocol: str, boxes: str, setting: str | None = None) -> str:
+    return "/".join(v for v in (protocol, boxes, setting) if v)
 
 
 # --------------------------------------------------------------------------- reports
-def build_report(results: dict[str, MethodResult], evalset: EvalSet, meta: dict | None = None) -> dict:
-    sizes = evalset.size_classes()
-    return {
-        "dataset": evalset.name,
-        "instances": len(evalset),
-        "skipped": evalset.skipped,
+def build_report(evaluation: FrameEvaluation, meta: dict | None = None, sweep: Sequence[str] = ()) -> dict:
+    """The report: per method the headline (project rule, GT boxes, the node's post-processing),
+    every variant, the calibration; the box baseline per variant; the sweep rows."""
+    sizes = evaluation.size_classes()
+    methods: dict[str, dict] = {}
+    headline = (
+        HEADLINE if HEADLINE[2] in evaluation.settings else (*HEADLINE[:2], next(iter(evaluation.settings)))
+    )
+    for name, by_variant in evaluation.scores.items():
+        variants = {
+            variant_key(*key): summarize(s.crop_ious, s.full_ious, sizes)
+            for key, s in by_variant.items()
+            if key[2] not in sweep
+        }
+        calib = {
+            variant_key(*key): calibration(s.pred_areas, evaluation.gt_areas, sizes)
+            for key, s in by_variant.items()
+            if key[0] == "project" and key[2] not in sweep
+        }
+        top = variants.get(variant_key(*headline)) or next(iter(variants.values()), {})
+        methods[name] = {
+            **top,
+            "seconds": round(evaluation.seconds[name], 3),
+            "variants": variants,
+            "calibration": calib,
+        }
+    if evaluation.box_scores:
+        box_variants = {
+            variant_key(*key): summarize(s.crop_ious, s.full_ious, sizes)
+            for key, s in evaluation.box_scores.items()
+        }
+        box_calib = {
+            variant_key(*key): calibration(s.pred_areas, evaluation.gt_areas, sizes)
+            for key, s in evaluation.box_scores.items()
+            if key[0] == "project"
+        }
+        top = box_variants.get(variant_key(*headline[:2])) or next(iter(box_variants.values()))
+        methods["box"] = {**top, "seconds": 0.0, "variants": box_variants, "calibration": box_calib}
+    sweep_rows = []
+    for name, by_variant in evaluation.scores.items():
+        for (protocol, boxes, setting_name), s in by_variant.items():
+            if setting_name not in sweep and setting_name not in ("raw", "node"):
+                continue
+            if protocol != "project":
+                continue
+            summary = summarize(s.crop_ious, s.full_ious, sizes)
+            setting = evaluation.settings[setting_name]
+            sweep_rows.append(
+                {
+                    "method": name,
+                    "boxes": boxes,
+                    "setting": setting_name,
+                    "threshold": setting.threshold,
+                    "box_margin": setting.box_margin,
+                    "crop_miou": summary["crop_miou"],
+                    "full_miou": summary["full_miou"],
+                    "full_by_size": {b: summary["by_size"][b]["full_miou"] for b in SIZE_BUCKETS},
+                }
+            )
+    box_desc = {
+        name: (
+            "the annotated box"
+            if f <= 0
+            else f"each side moved by N(0, {f:g}) of the box size, "
+            f"numpy default_rng([seed={evaluation.seed}, annotation id])"
+        )
+        for name, f in evaluation.box_sets.items()
+    }
+    report = {
+        "dataset": evaluation.dataset,
+        "instances": len(evaluation),
+        "skipped": evaluation.skipped,
+        "invalid_prompts": evaluation.invalid_prompts,
         "instances_by_size": {b: int((sizes == b).sum()) for b in SIZE_BUCKETS},
+        "headline": variant_key(*headline),
+        "postprocess": {name: s.as_dict() for name, s in evaluation.settings.items() if name not in sweep},
+        "boxes": box_desc,
         "protocol": {
-            "crop": "standard crop (box +10% each side, square, clipped, 96x96); GT nearest; "
-            "pred logits > 0; empty union = 1",
-            "full": "logits pasted back (bilinear) into the frame, > 0, vs full-resolution GT",
+            "project": "the node's crop rule: box +10% each side, square, shrunk symmetrically about the box "
+            "centre to fit the frame, 96x96",
+            "papers": "the PicoSAM papers' crop rule: the same square cut at the frame border, 96x96",
+            "crop": "crop space: GT cut with the crop rule (nearest) vs the post-processed mask on the 96x96 "
+            "grid; empty union = 1",
+            "full": "full frame: the node's crop-local mask (pipeline.segment_frame) pasted back vs the "
+            "full-resolution GT",
+            "raw": "post-processing 'raw': logits > 0, nothing clipped (the papers')",
+            "node": "post-processing 'node': the node's threshold and box clip (see 'postprocess')",
+            "box": "the box itself as the mask: frame pixels whose centre lies inside the box; in crop space "
+            "taken through the crop rule like the GT",
             "mean_frac_iou_50_95": "mean over IoU thresholds "
             + ",".join(f"{t:.2f}" for t in IOU_THRESHOLDS)
             + " of the fraction of instances with IoU >= threshold (the papers' 'mAP')",
-            "size": "COCO classes of the GT area: small < 32^2, medium < 96^2, large",
+            "size": "COCO classes of the annotation area: small < 32^2, medium < 96^2, large",
+            "calibration": "predicted vs true mask area in full-frame pixels, project rule",
         },
-        "methods": {
-            name: {**r.summary(sizes), "seconds": round(r.seconds, 3)} for name, r in results.items()
-        },
+        "methods": methods,
         "meta": meta or {},
     }
+    if sweep:
+        report["sweep"] = sweep_rows
+    return report
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
 def report_markdown(report: dict) -> str:
@@ -456,25 +712,67 @@ def report_markdown(report: dict) -> str:
     lines = [
         f"# Evaluation on {report['dataset']}",
         "",
-        f"{report['instances']} instances ({by_size}); skipped: {report['skipped']}.",
+        f"{report['instances']} instances ({by_size}); skipped: {report['skipped']}; "
+        f"prompts off the frame: {report['invalid_prompts']}.",
+        f"Headline: {report['headline']}. Post-processing: "
+        + "; ".join(f"{k} = {v}" for k, v in report["postprocess"].items())
+        + ".",
         "",
-        "| method | crop mIoU | full-res mIoU | mean_frac_iou_50_95 (crop) | small | medium | large |",
-        "|---|---|---|---|---|---|---|",
+        "| method | protocol | boxes | post | crop mIoU | full mIoU | full S | full M | full L "
+        "| crop S | crop M | crop L |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-
-    def fmt(v) -> str:
-        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
-
     for name, m in report["methods"].items():
-        by = m["by_size"]
-        lines.append(
-            f"| {name} | {fmt(m['crop_miou'])} | {fmt(m['full_miou'])} | {fmt(m['mean_frac_iou_50_95'])} | "
-            + " | ".join(fmt(by[b]["crop_miou"]) for b in SIZE_BUCKETS)
-            + " |"
-        )
-    lines += ["", "Size columns: crop-space mIoU per COCO size class.", ""]
+        for key, v in m["variants"].items():
+            parts = key.split("/") + [""]
+            by = v["by_size"]
+            lines.append(
+                f"| {name} | {parts[0]} | {parts[1]} | {parts[2] or '-'} | {_fmt(v['crop_miou'])} | "
+                f"{_fmt(v['full_miou'])} | "
+                + " | ".join(_fmt(by[b]["full_miou"]) for b in SIZE_BUCKETS)
+                + " | "
+                + " | ".join(_fmt(by[b]["crop_miou"]) for b in SIZE_BUCKETS)
+                + " |"
+            )
+    lines += [
+        "",
+        "## Calibration: predicted vs true area (full-frame pixels, project rule)",
+        "",
+        "| method | variant | size | n | true area | predicted area | total ratio | median ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in report["methods"].items():
+        for key, table in m.get("calibration", {}).items():
+            for bucket, c in table.items():
+                lines.append(
+                    f"| {name} | {key} | {bucket} | {c['count']} | "
+                    + " | ".join(
+                        "n/a" if c[k] is None else f"{c[k]:.0f}" if "area_mean" in k else f"{c[k]:.3f}"
+                        for k in ("true_area_mean", "pred_area_mean", "area_ratio", "median_ratio")
+                    )
+                    + " |"
+                )
+    if report.get("sweep"):
+        lines += [
+            "",
+            "## Post-processing sweep (project rule; full-frame mIoU, crop mIoU in brackets)",
+            "",
+            "| method | boxes | threshold | box margin | full mIoU | crop mIoU | full S | full M | full L |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in report["sweep"]:
+            margin = "none" if row["box_margin"] is None else f"{row['box_margin']:g}"
+            lines.append(
+                f"| {row['method']} | {row['boxes']} | {row['threshold']:g} | {margin} | "
+                f"{_fmt(row['full_miou'])} | {_fmt(row['crop_miou'])} | "
+                + " | ".join(_fmt(row["full_by_size"][b]) for b in SIZE_BUCKETS)
+                + " |"
+            )
+    lines += [""]
     for key, text in report["protocol"].items():
         lines.append(f"- **{key}**: {text}")
+    for key, text in report.get("boxes", {}).items():
+        lines.append(f"- boxes **{key}**: {text}")
     if report.get("meta"):
         lines += ["", "```json", json.dumps(report["meta"], indent=2), "```"]
     return "\n".join(lines) + "\n"
@@ -507,17 +805,15 @@ def plot_size_bars(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_examples(result: MethodResult, evalset: EvalSet, path: Path, per_row: int = 8) -> None:
+def plot_examples(examples: Examples, ious: Sequence[float], name: str, path: Path, per_row: int = 8) -> None:
     """Worst (top row) and best (bottom row) instances: crop, GT outline green, prediction red."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    order = np.argsort(result.crop_ious, kind="stable")
-    chosen = [i for i in order[:per_row] if i in result.worst_best_logits]
-    chosen_best = [i for i in order[::-1][:per_row] if i in result.worst_best_logits]
-    rows = [("worst", chosen), ("best", chosen_best)]
+    order = np.argsort(np.asarray(ious), kind="stable")
+    rows = [("worst", list(order[:per_row])), ("best", list(order[::-1][:per_row]))]
     fig, axes = plt.subplots(2, per_row, figsize=(per_row * 1.4, 3.4), dpi=110, squeeze=False)
     for r, (label, indices) in enumerate(rows):
         for c in range(per_row):
@@ -526,45 +822,55 @@ def plot_examples(result: MethodResult, evalset: EvalSet, path: Path, per_row: i
             if c >= len(indices):
                 continue
             i = int(indices[c])
-            image = evalset.crops[i].copy()
-            pred = result.worst_best_logits[i] > 0
-            overlay = image.astype(np.float32)
+            pred = examples.predictions[i]
+            overlay = examples.crops[i].astype(np.float32)
             overlay[pred] = overlay[pred] * 0.5 + np.array([255, 0, 0]) * 0.5
             overlay = overlay.astype(np.uint8)
             contours, _ = cv2.findContours(
-                evalset.gt_crops[i].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+                examples.ground_truth[i].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
             )
             cv2.drawContours(overlay, contours, -1, (0, 255, 0), 1)
             ax.imshow(overlay)
-            ax.set_title(f"{label} {result.crop_ious[i]:.2f}", fontsize=7)
-    fig.suptitle(f"{result.name}: worst and best crop-space IoU (green GT, red prediction)", fontsize=8)
+            ax.set_title(f"{label} {ious[i]:.2f}", fontsize=7)
+    fig.suptitle(f"{name}: worst and best crop-space IoU (green GT, red prediction)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
 def write_report(
-    results: dict[str, MethodResult],
-    evalset: EvalSet,
+    evaluation: FrameEvaluation,
     out_dir: str | Path,
     meta: dict | None = None,
     example_methods: Sequence[str] | None = None,
+    sweep: Sequence[str] = (),
 ) -> dict:
     """report.json, report.md, size_bars.png and examples_<method>.png in ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = build_report(results, evalset, meta)
+    report = build_report(evaluation, meta, sweep)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / "report.md").write_text(report_markdown(report))
     plot_size_bars(report, out_dir / "size_bars.png")
-    for name in example_methods if example_methods is not None else list(results):
-        if results[name].worst_best_logits:
-            plot_examples(results[name], evalset, out_dir / f"examples_{_safe(name)}.png")
+    headline = tuple(report["headline"].split("/"))
+    for name in example_methods if example_methods is not None else list(evaluation.examples):
+        examples = evaluation.examples.get(name)
+        if examples and examples.crops:
+            ious = evaluation.scores[name][headline].crop_ious
+            plot_examples(examples, ious, name, out_dir / f"examples_{_safe(name)}.png")
     return report
 
 
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+
+
+def sweep_settings(
+    thresholds: Sequence[float] = SWEEP_THRESHOLDS, margins: Sequence[float | None] = SWEEP_MARGINS
+) -> dict[str, Postprocess]:
+    return {
+        f"p{t:g}/m{'none' if m is None else f'{m:g}'}": Postprocess(t, m) for t in thresholds for m in margins
+    }
 
 
 # --------------------------------------------------------------------------- CLI
@@ -583,8 +889,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--onnx", action="append", default=[], help="ONNX model file (repeatable)")
     parser.add_argument(
         "--model-card",
-        help="model card (dir or json) for the ONNX input normalisation; "
-        "default: the card beside each ONNX file, else the training one",
+        help="model card (dir or json) for the ONNX input normalisation and the post-processing; "
+        "default: the card beside the first ONNX file, else the training normalisation",
     )
     parser.add_argument(
         "--dataset", default=DEV_VAL_SPEC, help="annotations.json[:image_dir] (default: dev val)"
@@ -593,14 +899,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baselines", default="box,grabcut", help="comma list of box,grabcut ('' for none)")
     parser.add_argument("--grabcut-iterations", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="first N instances only (0 = all)")
-    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = default)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="the node's object probability threshold (default: the model card's, else 0.5)",
+    )
+    parser.add_argument(
+        "--box-margin",
+        type=float,
+        default=None,
+        help="the node's box margin, fraction of the box (default: the model card's, else none)",
+    )
+    parser.add_argument(
+        "--no-box-clip", action="store_true", help="evaluate the node's output without the box clip"
+    )
+    parser.add_argument(
+        "--box-jitter",
+        type=float,
+        default=0.0,
+        help="also evaluate detector-like boxes: each side moved by N(0, this) of the box size",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the box jitter")
+    parser.add_argument("--protocols", default="project,papers", help="comma list of project,papers")
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also score a grid of thresholds x box margins (to choose the node's)",
+    )
+    parser.add_argument(
+        "--sweep-thresholds",
+        default=",".join(f"{t:g}" for t in SWEEP_THRESHOLDS),
+        help="comma list of thresholds for --sweep",
+    )
+    parser.add_argument(
+        "--sweep-margins",
+        default=",".join("none" if m is None else f"{m:g}" for m in SWEEP_MARGINS),
+        help="comma list of box margins for --sweep ('none' = no clip)",
+    )
     parser.add_argument("--out", default=None, help="write report.json/.md and figures here")
     args = parser.parse_args(argv)
 
     annotations, images = resolve_dataset(args.dataset, Path(args.data_root) if args.data_root else None)
-    evalset = load_eval_set(annotations, images, limit=args.limit, progress=sys.stderr.isatty())
-    print(f"{evalset.name}: {len(evalset)} instances; skipped {evalset.skipped}")
     predictors: dict[str, Predictor] = {}
     for ckpt in args.checkpoint:
         from picosam3_train.checkpoint import load_checkpoint
@@ -612,26 +953,57 @@ def main(argv: list[str] | None = None) -> int:
         predictors[path.name] = OnnxPredictor(path, _spec_for_onnx(path, args.model_card), args.threads)
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
     for b in baselines:
-        if b == "box":
-            predictors["box"] = box_predictor(evalset)
-        elif b == "grabcut":
-            predictors["grabcut"] = grabcut_predictor(evalset, args.grabcut_iterations)
-        else:
+        if b == "grabcut":
+            predictors["grabcut"] = grabcut_predictor(args.grabcut_iterations)
+        elif b != "box":
             parser.error(f"unknown baseline {b!r} (box, grabcut)")
-    if not predictors:
+    if not predictors and "box" not in baselines:
         parser.error("nothing to evaluate: give --checkpoint, --onnx or --baselines")
-    results = evaluate_methods(predictors, evalset, args.batch_size, progress=sys.stderr.isatty())
+    # The node's post-processing comes with a model card; a bare checkpoint has none (yet).
+    card = args.model_card or (Path(args.onnx[0]).parent if args.onnx else None)
+    if card:
+        node = postprocess_in_use(card, args.threshold, args.box_margin)
+    else:
+        node = RAW_POSTPROCESS.with_overrides(args.threshold, args.box_margin)
+    if args.no_box_clip:
+        node = Postprocess(node.threshold, None)
+    settings = {"node": node, "raw": RAW_POSTPROCESS}
+    sweep = {}
+    if args.sweep:
+        sweep = sweep_settings(
+            [float(t) for t in args.sweep_thresholds.split(",")],
+            [None if m.strip() == "none" else float(m) for m in args.sweep_margins.split(",")],
+        )
+    settings.update(sweep)
+    box_sets = {"gt": 0.0}
+    if args.box_jitter > 0:
+        box_sets["jitter"] = args.box_jitter
+    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    evaluation = evaluate_frames(
+        predictors,
+        annotations,
+        images,
+        settings,
+        protocols,
+        box_sets,
+        args.seed,
+        args.limit,
+        progress=sys.stderr.isatty(),
+    )
+    if "box" not in baselines:
+        evaluation.box_scores.clear()
+    print(f"{evaluation.dataset}: {len(evaluation)} instances; skipped {evaluation.skipped}")
     meta = {
         "command": "picosam3_train evaluate " + " ".join(argv if argv is not None else sys.argv[1:]),
         "annotations": str(annotations),
         "images": str(images),
     }
     if args.out:
-        report = write_report(results, evalset, args.out, meta)
+        report = write_report(evaluation, args.out, meta, sweep=list(sweep))
         print(f"wrote {args.out}/report.json, report.md and figures")
     else:
-        report = build_report(results, evalset, meta)
-    print(report_markdown(report).split("\nSize columns")[0])
+        report = build_report(evaluation, meta, list(sweep))
+    print(report_markdown(report).split("\n- **")[0])
     return 0
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from picosam3_ros.core.crop import MODEL_INPUT_SIZE
+
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 OPSET = 17
-INPUT_SIZE = 96
 
 
 @dataclass
@@ -44,7 +45,7 @@ def exportable_copy(model):
 def export_onnx(
     model,
     path: str | Path,
-    input_size: int = INPUT_SIZE,
+    input_size: int = MODEL_INPUT_SIZE,
     opset: int = OPSET,
     check_batch: int = 3,
     seed: int = 0,
@@ -82,7 +83,7 @@ def export_onnx(
 
 
 def compare_with_torch(
-    model, onnx_path: str | Path, input_size: int = INPUT_SIZE, batch: int = 3, seed: int = 0
+    model, onnx_path: str | Path, input_size: int = MODEL_INPUT_SIZE, batch: int = 3, seed: int = 0
 ) -> float:
     """Max |ORT - torch| of the logits on a random normal batch."""
     import onnxruntime as ort

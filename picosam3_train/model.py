@@ -23,6 +23,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from picosam3_ros.core.crop import MODEL_INPUT_SIZE
+
 MODEL_NAMES = ("picosam3", "picosam2")
 ENCODER_CHANNELS = (48, 96, 160, 256, 320)
 # Depthwise-separable blocks per encoder stage (after the strided one) and per decoder
@@ -32,7 +34,7 @@ ENCODER_DEPTHS = (1, 1, 2, 2, 2)
 DECODER_DEPTHS = (3, 3, 2, 2)
 BOTTLENECK_BLOCKS = 3
 STAGE_STRIDES = (2, 2, 2, 2, 1)  # stem, then stages 1-4
-INPUT_SIZE = 96
+INPUT_SIZE = MODEL_INPUT_SIZE  # defined once in the crop rule
 
 
 def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:

@@ -7,9 +7,12 @@
    the card -> ``picosam3_int8.onnx`` (QDQ, stock ONNX Runtime);
 3. the sensor model: normalisation folded in (pixel input), PTQ, MCTQ export,
    ``imxconv-pt`` -> ``packerOut.zip`` with its memory report;
-4. evaluation of fp32, INT8 and the sensor model (fake-quant twin) against the box
-   baseline on dev val, crop space and full resolution;
-5. ``model_card.json`` (``picosam3_ros.core.model_card`` reads it) and the evaluation report.
+4. the model's post-processing (threshold, box margin) chosen on dev val by a sweep
+   under GT and 5%-jittered boxes, then the evaluation of fp32, INT8 and the sensor model
+   (fake-quant twin) against the box baseline (``picosam3_train.evaluate``: both crop
+   protocols, crop space and full frame, by size);
+5. ``model_card.json`` (``picosam3_ros.core.model_card`` reads it; its ``postprocess``
+   block is what the node uses by default) and the evaluation report.
 
 If the converter step fails, fp32 and INT8 are still written and the card says why
 ``imx500`` is missing.
@@ -28,6 +31,7 @@ from pathlib import Path
 
 from picosam3_ros.core.crop import CROP_RULE_VERSION
 from picosam3_ros.core.model_card import MODEL_CARD_NAME, InputSpec, load_model_card
+from picosam3_ros.core.postprocess import Postprocess
 
 FP32_NAME = "picosam3_fp32.onnx"
 INT8_NAME = "picosam3_int8.onnx"
@@ -53,11 +57,36 @@ def _teacher_info(config) -> list[dict]:
     return teachers
 
 
-def _metrics(summary: dict) -> dict:
+def _metrics(method: dict) -> dict:
+    """The card's figures of one method: the headline (project rule, GT boxes, the node's
+    post-processing) and every protocol / box set / post-processing variant, by size."""
     keys = ("count", "crop_miou", "full_miou", "mean_frac_iou_50_95", "full_mean_frac_iou_50_95")
-    out = {k: summary.get(k) for k in keys}
-    out["by_size_crop_miou"] = {b: v["crop_miou"] for b, v in summary["by_size"].items()}
+    out = {k: method.get(k) for k in keys}
+    out["by_size_crop_miou"] = {b: v["crop_miou"] for b, v in method["by_size"].items()}
+    out["by_size_full_miou"] = {b: v["full_miou"] for b, v in method["by_size"].items()}
+    out["variants"] = {
+        key: {
+            "crop_miou": v["crop_miou"],
+            "full_miou": v["full_miou"],
+            "by_size_crop_miou": {b: s["crop_miou"] for b, s in v["by_size"].items()},
+            "by_size_full_miou": {b: s["full_miou"] for b, s in v["by_size"].items()},
+        }
+        for key, v in method.get("variants", {}).items()
+    }
     return out
+
+
+EVAL_BOX_SETS = {"gt": 0.0, "jitter": 0.05}
+
+
+def choose_postprocess(report: dict, method: str) -> dict:
+    """The sweep setting with the best mean full-frame mIoU over the box sets (GT and jittered)."""
+    totals: dict[tuple, list[float]] = {}
+    for row in report.get("sweep", []):
+        if row["method"] == method and row["setting"] not in ("raw", "node"):
+            totals.setdefault((row["threshold"], row["box_margin"]), []).append(row["full_miou"])
+    (threshold, margin), values = max(totals.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))
+    return {"threshold": threshold, "box_margin": margin, "mean_full_miou": sum(values) / len(values)}
 
 
 def build_package(
@@ -73,12 +102,13 @@ def build_package(
 ) -> dict:
     from picosam3_train.checkpoint import load_checkpoint
     from picosam3_train.evaluate import (
+        RAW_POSTPROCESS,
         OnnxPredictor,
-        box_predictor,
-        evaluate_methods,
+        build_report,
+        evaluate_frames,
         input_spec_from_config,
-        load_eval_set,
         resolve_dataset,
+        sweep_settings,
         write_report,
     )
     from picosam3_train.export import export_onnx
@@ -142,26 +172,35 @@ def build_package(
         print(f"    imx500 file missing: {imx500['missing_reason']}")
         (out_dir / IMX500_NAME).unlink(missing_ok=True)
 
-    print(f"[4/5] evaluation on {eval_spec}")
+    print(f"[4/5] evaluation on {eval_spec}: post-processing sweep, then both protocols")
     eval_ann, eval_images = resolve_dataset(eval_spec)
-    evalset = load_eval_set(eval_ann, eval_images, limit=eval_limit)
+    # The model's own calibration: the threshold and box margin best on GT and 5%-jittered boxes.
+    sweep = sweep_settings()
+    fp32 = {"fp32": OnnxPredictor(out_dir / FP32_NAME, spec)}
+    settings = {"raw": RAW_POSTPROCESS, **sweep}
+    swept = evaluate_frames(fp32, eval_ann, eval_images, settings, ("project",), EVAL_BOX_SETS,
+                            limit=eval_limit, keep_examples=False)
+    postprocess = choose_postprocess(build_report(swept, sweep=list(sweep)), "fp32")
+    node = Postprocess(postprocess["threshold"], postprocess["box_margin"])
+    print(f"    post-processing: {node.label()} (mean full-frame mIoU {postprocess['mean_full_miou']:.4f})")
     predictors = {
-        "fp32": OnnxPredictor(out_dir / FP32_NAME, spec),
+        "fp32": fp32["fp32"],
         "int8": OnnxPredictor(out_dir / INT8_NAME, spec),
     }
     if sensor_q is not None:
         predictors["imx500_fakequant"] = OnnxPredictor(sensor_q.int8_onnx, pixel_input_spec(spec))
-    predictors["box"] = box_predictor(evalset)
-    results = evaluate_methods(predictors, evalset)
+    evaluation = evaluate_frames(predictors, eval_ann, eval_images, {"node": node, "raw": RAW_POSTPROCESS},
+                                 ("project", "papers"), EVAL_BOX_SETS, limit=eval_limit)
     report = write_report(
-        results, evalset, work / REPORT_DIR, meta={"checkpoint": str(checkpoint)}, example_methods=["fp32"]
+        evaluation, work / REPORT_DIR, meta={"checkpoint": str(checkpoint)}, example_methods=["fp32"]
     )
     methods = report["methods"]
     metrics = {name: _metrics(m) for name, m in methods.items()}
-    gap_pt = 100.0 * (methods["fp32"]["crop_miou"] - methods["int8"]["crop_miou"])
+    gap_pt = 100.0 * (methods["fp32"]["full_miou"] - methods["int8"]["full_miou"])
     print(
-        f"    crop mIoU fp32 {methods['fp32']['crop_miou']:.4f}, int8 {methods['int8']['crop_miou']:.4f} "
-        f"(gap {gap_pt:.2f} pt), box {methods['box']['crop_miou']:.4f}"
+        f"    full-frame mIoU fp32 {methods['fp32']['full_miou']:.4f}, "
+        f"int8 {methods['int8']['full_miou']:.4f} (gap {gap_pt:.2f} pt), "
+        f"box {methods['box']['full_miou']:.4f}"
     )
 
     print("[5/5] model card")
@@ -205,11 +244,20 @@ def build_package(
             "int8_format": "fake-quant QDQ ONNX (QuantizeLinear/DequantizeLinear)",
         },
         "imx500": imx500,
+        "postprocess": {
+            "threshold": node.threshold,
+            "box_margin": node.box_margin,
+            "chosen_on": f"{eval_spec}, best mean full-frame mIoU over GT and 5%-jittered boxes "
+            "(picosam3_train evaluate --sweep)",
+        },
         "metrics": {
             "dataset": eval_spec,
-            "instances": len(evalset),
+            "instances": len(evaluation),
+            "headline": report["headline"],
+            "protocol": report["protocol"],
+            "boxes": report["boxes"],
             **metrics,
-            "int8_gap_crop_miou_pt": gap_pt,
+            "int8_gap_full_miou_pt": gap_pt,
         },
         "reproduce": {
             "train": extra.get("command")

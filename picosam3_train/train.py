@@ -15,14 +15,14 @@ import argparse
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from picosam3_ros.core.crop import CropRect
-from picosam3_ros.core.metrics import mean_fraction_above_iou_thresholds
+from picosam3_ros.core.postprocess import RAW_POSTPROCESS, Postprocess
 from picosam3_train.checkpoint import load_checkpoint, save_checkpoint
 from picosam3_train.config import (
     IMAGENET_MEAN,
@@ -32,11 +32,11 @@ from picosam3_train.config import (
     load_config,
     save_config,
 )
-from picosam3_train.data import CROP_SIZE, CropDataset, EvalCrops, InstanceStore, collate, load_teacher_caches
+from picosam3_train.data import CropDataset, InstanceStore, collate, load_teacher_caches
+from picosam3_train.evaluate import TorchPredictor, default_input_spec, evaluate_frames, summarize
 from picosam3_train.loss import distillation_loss
 from picosam3_train.model import build_model, describe
 from picosam3_train.seed import seed_everything
-
 
 BOX_CLIP_LOGIT = -12.0  # sigmoid = 6e-6: certain background, still a finite loss
 
@@ -72,68 +72,45 @@ def build_train_dataset(config: TrainConfig, quiet: bool = False) -> CropDataset
                        teachers=teachers, seed=config.seed, box_margin=config.box_margin)
 
 
-def build_eval_crops(config: TrainConfig, quiet: bool = False) -> EvalCrops | None:
+@dataclass(frozen=True)
+class EvalSplit:
+    """The dev split the periodic evaluation reads (the evaluator decodes it each time)."""
+
+    annotations: Path
+    images: Path
+    limit: int = 0
+    postprocess: Postprocess = RAW_POSTPROCESS
+
+
+def build_eval_crops(config: TrainConfig, quiet: bool = False) -> EvalSplit | None:
+    """The evaluation split of ``config`` (None without one)."""
     if not config.val_dataset:
         return None
-    store = InstanceStore.open_prebuilt(config.val_dataset)
-    if store is None:
-        ann, images = config.resolve_dataset(config.val_dataset)
-        store = InstanceStore.build(ann, images, config.resolved_cache_dir(), "standard", quiet=quiet)
-    return EvalCrops(store, IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE, config.eval_max_instances,
-                     box_margin=config.box_margin)
+    ann, images = config.resolve_dataset(config.val_dataset)
+    # Models trained box-aware are chosen on what the node outputs: the clip at the same margin.
+    post = Postprocess(0.5, config.box_margin) if config.box_margin >= 0 else RAW_POSTPROCESS
+    return EvalSplit(ann, images, config.eval_max_instances, post)
 
 
-def batch_ious(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Per-instance IoU of boolean (N,H,W) masks; an empty union counts 1 (papers' protocol)."""
-    inter = np.logical_and(pred, gt).reshape(len(pred), -1).sum(1)
-    union = np.logical_or(pred, gt).reshape(len(pred), -1).sum(1)
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-
-
-@torch.no_grad()
-def predict_logits(model: torch.nn.Module, images: np.ndarray, device: torch.device,
-                   batch_size: int = 128, channels_last: bool = True) -> np.ndarray:
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[start:start + batch_size]).to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        out.append(model(x).float().cpu().numpy()[:, 0])
-    model.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0, CROP_SIZE, CROP_SIZE), np.float32)
-
-
-def evaluate_crop_space(model: torch.nn.Module, crops: EvalCrops, device: torch.device,
+def evaluate_crop_space(model: torch.nn.Module, split: EvalSplit, device: torch.device,
                         channels_last: bool = True) -> dict:
-    """Crop-space (96x96) mIoU of logits > 0 against the standard-crop ground truth."""
-    logits = predict_logits(model, crops.images, device, channels_last=channels_last)
-    predicted = logits > 0 if crops.keep is None else (logits > 0) & crops.keep
-    ious = batch_ious(predicted, crops.masks)
-    result = {"miou": float(ious.mean()), "instances": int(len(ious)),
-              "mean_fraction_above_iou_50_95": mean_fraction_above_iou_thresholds(ious)}
-    buckets = np.asarray(crops.buckets)
-    for bucket in ("small", "medium", "large"):
-        sel = buckets == bucket
-        result[f"miou_{bucket}"] = float(ious[sel].mean()) if sel.any() else float("nan")
+    """The periodic evaluation: the one evaluator (``picosam3_train.evaluate.evaluate_frames``,
+    the node's pipeline on every image, GT boxes, the node's crop rule) on the plain network
+    output (logits > 0), clipped to the box when the model was trained box-aware.
+    ``miou`` (crop space) chooses the best checkpoint."""
+    predictor = TorchPredictor(model, default_input_spec(), device, channels_last)
+    evaluation = evaluate_frames({"model": predictor}, split.annotations, split.images,
+                                 {"raw": split.postprocess}, protocols=("project",), limit=split.limit,
+                                 keep_examples=False)
+    scores = evaluation.scores["model"][("project", "gt", "raw")]
+    summary = summarize(scores.crop_ious, scores.full_ious, evaluation.size_classes())
+    result = {"miou": summary["crop_miou"], "full_miou": summary["full_miou"], "instances": summary["count"],
+              "mean_fraction_above_iou_50_95": summary["crop_mean_frac_iou_50_95"]}
+    for bucket, block in summary["by_size"].items():
+        result[f"miou_{bucket}"] = block["crop_miou"] if block["count"] else float("nan")
+        result[f"full_miou_{bucket}"] = block["full_miou"] if block["count"] else float("nan")
     return result
 
-
-def box_as_mask_crop_iou(store: InstanceStore, limit: int = 0) -> float:
-    """The baseline: the prompt box itself, drawn into the standard crop, as the mask
-    (a pixel is in when its centre lies inside the box)."""
-    n = len(store) if not limit else min(limit, len(store))
-    ious = []
-    for i in range(n):
-        x, y, w, h = (float(v) for v in store.boxes[i])
-        rect = CropRect(*(int(v) for v in store.context[i]))
-        cols = (np.arange(CROP_SIZE) + 0.5) * rect.width / CROP_SIZE + rect.x
-        rows = (np.arange(CROP_SIZE) + 0.5) * rect.height / CROP_SIZE + rect.y
-        pred = np.zeros((CROP_SIZE, CROP_SIZE), bool)
-        pred[np.ix_((rows >= y) & (rows < y + h), (cols >= x) & (cols < x + w))] = True
-        ious.append(batch_ious(pred[None], (np.asarray(store.masks[i]) >= 128)[None])[0])
-    return float(np.mean(ious))
 
 
 def _reseed_worker(_worker_id: int) -> None:
@@ -250,7 +227,8 @@ def train(config: TrainConfig, resume: str | Path | None = None, quiet: bool = F
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{max(epochs, epoch + 1)}", disable=quiet,
                    mininterval=2.0, dynamic_ncols=True)
         running: dict[str, float] = {}
-        batches = epoch_batches(dataset, order[:steps_per_epoch * batch_size], batch_size, config.loader_workers)
+        batches = epoch_batches(dataset, order[:steps_per_epoch * batch_size], batch_size,
+                                config.loader_workers)
         epoch_start = time.perf_counter()
         for b in bar:
             if finished():

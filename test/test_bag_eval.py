@@ -19,6 +19,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from picosam3_ros.core.crop import crop_rect_for_box
 from picosam3_ros.evaluation.bag_io import (
     IMAGE_TYPE,
     PROMPT_ARRAY_TYPE,
@@ -29,7 +30,6 @@ from picosam3_ros.evaluation.bag_io import (
     make_prompt_array,
     make_roi,
 )
-from picosam3_ros.core.crop import crop_rect_for_box
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SIZE = 96
@@ -507,6 +507,48 @@ def test_cli_success_prints_summary(tmp_path, known_bag, left_half_model):
     )
     assert "mIoU crop 75.00%" in proc.stdout
     assert json.loads((tmp_path / "o.json").read_text())["instances"] == 2
+
+
+def test_box_clip_papers_protocol_and_box_baseline(tmp_path, known_bag, left_half_model):
+    """--box-margin 0 clips the left-half masks to the prompt boxes (hand-computed IoUs); the
+    box baseline is scored on the same frame pixels; --protocols papers runs the cut rule too."""
+    from picosam3_ros.evaluation.bag_eval import main
+
+    out = tmp_path / "clip.json"
+    args = [*known_topics(known_bag), "--model", str(left_half_model), "--json", str(out), "--quiet"]
+    assert main([*args, "--box-margin", "0", "--protocols", "project,papers"]) == 0
+    report = json.loads(out.read_text())
+    assert report["postprocess"] == {"threshold": 0.5, "box_margin": 0.0}
+    by_id = {row["prompt_id"]: row for row in report["per_instance"]}
+    # A: crop (35..95, 25..85), left half x 35..65, clipped to the box (40..90, 30..80): 25x50
+    # inside the GT (the crop's left half, 30x60).
+    assert by_id[7]["iou_full"] == pytest.approx(1250 / 1800)
+    # B: 20x40 of its 48x48 crop; the box itself: 40x40 of the same crop.
+    assert by_id[9]["iou_full"] == pytest.approx(800 / 2304)
+    assert by_id[9]["box_iou_full"] == pytest.approx(1600 / 2304)
+    assert by_id[7]["box_iou_full"] == pytest.approx(1250 / (2500 + 1800 - 1250))
+    assert report["miou_full_box_baseline"] == pytest.approx((1600 / 2304 + 1250 / 3050) / 2)
+    # Boxes well inside the frame: the papers' cut rule crops the same square.
+    assert report["papers"]["miou_full"] == pytest.approx(report["miou_full"])
+    # Without the clip the raw left half scores the known 0.75 again.
+    assert main([*args, "--no-box-clip"]) == 0
+    unclipped = json.loads(out.read_text())
+    assert unclipped["miou_full"] == pytest.approx(0.75) and unclipped["papers"] is None
+
+
+def test_box_jitter_is_seeded(tmp_path, known_bag, left_half_model):
+    from picosam3_ros.evaluation.bag_eval import main
+
+    reports = []
+    for seed in (0, 0, 1):
+        out = tmp_path / f"jitter{len(reports)}.json"
+        args = [*known_topics(known_bag), "--model", str(left_half_model), "--json", str(out), "--quiet"]
+        assert main([*args, "--box-jitter", "0.2", "--seed", str(seed)]) == 0
+        reports.append(json.loads(out.read_text()))
+    assert "N(0, 0.2)" in reports[0]["boxes"]
+    assert reports[0]["per_instance"] == reports[1]["per_instance"]
+    assert reports[0]["per_instance"] != reports[2]["per_instance"]
+    assert reports[0]["miou_full"] != pytest.approx(0.75)  # the crops moved with the boxes
 
 
 def test_recorded_mode_scores_a_nodes_segmentations(tmp_path):

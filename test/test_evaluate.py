@@ -11,7 +11,8 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from picosam3_ros.core import metrics
-from picosam3_ros.core.crop import CropRect, crop_rect_for_box
+from picosam3_ros.core.crop import CropRect, crop_rect_for_box, paste_back
+from picosam3_ros.core.postprocess import RAW_POSTPROCESS, Postprocess, grid_mask, mask_from_logits
 from picosam3_train import evaluate as ev
 
 
@@ -66,9 +67,18 @@ def make_coco_fixture(root: Path, n_images: int = 3) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def fixture_set(tmp_path_factory) -> tuple[Path, Path, ev.EvalSet]:
-    ann, images = make_coco_fixture(tmp_path_factory.mktemp("coco"))
-    return ann, images, ev.load_eval_set(ann, images)
+def fixture_data(tmp_path_factory) -> tuple[Path, Path]:
+    return make_coco_fixture(tmp_path_factory.mktemp("coco"))
+
+
+def gt_crops_in_order(ann: Path, images: Path, border: str = "shrink") -> list[np.ndarray]:
+    """Each usable instance's GT on the crop grid, in the evaluator's order."""
+    out = []
+    for image in ev.iter_eval_images(ann, images):
+        size = image.rgb.shape[1], image.rgb.shape[0]
+        for box, mask in zip(image.boxes, image.masks):
+            out.append(metrics.gt_crop(mask, crop_rect_for_box(box, size, border=border)))
+    return out
 
 
 def test_box_mask_in_crop_hand_computed():
@@ -87,103 +97,208 @@ def test_box_mask_in_crop_hand_computed():
     assert metrics.crop_space_iou(np.where(box, 3.0, -3.0), gt) == pytest.approx(0.5)
 
 
-def test_box_mask_outward_rounding_of_fractional_boxes():
+def test_box_rasterised_by_pixel_centres():
     rect = CropRect(0, 0, 96, 96)
-    box = metrics.box_mask_in_crop((10.2, 20.7, 5.1, 3.0), rect)  # touches x 10..15, y 20..23
+    box = metrics.box_mask_in_crop((10.2, 20.7, 5.1, 3.0), rect)  # centres x 10.5..14.5, y 21.5..23.5
     rows, cols = np.nonzero(box)
-    assert (cols.min(), cols.max(), rows.min(), rows.max()) == (10, 15, 20, 23)
+    assert (cols.min(), cols.max(), rows.min(), rows.max()) == (10, 14, 21, 23)
 
 
-def test_vectorised_iou_matches_per_instance_rule():
-    rng = np.random.default_rng(1)
-    logits = rng.normal(size=(20, 96, 96)).astype(np.float32)
-    gts = rng.random((20, 96, 96)) > 0.6
-    logits[3] = -1.0  # empty prediction ...
-    gts[3] = False  # ... and empty GT: union 0 counts 1
-    gts[4] = False  # empty GT, non-empty prediction: 0
-    batch = metrics.crop_space_ious(logits, gts)
-    single = [metrics.crop_space_iou(logit, g) for logit, g in zip(logits, gts)]
-    assert np.allclose(batch, single)
-    assert batch[3] == 1.0 and batch[4] == 0.0
+def test_jitter_box_is_seeded_and_moves_each_side():
+    box = (100.0, 50.0, 40.0, 20.0)
+    a = metrics.jitter_box(box, 0.05, np.random.default_rng([0, 7]))
+    b = metrics.jitter_box(box, 0.05, np.random.default_rng([0, 7]))
+    assert a == b and a != box
+    sides = np.array([[*metrics.jitter_box(box, 0.05, np.random.default_rng([0, i]))] for i in range(2000)])
+    left_shift = (sides[:, 0] - box[0]) / box[2]
+    bottom_shift = (sides[:, 1] + sides[:, 3] - box[1] - box[3]) / box[3]
+    assert abs(left_shift.std() - 0.05) < 0.005 and abs(bottom_shift.std() - 0.05) < 0.005
+    tiny = metrics.jitter_box((5, 5, 1, 1), 3.0, np.random.default_rng(1))
+    assert tiny[2] >= 1.0 and tiny[3] >= 1.0
 
 
-def test_full_resolution_fast_path_equals_paste_back(fixture_set):
-    _, _, evalset = fixture_set
+def test_in_rect_full_iou_equals_paste_back():
     rng = np.random.default_rng(2)
-    for i in range(len(evalset)):
-        logits = rng.normal(size=(96, 96)).astype(np.float32) + 2 * evalset.gt_crops[i] - 1
-        rect = evalset.rects[i]
-        full_gt = np.zeros((rect.y_end + 7, rect.x_end + 9), bool)
-        full_gt[rect.y : rect.y_end, rect.x : rect.x_end] = evalset.gt_in_rect[i]
-        full_gt[0, 0 : evalset.gt_outside[i]] = True  # the same count of GT pixels outside the crop
-        assert ev._full_iou_in_rect(
-            logits, rect, evalset.gt_in_rect[i], int(evalset.gt_outside[i])
-        ) == pytest.approx(metrics.full_resolution_iou(logits, rect, full_gt))
+    rect = CropRect(30, 20, 50, 40)
+    logits = rng.normal(size=(96, 96)).astype(np.float32)
+    full_gt = rng.random((90, 120)) > 0.7
+    pred = mask_from_logits(logits, rect, 0.5)[0] > 0
+    region = full_gt[rect.y : rect.y_end, rect.x : rect.x_end]
+    expected = metrics.full_resolution_iou(logits, rect, full_gt)
+    assert ev._in_rect_iou(pred, region, int(full_gt.sum())) == pytest.approx(expected)
+    assert paste_back(logits, rect, (120, 90)).shape == (90, 120)
 
 
-def test_eval_set_skips_crowd_and_degenerate(fixture_set):
-    _, _, evalset = fixture_set
-    assert len(evalset) == 6
-    assert evalset.skipped["crowd"] == 3 and evalset.skipped["degenerate_box"] == 3
-    assert evalset.crops.shape == (6, 96, 96, 3) and evalset.crops.dtype == np.uint8
-    assert set(evalset.size_classes()) <= {"small", "medium", "large"}
+def test_reader_skips_crowd_and_degenerate(fixture_data):
+    skipped: dict[str, int] = {}
+    images = list(ev.iter_eval_images(*fixture_data, skipped=skipped))
+    assert sum(len(i.ann_ids) for i in images) == 6
+    assert skipped["crowd"] == 3 and skipped["degenerate_box"] == 3
+    assert all(m.dtype == bool and m.shape == i.rgb.shape[:2] for i in images for m in i.masks)
+    assert sum(len(i.ann_ids) for i in ev.iter_eval_images(*fixture_data, limit=4)) == 4
 
 
-def test_perfect_empty_and_box_predictors(fixture_set):
-    _, _, evalset = fixture_set
+def test_perfect_empty_and_box_predictors(fixture_data):
+    ann, images = fixture_data
+    gt96 = gt_crops_in_order(ann, images)
 
-    def perfect(crops, idx):
-        return np.where(evalset.gt_crops[idx], 5.0, -5.0).astype(np.float32)
+    def perfect(crops, batch):
+        return np.where(np.stack([gt96[i] for i in batch.indices]), 5.0, -5.0).astype(np.float32)
 
-    def empty(crops, idx):
-        return np.full((len(idx), 96, 96), -1.0, np.float32)
+    def empty(crops, batch):
+        return np.full(crops.shape[:3], -1.0, np.float32)
 
-    res = ev.evaluate_methods(
-        {"perfect": perfect, "empty": empty, "box": ev.box_predictor(evalset)}, evalset, batch_size=4
+    def box(crops, batch):
+        return np.where(batch.box_masks, 1.0, -1.0).astype(np.float32)
+
+    evaluation = ev.evaluate_frames(
+        {"perfect": perfect, "empty": empty, "box_model": box}, ann, images, {"raw": RAW_POSTPROCESS},
+        protocols=("project",),
     )
-    sizes = evalset.size_classes()
-    perfect_summary = res["perfect"].summary(sizes)
-    assert perfect_summary["crop_miou"] == 1.0 and perfect_summary["mean_frac_iou_50_95"] == 1.0
-    assert perfect_summary["full_miou"] > 0.95
-    assert res["empty"].summary(sizes)["crop_miou"] == 0.0
-    rect_instances = evalset.ann_ids % 4 == 1  # the rectangles: the box is the mask
-    assert np.all(res["box"].crop_ious[rect_instances] == 1.0)
-    disc = ~rect_instances  # a disc fills pi/4 of its box
-    assert np.all((res["box"].crop_ious[disc] > 0.7) & (res["box"].crop_ious[disc] < 0.85))
+    sizes = evaluation.size_classes()
+    key = ("project", "gt", "raw")
+    perfect_scores = evaluation.scores["perfect"][key]
+    summary = ev.summarize(perfect_scores.crop_ious, perfect_scores.full_ious, sizes)
+    assert summary["crop_miou"] == 1.0 and summary["mean_frac_iou_50_95"] == 1.0
+    assert summary["full_miou"] > 0.95
+    assert np.mean(evaluation.scores["empty"][key].crop_ious) == 0.0
+    baseline = evaluation.box_scores[("project", "gt")]
+    rect_instances = np.asarray(evaluation.ann_ids) % 4 == 1  # the rectangles: the box is the mask
+    assert np.all(np.asarray(baseline.crop_ious)[rect_instances] == 1.0)
+    assert np.all(np.asarray(baseline.full_ious)[rect_instances] == 1.0)
+    disc = np.asarray(baseline.crop_ious)[~rect_instances]  # a disc fills pi/4 of its box
+    assert np.all((disc > 0.7) & (disc < 0.85))
+    # The box as a network output, through the pipeline, scores what the baseline scores.
+    assert np.allclose(evaluation.scores["box_model"][key].crop_ious, baseline.crop_ious)
 
 
-def test_grabcut_finds_a_high_contrast_object(fixture_set):
-    _, _, evalset = fixture_set
-    result = ev.evaluate_predictor(ev.grabcut_predictor(evalset), evalset, "grabcut")
-    assert result.crop_ious.mean() > 0.8
+def test_box_clip_keeps_the_mask_inside_the_box(fixture_data):
+    """A network that says 'object' everywhere, clipped to the box with margin 0, is the box."""
+    ann, images = fixture_data
+
+    def everything(crops, batch):
+        return np.full(crops.shape[:3], 4.0, np.float32)
+
+    settings = {"clip": Postprocess(0.5, 0.0), "raw": RAW_POSTPROCESS}
+    evaluation = ev.evaluate_frames({"all": everything}, ann, images, settings, protocols=("project",))
+    box = evaluation.box_scores[("project", "gt")]
+    clipped = evaluation.scores["all"][("project", "gt", "clip")]
+    raw = evaluation.scores["all"][("project", "gt", "raw")]
+    assert np.allclose(clipped.full_ious, box.full_ious)  # the same frame pixels as the baseline
+    assert clipped.pred_areas == box.pred_areas
+    assert np.allclose(clipped.crop_ious, box.crop_ious, atol=0.03)  # grid vs nearest-resampled pixels
+    assert np.all(np.asarray(raw.full_ious) < np.asarray(clipped.full_ious))
 
 
-def test_torch_and_onnx_predictors_agree(fixture_set, tmp_path):
+def test_grid_mask_is_the_crop_mask_on_the_network_grid():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(96, 96)).astype(np.float32) * 3
+    rect = CropRect(0, 0, 96, 96)  # crop grid = frame pixels: both must agree exactly
+    box = (20.0, 30.0, 40.0, 20.0)
+    for setting in (Postprocess(0.5, None), Postprocess(0.3, 0.0), Postprocess(0.7, 0.1)):
+        grid = grid_mask(logits, rect, setting.threshold, box, setting.box_margin)
+        crop, _ = mask_from_logits(logits, rect, setting.threshold, box, setting.box_margin)
+        np.testing.assert_array_equal(grid, crop > 0)
+    assert not grid_mask(logits, rect, 0.3, box, 0.0)[:, :20].any()
+
+
+def test_papers_protocol_cuts_the_square_at_the_border(tmp_path):
+    """A wide object on the top border: the papers' square (cut at the border) holds it
+    off-centre, the project's (shrunk symmetrically) keeps it in the middle."""
+    ann, images = make_coco_fixture(tmp_path / "coco", n_images=1)
+    data = json.loads(ann.read_text())
+    mask = np.zeros((120, 160), np.uint8)
+    mask[0:20, 30:130] = 1
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    segmentation = {**rle, "counts": rle["counts"].decode()}
+    data["annotations"][0].update(bbox=[30.0, 0.0, 100.0, 20.0], area=float(mask.sum()))
+    data["annotations"][0]["segmentation"] = segmentation
+    ann.write_text(json.dumps(data))
+    assert crop_rect_for_box((30, 0, 100, 20), (160, 120), border="cut") == CropRect(20, 0, 120, 70)
+    assert crop_rect_for_box((30, 0, 100, 20), (160, 120)) == CropRect(20, 0, 120, 20)
+    with pytest.raises(ValueError):
+        crop_rect_for_box((30, 0, 100, 20), (160, 120), border="pad")
+
+    def centre_square(crops, batch):  # "the object is in the middle": what an implicit prompt learns
+        out = np.full(crops.shape[:3], -5.0, np.float32)
+        out[:, 10:86, 10:86] = 5.0
+        return out
+
+    evaluation = ev.evaluate_frames({"centre": centre_square}, ann, images, {"raw": RAW_POSTPROCESS}, limit=1)
+    project = evaluation.scores["centre"][("project", "gt", "raw")].full_ious[0]
+    papers = evaluation.scores["centre"][("papers", "gt", "raw")].full_ious[0]
+    assert project > 0.6 and papers < 0.35, (project, papers)
+    # The box baseline is the same frame pixels under both rules.
+    boxes = evaluation.box_scores
+    assert boxes[("project", "gt")].full_ious == boxes[("papers", "gt")].full_ious
+
+
+def test_grabcut_finds_a_high_contrast_object(fixture_data):
+    evaluation = ev.evaluate_frames(
+        {"grabcut": ev.grabcut_predictor()}, *fixture_data, {"raw": RAW_POSTPROCESS}, protocols=("project",)
+    )
+    assert np.mean(evaluation.scores["grabcut"][("project", "gt", "raw")].crop_ious) > 0.8
+
+
+def test_torch_and_onnx_predictors_agree(fixture_data, tmp_path):
     torch = pytest.importorskip("torch")
     from picosam3_train.export import export_onnx
 
-    _, _, evalset = fixture_set
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 1)
     )
     path = export_onnx(model, tmp_path / "tiny.onnx", verbose=False).path
     spec = ev.default_input_spec()
-    a = ev.evaluate_predictor(ev.TorchPredictor(model, spec), evalset, batch_size=4)
-    b = ev.evaluate_predictor(ev.OnnxPredictor(path, spec), evalset, batch_size=5)
-    assert np.allclose(a.crop_ious, b.crop_ious, atol=1e-3)
-    assert ev.quick_crop_miou(model, evalset, spec) == pytest.approx(a.crop_ious.mean())
+    evaluation = ev.evaluate_frames(
+        {"torch": ev.TorchPredictor(model, spec), "onnx": ev.OnnxPredictor(path, spec)},
+        *fixture_data,
+        {"raw": RAW_POSTPROCESS},
+    )
+    for key in evaluation.scores["torch"]:
+        torch_ious = evaluation.scores["torch"][key].crop_ious
+        assert np.allclose(torch_ious, evaluation.scores["onnx"][key].crop_ious, atol=1e-3)
 
 
-def test_cli_writes_report_and_figures(fixture_set, tmp_path):
-    ann, images, _ = fixture_set
+def test_calibration_table_hand_computed():
+    sizes = np.array(["small", "small", "large"])
+    table = ev.calibration([10, 30, 5000], [20, 20, 10000], sizes)
+    assert table["small"]["area_ratio"] == pytest.approx(1.0)
+    assert table["small"]["median_ratio"] == pytest.approx(1.0)
+    assert table["large"]["area_ratio"] == pytest.approx(0.5)
+    assert table["medium"]["count"] == 0 and table["all"]["count"] == 3
+
+
+def test_cli_writes_report_and_figures(fixture_data, tmp_path):
+    ann, images = fixture_data
     out = tmp_path / "report"
-    assert ev.main(["--dataset", f"{ann}:{images}", "--baselines", "box,grabcut", "--out", str(out)]) == 0
+    args = ["--dataset", f"{ann}:{images}", "--baselines", "box,grabcut", "--box-jitter", "0.05"]
+    args += ["--out", str(out)]
+    assert ev.main(args) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["instances"] == 6
+    assert report["instances"] == 6 and report["headline"] == "project/gt/node"
     box = report["methods"]["box"]
-    assert set(box) >= {"crop_miou", "full_miou", "mean_frac_iou_50_95", "by_size"}
+    assert set(box) >= {"crop_miou", "full_miou", "mean_frac_iou_50_95", "by_size", "variants", "calibration"}
     assert 0.85 < box["crop_miou"] < 0.95  # three exact rectangles (1.0) and three discs (~pi/4)
-    assert "| box |" in (out / "report.md").read_text()
-    for name in ("size_bars.png", "examples_box.png", "examples_grabcut.png"):
+    assert set(box["variants"]) == {"project/gt", "project/jitter", "papers/gt", "papers/jitter"}
+    assert box["variants"]["project/jitter"]["full_miou"] < box["full_miou"]  # jittered boxes are worse
+    grabcut = report["methods"]["grabcut"]
+    assert {"project/gt/node", "project/gt/raw", "papers/jitter/raw"} <= set(grabcut["variants"])
+    assert set(grabcut["calibration"]["project/gt/raw"]) == {"all", "small", "medium", "large"}
+    text = (out / "report.md").read_text()
+    assert "| box | papers | jitter |" in text and "## Calibration" in text
+    for name in ("size_bars.png", "examples_grabcut.png"):
         assert cv2.imread(str(out / name)) is not None
+
+
+def test_cli_sweep_rows(fixture_data, tmp_path):
+    ann, images = fixture_data
+    out = tmp_path / "sweep"
+    args = ["--dataset", f"{ann}:{images}", "--baselines", "grabcut", "--protocols", "project", "--sweep",
+            "--sweep-thresholds", "0.3,0.5", "--sweep-margins", "none,0", "--out", str(out)]
+    assert ev.main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    swept = [r for r in report["sweep"] if r["setting"] not in ("raw", "node")]
+    grid = {(r["threshold"], r["box_margin"]) for r in swept}
+    assert grid == {(0.3, None), (0.3, 0.0), (0.5, None), (0.5, 0.0)}
+    assert "box" not in report["methods"]

@@ -133,4 +133,11 @@ def test_package_writes_a_readable_card_and_explains_a_missing_converter(tmp_pat
     assert loaded.input.mean == pytest.approx(default_input_spec().mean) and loaded.output_name == "logits"
     metrics = card["metrics"]
     assert metrics["instances"] == 4 and metrics["box"]["crop_miou"] > 0.85
-    assert {"fp32", "int8", "imx500_fakequant", "int8_gap_crop_miou_pt"} <= set(metrics)
+    assert {"fp32", "int8", "imx500_fakequant", "int8_gap_full_miou_pt"} <= set(metrics)
+    # Both protocols, GT and jittered boxes, raw and the node's post-processing, by size.
+    assert {"project/gt/node", "papers/gt/raw", "project/jitter/node"} <= set(metrics["fp32"]["variants"])
+    assert set(metrics["box"]["by_size_full_miou"]) == {"small", "medium", "large"}
+    # The card carries the post-processing it was evaluated with, and the runtime reads it.
+    chosen = card["postprocess"]
+    assert loaded.postprocess.threshold == chosen["threshold"]
+    assert loaded.postprocess.box_margin == chosen["box_margin"]

@@ -83,12 +83,14 @@ class FrameServer:
         sensor: SensorFrameSource | None = None,
         threshold: float = 0.5,
         roi_policy: str = "staleness",
+        box_margin: float | None = None,
     ):
         if segmenter is None and (sensor is None or not sensor.runs_network):
             raise ValueError("a frame server needs a CPU segmenter or a sensor that runs the network")
         self.segmenter = segmenter
         self.sensor = sensor
         self.threshold = threshold
+        self.box_margin = box_margin  # the post-processing's box clip (core/postprocess.py)
         self.scheduler = RoiScheduler(roi_policy)
         self.fallback_reason = ""
         self._crops = _CropCache()
@@ -177,6 +179,7 @@ class FrameServer:
             self.sensor.name,
             arrival_ns,
             crops=self.crops(prompts, (width, height)),
+            box_margin=self.box_margin,
         )
         return ServedFrame(
             results,
@@ -193,7 +196,7 @@ class FrameServer:
             return [
                 PromptResult(p.prompt_id, Status.BACKEND_ERROR, backend="none", detail=why) for p in prompts
             ]
-        return segment_frame(self.segmenter, image_rgb, prompts, self.threshold, arrival_ns)
+        return segment_frame(self.segmenter, image_rgb, prompts, self.threshold, arrival_ns, self.box_margin)
 
     def close(self) -> None:
         """Stop the camera and release the CPU model (idempotent)."""
@@ -210,6 +213,7 @@ def build_frame_server(
     threshold: float = 0.5,
     roi_policy: str = "staleness",
     warn: Callable[[str], None] = lambda message: None,
+    box_margin: float | None = None,
 ) -> FrameServer:
     """The server for a node's ``backend`` ("onnx", "imx500" or "auto") and ``camera`` ("none", ...).
 
@@ -225,11 +229,11 @@ def build_frame_server(
         except ModelLoadError as exc:
             warn(f"no CPU fallback: {exc}")
             segmenter = None
-        return FrameServer(segmenter, sensor, threshold, roi_policy)
+        return FrameServer(segmenter, sensor, threshold, roi_policy, box_margin)
     segmenter = create_backend(name, config)
     sensor = None
     if camera != "none":
         from picosam3_ros.backends.camera import PlainCamera
 
         sensor = PlainCamera(config)
-    return FrameServer(segmenter, sensor, threshold, roi_policy)
+    return FrameServer(segmenter, sensor, threshold, roi_policy, box_margin)

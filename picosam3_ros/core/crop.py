@@ -17,6 +17,10 @@ stays at 0.561 either way. The rectangle always contains the whole visible box;
 only the padding shrinks. Every ROI we give the sensor is therefore already
 inside the frame, so the sensor never clips it.
 
+The papers' rule (``border="cut"``) is kept as an option of the same function for
+evaluation under their protocol: the padded square around the box centre, cut where
+it leaves the frame (so an object at the border sits off-centre in the crop).
+
 Everything here is ROS-free and works in pixel coordinates of one image.
 """
 
@@ -33,6 +37,7 @@ MODEL_INPUT_SIZE = 96
 PAD_FRACTION = 0.1
 # Bump when crop_rect_for_box changes: caches of crops (picosam3_train) are keyed on it.
 CROP_RULE_VERSION = 2  # 2: symmetric shrinking at the frame border
+BORDER_RULES = ("shrink", "cut")  # the project's rule, the papers' rule (see the module docstring)
 
 
 class InvalidRoiError(ValueError):
@@ -64,6 +69,7 @@ def crop_rect_for_box(
     box_xywh: Sequence[float],
     image_size: tuple[int, int],
     pad_fraction: float = PAD_FRACTION,
+    border: str = "shrink",
 ) -> CropRect:
     """Return the crop the network sees for a box prompt.
 
@@ -72,6 +78,9 @@ def crop_rect_for_box(
             top-left corner. Parts outside the image are allowed.
         image_size: (width, height) of the image in pixels.
         pad_fraction: padding added on each side, as a fraction of the box size.
+        border: "shrink" (the project's rule, used by both backends) shrinks the square
+            symmetrically to stay in the frame; "cut" (the papers' rule, for evaluation)
+            cuts it at the frame border.
 
     Raises:
         InvalidRoiError: for non-finite values, non-positive size, or a box that
@@ -87,6 +96,8 @@ def crop_rect_for_box(
         raise InvalidRoiError(f"box has non-finite values: {box_xywh!r}")
     if width <= 0 or height <= 0:
         raise InvalidRoiError(f"box must have positive size, got {width}x{height}")
+    if border not in BORDER_RULES:
+        raise ValueError(f"border must be one of {BORDER_RULES}, got {border!r}")
 
     # The visible part of the box (a detector's box may poke out of the frame).
     x0, x1 = max(x, 0.0), min(x + width, float(image_width))
@@ -97,9 +108,12 @@ def crop_rect_for_box(
         )
     centre_x, centre_y = (x0 + x1) / 2.0, (y0 + y1) / 2.0
     half_side = max(x1 - x0, y1 - y0) * (1.0 + 2.0 * pad_fraction) / 2.0
-    # Shrink each axis symmetrically so the square stays in the frame and centred on the box.
-    half_x = min(half_side, centre_x, image_width - centre_x)
-    half_y = min(half_side, centre_y, image_height - centre_y)
+    half_x = half_y = half_side
+    if border == "shrink":
+        # Shrink each axis symmetrically so the square stays in the frame and centred on the box.
+        half_x = min(half_side, centre_x, image_width - centre_x)
+        half_y = min(half_side, centre_y, image_height - centre_y)
+    # else "cut": the clamping below cuts the square at the frame border.
     # Outward rounding keeps the whole (clipped) padded rectangle.
     left = max(0, math.floor(centre_x - half_x))
     top = max(0, math.floor(centre_y - half_y))

@@ -3,7 +3,9 @@
 ``model_card.json`` sits beside the model files. Its ``input`` block defines the
 preprocessing every runtime applies to a 96x96 RGB crop:
 ``x = (pixel * scale - mean) / std``, NCHW float32. Its ``output`` block names
-the logit map (> 0 = object).
+the logit map (> 0 = object). Its optional ``postprocess`` block recommends the
+object threshold and box margin for this model (``picosam3_ros.core.postprocess``);
+the node uses it unless its parameters say otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from picosam3_ros.core.postprocess import RAW_POSTPROCESS, Postprocess, postprocess_from_card
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 MODEL_CARD_NAME = "model_card.json"
@@ -48,6 +52,7 @@ class ModelCard:
     input: InputSpec
     output_name: str
     raw: dict
+    postprocess: Postprocess = Postprocess()
 
     def path(self, role: str) -> Path:
         if role not in self.files:
@@ -79,8 +84,23 @@ def load_model_card(directory: Path | str = DEFAULT_MODELS_DIR) -> ModelCard:
         )
         files = {str(k): str(v) for k, v in raw["files"].items()}
         output_name = str(raw["output"]["name"])
-    except (KeyError, TypeError, ValueError) as exc:
+        postprocess = postprocess_from_card(raw.get("postprocess"))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelCardError(f"model card {card_path} is incomplete: {exc!r}") from exc
     if input_spec.layout != "NCHW" or input_spec.color != "RGB":
         raise ModelCardError(f"model card {card_path}: only NCHW RGB input is supported")
-    return ModelCard(card_path.parent, files, input_spec, output_name, raw)
+    return ModelCard(card_path.parent, files, input_spec, output_name, raw, postprocess)
+
+
+def postprocess_in_use(
+    directory: Path | str | None = DEFAULT_MODELS_DIR,
+    threshold: float | None = None,
+    box_margin: float | None = None,
+) -> Postprocess:
+    """The threshold and box margin a runtime uses: the given overrides (None = not set) over
+    the card's ``postprocess`` block; without a readable card, over the plain network output."""
+    try:
+        recommended = load_model_card(directory or DEFAULT_MODELS_DIR).postprocess
+    except ModelCardError:
+        recommended = RAW_POSTPROCESS
+    return recommended.with_overrides(threshold, box_margin)

@@ -104,8 +104,14 @@ def segment_frame(
     prompts: Sequence[Prompt],
     threshold: float = 0.5,
     arrival_ns: int | None = None,
+    box_margin: float | None = None,
+    border: str = "shrink",
 ) -> list[PromptResult]:
     """Segment ``prompts`` on one RGB frame with one batched call; results in prompt order.
+
+    Each mask goes through ``postprocess.mask_from_logits`` with the prompt's own box
+    (clipped to it grown by ``box_margin``; None = no clip). ``border`` picks the crop
+    rule's border handling ("cut" only for evaluating the papers' protocol).
 
     Invalid boxes (NaN, zero-size, outside the frame) get INVALID_ROI; a failing
     network call gives every valid prompt BACKEND_ERROR. Never raises for bad prompts.
@@ -119,7 +125,7 @@ def segment_frame(
     served: list[int] = []
     for index, prompt in enumerate(prompts):
         try:
-            rect = crop_rect_for_box(prompt.box_xywh, (width, height))
+            rect = crop_rect_for_box(prompt.box_xywh, (width, height), border=border)
         except InvalidRoiError as exc:
             results[index].status = Status.INVALID_ROI
             results[index].detail = str(exc)
@@ -139,7 +145,9 @@ def segment_frame(
         for row, index in enumerate(served):
             result = results[index]
             result.logits96 = logits[row]
-            result.crop_mask, result.score = mask_from_logits(logits[row], result.crop, threshold)
+            result.crop_mask, result.score = mask_from_logits(
+                logits[row], result.crop, threshold, prompts[index].box_xywh, box_margin
+            )
     latency = _elapsed_ms(arrival_ns)
     for result in results:
         result.latency_ms = latency
@@ -170,6 +178,9 @@ def sensor_frame_results(
 ) -> list[PromptResult]:
     """Results for a sensor frame: the prompt the output serves (:func:`sensor_output_serves`) gets the mask.
 
+    The box clip (``box_margin``) uses the box the ROI was requested for, carried with
+    the inference (``SensorInference.box_xywh``); without it the mask is not clipped.
+
     The crop reported is the ROI in effect for this frame (mapped to stream
     pixels), which can differ from the prompt's current box when the box moved
     after the ROI was requested: the mask is attributed to what the sensor saw,
@@ -193,6 +204,7 @@ def sensor_frame_results(
                 )
             )
             continue
+        # The box the sensor's ROI was made from, not the prompt's current one (it may have moved).
         box = inference.box_xywh if inference.box_xywh is not None else prompt.box_xywh
         mask, score = mask_from_logits(
             inference.logits, inference.crop, threshold, box_xywh=box, box_margin=box_margin

@@ -8,16 +8,69 @@ evaluate``, and training itself (the loss sees the box-clipped logits through
 Box-aware output: the prompt box bounds the object, so pixels farther than
 ``box_margin`` (a fraction of the box's width/height) outside the box are background
 whatever the network says. ``box_margin=None`` turns the clip off.
+
+Which threshold and margin (:class:`Postprocess`): the node's ``threshold`` and
+``box_margin`` parameters (bag_eval's and ``picosam3_train evaluate``'s options) over the
+model card's ``postprocess`` block (a model brings its own calibration, chosen on dev val
+by ``picosam3_train evaluate --sweep`` / ``package``) over the plain network output
+(:data:`RAW_POSTPROCESS`: p > 0.5, no clip) for a card without the block.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from picosam3_ros.core.crop import CropRect, resize_to_crop
+
+
+@dataclass(frozen=True)
+class Postprocess:
+    """Object probability threshold (0..1) and box margin (fraction of the box; None = no clip)."""
+
+    threshold: float = 0.5
+    box_margin: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < float(self.threshold) < 1.0:
+            raise ValueError(f"threshold must be strictly between 0 and 1, got {self.threshold}")
+        if self.box_margin is not None and not float(self.box_margin) >= 0.0:
+            raise ValueError(f"box_margin must be >= 0 or None, got {self.box_margin}")
+
+    def with_overrides(self, threshold: float | None = None, box_margin: float | None = None) -> Postprocess:
+        """A copy with the given values replaced (None keeps the current one)."""
+        changes: dict[str, Any] = {}
+        if threshold is not None:
+            changes["threshold"] = float(threshold)
+        if box_margin is not None:
+            changes["box_margin"] = float(box_margin)
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {"threshold": self.threshold, "box_margin": self.box_margin}
+
+    def label(self) -> str:
+        margin = "no clip" if self.box_margin is None else f"margin {self.box_margin:g}"
+        return f"p>{self.threshold:g}, {margin}"
+
+
+# The network's plain output: logits > 0, nothing clipped (the papers' protocol).
+RAW_POSTPROCESS = Postprocess(0.5, None)
+
+
+def postprocess_from_card(block: Mapping[str, Any] | None) -> Postprocess:
+    """The model card's ``postprocess`` block ({"threshold": p, "box_margin": m or null});
+    a card without it gets the plain network output (:data:`RAW_POSTPROCESS`)."""
+    if not block:
+        return RAW_POSTPROCESS
+    margin = block.get("box_margin", RAW_POSTPROCESS.box_margin)
+    return Postprocess(
+        float(block.get("threshold", RAW_POSTPROCESS.threshold)),
+        None if margin is None else float(margin),
+    )
 
 
 def logit_threshold(probability: float) -> float:
@@ -47,6 +100,22 @@ def box_keep_map(
     keep_cols = (cols >= left) & (cols < right)
     keep_rows = (rows >= top) & (rows < bottom)
     return keep_rows[:, None] & keep_cols[None, :]
+
+
+def grid_mask(
+    logits: np.ndarray,
+    crop: CropRect,
+    threshold: float,
+    box_xywh: Sequence[float] | None = None,
+    box_margin: float | None = None,
+) -> np.ndarray:
+    """The same step on the network's own grid: bool (S, S), for crop-space metrics."""
+    logits = np.asarray(logits)
+    inside = logits > logit_threshold(threshold)
+    if box_xywh is not None and box_margin is not None:
+        height, width = logits.shape[-2:]
+        inside &= box_keep_map(box_xywh, crop, box_margin, (width, height))
+    return inside
 
 
 def mask_from_logits(

@@ -29,6 +29,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from picosam3_ros.core.model_card import DEFAULT_MODELS_DIR, ModelCardError, load_model_card
+from picosam3_ros.core.pipeline import Status, compose_frame_mask
 from picosam3_ros.evaluation.bag_evaluation import Evaluation, _results_from_segmentations
 from picosam3_ros.evaluation.bag_io import BagPrompt
 from picosam3_ros.evaluation.clip import DEFAULT_CLIP_DIR, Clip
@@ -41,8 +43,6 @@ from picosam3_ros.evaluation.report import (
     write_png,
 )
 from picosam3_ros.nodes.fastdds_profile import with_large_images_profile
-from picosam3_ros.core.model_card import DEFAULT_MODELS_DIR, ModelCardError, load_model_card
-from picosam3_ros.core.pipeline import Status, compose_frame_mask
 
 NAMESPACE = "/picosam3_demo"
 # image_raw is best effort: on Fast DDS, frames above its default 512 KiB shared-memory segment

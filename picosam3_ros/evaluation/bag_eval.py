@@ -51,7 +51,31 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "--precision", choices=("fp32", "int8"), default="fp32", help="which ONNX of the card"
     )
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="onnx")
-    parser.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold (0..1)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="mask probability threshold (0..1); default: the model card's, else 0.5",
+    )
+    parser.add_argument(
+        "--box-margin",
+        type=float,
+        default=None,
+        help="clip masks to the prompt box grown by this fraction of its size; default: the model card's",
+    )
+    parser.add_argument("--no-box-clip", action="store_true", help="keep the network's whole output")
+    parser.add_argument(
+        "--box-jitter",
+        type=float,
+        default=0.0,
+        help="move each prompt side by N(0, this) of the box size (detector-like boxes)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of --box-jitter")
+    parser.add_argument(
+        "--protocols",
+        default="project",
+        help="project (the node's crop rule) and/or papers (square cut at the frame border; onnx backend)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = default)")
     parser.add_argument(
         "--roi-apply-delay",
@@ -78,28 +102,48 @@ def _model_args(model: Path | None) -> tuple[Path | None, str]:
 
 def run(args: argparse.Namespace) -> dict:
     from picosam3_ros.backends import BackendError
+    from picosam3_ros.core.model_card import postprocess_in_use
+    from picosam3_ros.core.postprocess import RAW_POSTPROCESS, Postprocess
     from picosam3_ros.evaluation.bag_evaluation import cpu_segmenter, evaluate_bag
     from picosam3_ros.evaluation.report import markdown_summary, write_figures, write_json
 
-    if not 0.0 < args.threshold < 1.0:
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise BagError(f"--threshold must be in (0, 1), got {args.threshold}")
-    segment = None
+    if args.box_margin is not None and args.box_margin < 0.0:
+        raise BagError(f"--box-margin must be >= 0, got {args.box_margin}")
+    protocols = {p.strip() for p in args.protocols.split(",") if p.strip()}
+    if not protocols <= {"project", "papers"} or "project" not in protocols:
+        raise BagError(f"--protocols must be project or project,papers, got {args.protocols!r}")
+    if "papers" in protocols and args.backend != "onnx":
+        raise BagError("--protocols papers needs --backend onnx (the sensor crops with the node's rule)")
+    segment = papers_segment = post = None
     model_path = ""
     backend_name = "recorded" if args.segmentations_topic else args.backend
     if not args.bag.exists():
         raise BagError(f"no bag at {args.bag}")
     if not args.segmentations_topic:
         model_dir, onnx_file = _model_args(args.model)
+        if args.model is not None and model_dir is None:  # a bare ONNX file brings no card
+            post = RAW_POSTPROCESS.with_overrides(args.threshold, args.box_margin)
+        else:
+            post = postprocess_in_use(model_dir, args.threshold, args.box_margin)
+        if args.no_box_clip:
+            post = Postprocess(post.threshold, None)
         try:
             if args.backend == "onnx":
                 segment, model_path = cpu_segmenter(
-                    model_dir, onnx_file, args.precision, args.threads, args.threshold
+                    model_dir, onnx_file, args.precision, args.threads, post.threshold, post.box_margin
                 )
+                if "papers" in protocols:
+                    papers_segment, _ = cpu_segmenter(
+                        model_dir, onnx_file, args.precision, args.threads,
+                        post.threshold, post.box_margin, border="cut",
+                    )
             else:
                 from picosam3_ros.evaluation.sensor_replay import sensor_segmenter
 
                 segment, model_path = sensor_segmenter(
-                    model_dir, onnx_file, args.threshold, args.roi_apply_delay
+                    model_dir, onnx_file, post.threshold, args.roi_apply_delay, box_margin=post.box_margin
                 )
         except BackendError as exc:
             raise BagError(f"cannot load the model: {exc}") from None
@@ -122,6 +166,10 @@ def run(args: argparse.Namespace) -> dict:
         backend_name,
         args.segmentations_topic,
         progress=progress,
+        postprocess=post,
+        papers_segment=papers_segment,
+        box_jitter=args.box_jitter,
+        seed=args.seed,
     )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     summary = write_json(evaluation, args.json, {"model": model_path})
@@ -154,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"bag_eval: {summary['frames']} frames, {summary['prompts']} prompts, "
         f"{summary['instances']} instances; "
-        f"mIoU crop {pct(summary['miou_crop'])}, full {pct(summary['miou_full'])}; "
+        f"mIoU crop {pct(summary['miou_crop'])}, full {pct(summary['miou_full'])} "
+        f"(box {pct(summary['miou_full_box_baseline'])}); "
         f"latency p50 {lat['p50']} ms p99 {lat['p99']} ms; throughput {summary['throughput_fps']} fps "
         f"-> {args.json}"
     )

@@ -27,6 +27,16 @@ Metrics (per instance = one prompt on one frame with ground truth, averaged):
   The per-instance functions are shared with picosam3_train.evaluate (which imports
   them from picosam3_ros.core.metrics), so both report the same numbers on the same instances.
 * ``miou_full``: IoU of the pasted-back mask and the ground truth in the full frame.
+* In run mode the masks go through the node's post-processing (``postprocess``: the
+  threshold and box margin of ``--threshold`` / ``--box-margin`` over the model card's),
+  and crop-space IoU uses the same step on the network's grid (``postprocess.grid_mask``).
+* ``papers``: with ``--protocols project,papers`` (CPU backend) the same frames also go
+  through the papers' crop rule (the square cut at the frame border).
+* The box baseline, crop space and full frame, on the same pixels: a frame pixel is in
+  the box when its centre lies inside the prompt box (``metrics.box_mask_in_rect``).
+* ``--box-jitter f``: each prompt side moved by N(0, f) of the box size per frame
+  (seeded by ``--seed``, the frame index and the prompt id; rounded to whole pixels as a
+  ``RegionOfInterest`` would be); the ground truth is unchanged.
 """
 
 from __future__ import annotations
@@ -39,6 +49,20 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
+from picosam3_ros.core.crop import MODEL_INPUT_SIZE, CropRect, InvalidRoiError, crop_rect_for_box
+from picosam3_ros.core.metrics import (
+    box_mask_in_crop,
+    box_mask_in_rect,
+    crop_space_iou,
+    gt_crop,
+    jitter_box,
+    mask_iou,
+    mean_fraction_above_iou_thresholds,
+    mean_iou,
+    size_bucket,
+)
+from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask, segment_frame
+from picosam3_ros.core.postprocess import Postprocess, grid_mask
 from picosam3_ros.evaluation.bag_io import (
     IMAGE_TYPE,
     PROMPT_ARRAY_TYPE,
@@ -52,17 +76,6 @@ from picosam3_ros.evaluation.bag_io import (
     prompts_from_msg,
     stamp_ns,
 )
-from picosam3_ros.core.crop import MODEL_INPUT_SIZE, CropRect, InvalidRoiError, crop_rect_for_box
-from picosam3_ros.core.metrics import (
-    box_mask_in_crop,
-    crop_space_iou,
-    gt_crop,
-    mask_iou,
-    mean_fraction_above_iou_thresholds,
-    mean_iou,
-    size_bucket,
-)
-from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask, segment_frame
 
 MAX_OVERLAYS = 6
 
@@ -77,6 +90,9 @@ class InstanceScore:
     iou_crop: float
     iou_full: float
     box_iou_crop: float  # the box itself used as the mask (the reference every model must beat)
+    box_iou_full: float = float("nan")
+    papers_iou_crop: float = float("nan")  # the papers' crop rule (run mode, --protocols ...,papers)
+    papers_iou_full: float = float("nan")
 
 
 @dataclass
@@ -108,6 +124,9 @@ class Evaluation:
     processing_s: float = 0.0
     bag_duration_s: float = 0.0
     overlays: list[OverlaySample] = field(default_factory=list)
+    postprocess: Postprocess | None = None  # run mode: what the pipeline applied
+    box_jitter: float = 0.0
+    seed: int = 0
     _first_time_ns: int | None = None
 
     def add_frame(
@@ -121,11 +140,13 @@ class Evaluation:
         gt: np.ndarray | None,
         overlay: bool = False,
         max_overlays: int = MAX_OVERLAYS,
+        papers_results: Sequence[PromptResult] | None = None,
     ) -> None:
         """Score one frame's results against its ground truth (None: count, do not score).
 
         ``prompts`` is the prompt set in effect (its order defines the ground-truth
         values); a result whose prompt id is not in it is counted as unmatched.
+        ``papers_results``: the same frame under the papers' crop rule, scored beside.
         """
         height, width = frame_rgb.shape[:2]
         self.frames_with_prompts += 1
@@ -150,12 +171,20 @@ class Evaluation:
                 self.unmatched_results += 1
                 continue
             instance, value = instance_ground_truth(gt, k, len(prompts))
-            iou_crop, iou_full, box_iou = score_result(result, prompts[k - 1].box, instance, (width, height))
-            self.instances.append(
-                InstanceScore(
-                    index, stamp, result.prompt_id, value, int(instance.sum()), iou_crop, iou_full, box_iou
-                )
+            box = prompts[k - 1].box
+            iou_crop, iou_full, box_iou, box_full = score_result(
+                result, box, instance, (width, height), self.postprocess
             )
+            area = int(instance.sum())
+            score = InstanceScore(
+                index, stamp, result.prompt_id, value, area, iou_crop, iou_full, box_iou, box_full
+            )
+            papers = [r for r in papers_results or () if r.prompt_id == result.prompt_id]
+            if papers and papers[0].status == Status.OK:
+                score.papers_iou_crop, score.papers_iou_full, _, _ = score_result(
+                    papers[0], box, instance, (width, height), self.postprocess, border="cut"
+                )
+            self.instances.append(score)
         if overlay and len(self.overlays) < max_overlays:
             self.overlays.append(
                 OverlaySample(
@@ -180,6 +209,15 @@ class Evaluation:
         by_size: dict[str, list[float]] = {"small": [], "medium": [], "large": []}
         for s in self.instances:
             by_size[size_bucket(s.gt_area)].append(s.iou_crop)
+
+        def sized(field_name: str) -> dict[str, float | None]:
+            buckets: dict[str, list[float]] = {"small": [], "medium": [], "large": []}
+            for s in self.instances:
+                buckets[size_bucket(s.gt_area)].append(getattr(s, field_name))
+            return {k: _nan_to_none(mean_iou(v)) for k, v in buckets.items()}
+
+        def overall(field_name: str) -> float | None:
+            return _nan_to_none(mean_iou(getattr(s, field_name) for s in self.instances))
         if self.mode == "run":
             throughput = self.frames_with_prompts / self.processing_s if self.processing_s > 0 else None
         else:
@@ -200,7 +238,26 @@ class Evaluation:
             "miou_crop_box_baseline": _nan_to_none(mean_iou(s.box_iou_crop for s in self.instances)),
             "mean_fraction_above_iou_50_95_crop": _nan_to_none(mean_fraction_above_iou_thresholds(ious_crop)),
             "miou_crop_by_size": {k: _nan_to_none(mean_iou(v)) for k, v in by_size.items()},
+            "miou_full_by_size": sized("iou_full"),
             "instances_by_size": {k: len(v) for k, v in by_size.items()},
+            "miou_full_box_baseline": overall("box_iou_full"),
+            "box_baseline_by_size": {"crop": sized("box_iou_crop"), "full": sized("box_iou_full")},
+            "box_baseline_rule": "the prompt box as the mask: frame pixels whose centre lies inside the box; "
+            "in crop space taken through the crop rule like the ground truth",
+            "papers": {
+                "what": "the papers' crop rule (square cut at the frame border); the fields above use the "
+                "node's (shrunk symmetrically)",
+                "miou_crop": overall("papers_iou_crop"),
+                "miou_full": overall("papers_iou_full"),
+                "miou_crop_by_size": sized("papers_iou_crop"),
+                "miou_full_by_size": sized("papers_iou_full"),
+            }
+            if any(s.papers_iou_full == s.papers_iou_full for s in self.instances)
+            else None,
+            "postprocess": self.postprocess.as_dict() if self.postprocess else None,
+            "boxes": f"each side moved by N(0, {self.box_jitter:g}) of the box size (seed {self.seed})"
+            if self.box_jitter > 0
+            else "as recorded",
             "status_counts": dict(sorted(self.status_counts.items())),
             "unmatched_results": self.unmatched_results,
             "latency_ms": {
@@ -229,6 +286,8 @@ class Evaluation:
                 "gt_area": s.gt_area,
                 "iou_crop": round(s.iou_crop, 6),
                 "iou_full": round(s.iou_full, 6),
+                "box_iou_crop": round(s.box_iou_crop, 6),
+                "box_iou_full": round(s.box_iou_full, 6),
             }
             for s in self.instances
         ]
@@ -257,28 +316,50 @@ def score_result(
     box: Sequence[float],
     gt_instance: np.ndarray,
     frame_size: tuple[int, int],
-) -> tuple[float, float, float]:
-    """(iou_crop, iou_full, box_iou_crop) of one OK result against its ground-truth instance."""
+    postprocess: Postprocess | None = None,
+    border: str = "shrink",
+) -> tuple[float, float, float, float]:
+    """(iou_crop, iou_full, box_iou_crop, box_iou_full) of one OK result against its instance.
+
+    With logits and ``postprocess``, crop space scores the post-processed mask on the
+    network's grid; with logits alone, ``logits > 0``; recorded results (no logits) bring
+    their crop-local mask to the grid. The box baseline uses the crop rule ``border``."""
     width, height = frame_size
     rect: CropRect = result.crop
     full = np.zeros((height, width), bool)
     full[rect.y : rect.y_end, rect.x : rect.x_end] = result.crop_mask > 0
     iou_full = mask_iou(full, gt_instance)
     size = MODEL_INPUT_SIZE if result.logits96 is None else int(result.logits96.shape[-1])
-    if result.logits96 is not None:
+    if result.logits96 is not None and postprocess is not None:
+        pred = grid_mask(result.logits96, rect, postprocess.threshold, box, postprocess.box_margin)
+        iou_crop = mask_iou(pred, gt_crop(gt_instance, rect, size))
+    elif result.logits96 is not None:
         iou_crop = crop_space_iou(result.logits96, gt_crop(gt_instance, rect, size))
     else:
         # Recorded results carry the crop-local mask only: bring it to the network's grid.
         pred = cv2.resize(result.crop_mask, (size, size), interpolation=cv2.INTER_NEAREST)
         iou_crop = crop_space_iou(pred.astype(np.float32) - 127.5, gt_crop(gt_instance, rect, size))
-    box_iou = float("nan")
+    box_iou = box_full = float("nan")
     try:
         # The box baseline on the prompt's own crop (the crop the pipeline would use).
-        box_rect = crop_rect_for_box(box, frame_size)
+        box_rect = crop_rect_for_box(box, frame_size, border=border)
         box_iou = mask_iou(box_mask_in_crop(box, box_rect, size), gt_crop(gt_instance, box_rect, size))
+        box_full = mask_iou(box_mask_in_rect(box, CropRect(0, 0, width, height)), gt_instance)
     except InvalidRoiError:
         pass
-    return iou_crop, iou_full, box_iou
+    return iou_crop, iou_full, box_iou, box_full
+
+
+def jittered_prompts(
+    prompts: Sequence[BagPrompt], fraction: float, seed: int, frame_index: int
+) -> list[BagPrompt]:
+    """Detector-like boxes for one frame (see the module docstring); whole pixels, >= 1 px."""
+    out = []
+    for p in prompts:
+        left, top, w, h = jitter_box(p.box, fraction, np.random.default_rng([seed, frame_index, p.id]))
+        x, y = round(left), round(top)
+        out.append(BagPrompt(p.id, (x, y, max(1, round(left + w) - x), max(1, round(top + h) - y))))
+    return out
 
 
 # --------------------------------------------------------------------------- bag walking
@@ -365,12 +446,17 @@ def evaluate_bag(
     segmentations_topic: str | None = None,
     max_overlays: int = MAX_OVERLAYS,
     progress: Callable[[int, int], None] | None = None,
+    postprocess: Postprocess | None = None,
+    papers_segment: FrameSegmenter | None = None,
+    box_jitter: float = 0.0,
+    seed: int = 0,
 ) -> Evaluation:
     """Evaluate a bag: run ``segment`` on every frame with prompts, or score recorded segmentations.
 
     ``segment(frame_rgb, prompts) -> results`` is the node's pipeline bound to a
-    backend (see :func:`cpu_segmenter`); pass ``segmentations_topic`` instead to
-    score what a node recorded.
+    backend (see :func:`cpu_segmenter`) applying ``postprocess``; ``papers_segment`` the
+    same under the papers' crop rule. Pass ``segmentations_topic`` instead to score what a
+    node recorded. ``box_jitter`` > 0 moves the prompt boxes (run mode).
     """
     if (segment is None) == (segmentations_topic is None):
         raise ValueError("give exactly one of segment and segmentations_topic")
@@ -387,6 +473,9 @@ def evaluate_bag(
                 "ground_truth": topics.gt,
                 "segmentations": topics.segmentations,
             },
+            postprocess=postprocess if segment is not None else None,
+            box_jitter=box_jitter,
+            seed=seed,
         )
         truth = _read_ground_truth(reader, topics.gt)
         recorded: dict[int, list[tuple[PromptResult, str]]] = {}
@@ -411,13 +500,19 @@ def evaluate_bag(
             if not prompts:
                 continue
             frame_rgb = frame_to_rgb(item.msg)
-            node_prompts = [Prompt(p.id, tuple(float(v) for v in p.box), item.log_time_ns) for p in prompts]
+            frame_prompts = jittered_prompts(prompts, box_jitter, seed, index) if box_jitter > 0 else prompts
+            node_prompts = [
+                Prompt(p.id, tuple(float(v) for v in p.box), item.log_time_ns) for p in frame_prompts
+            ]
+            papers_results = None
             if segment is not None:
                 started = time.perf_counter()
                 results = [(r, Status(r.status).name) for r in segment(frame_rgb, node_prompts)]
                 elapsed = time.perf_counter() - started
                 evaluation.processing_s += elapsed
                 evaluation.frame_latency_ms.append(elapsed * 1e3)
+                if papers_segment is not None and stamp in truth:  # only scored frames need it
+                    papers_results = papers_segment(frame_rgb, node_prompts)
             else:
                 if stamp not in recorded:
                     continue  # the node published nothing for this frame (dropped, or not recorded)
@@ -428,11 +523,12 @@ def evaluate_bag(
                 stamp,
                 item.log_time_ns,
                 frame_rgb,
-                prompts,
+                frame_prompts,
                 results,
                 truth.get(stamp),
                 overlay=bool(overlay_every) and index % overlay_every == 0,
                 max_overlays=max_overlays,
+                papers_results=papers_results,
             )
         if topics.segmentations and len(recorded_times) > 1:
             evaluation.bag_duration_s = (max(recorded_times) - min(recorded_times)) / 1e9
@@ -448,8 +544,11 @@ def cpu_segmenter(
     precision: str = "fp32",
     threads: int = 0,
     threshold: float = 0.5,
+    box_margin: float | None = None,
+    border: str = "shrink",
 ) -> tuple[FrameSegmenter, str]:
-    """The node's CPU pipeline (onnx backend + segment_frame) as a frame function."""
+    """The node's CPU pipeline (onnx backend + segment_frame) as a frame function;
+    ``border="cut"`` runs the papers' crop rule instead of the node's."""
     from picosam3_ros.backends import BackendConfig, create_backend
 
     backend = create_backend(
@@ -458,6 +557,6 @@ def cpu_segmenter(
     )
 
     def segment(frame_rgb: np.ndarray, prompts: list[Prompt]) -> list[PromptResult]:
-        return segment_frame(backend, frame_rgb, prompts, threshold)
+        return segment_frame(backend, frame_rgb, prompts, threshold, None, box_margin, border)
 
     return segment, str(getattr(backend, "model_path", ""))

@@ -23,6 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from picosam3_ros.core.coco_dataset import MAX_INSTANCES_PER_FRAME, CocoDataset, DatasetError, EvalFrame
 from picosam3_ros.evaluation.bag_io import (
     IMAGE_TYPE,
     PROMPT_ARRAY_TYPE,
@@ -32,7 +33,6 @@ from picosam3_ros.evaluation.bag_io import (
     make_image,
     make_prompt_array,
 )
-from picosam3_ros.core.coco_dataset import MAX_INSTANCES_PER_FRAME, CocoDataset, DatasetError, EvalFrame
 
 DEFAULT_IMAGE_TOPIC = "/image"
 DEFAULT_PROMPT_TOPIC = "/prompts"

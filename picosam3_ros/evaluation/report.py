@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from picosam3_ros.evaluation.bag_evaluation import Evaluation, OverlaySample
 from picosam3_ros.core.palette import PALETTE as PROMPT_PALETTE
+from picosam3_ros.evaluation.bag_evaluation import Evaluation, OverlaySample
 
 # RGB colour per prompt value 1, 2, ... (cycled), the same as the node's and the page's.
 PALETTE = np.array(PROMPT_PALETTE, dtype=np.uint8)
@@ -110,7 +110,9 @@ def markdown_summary(summary: dict, figures: list[str] = ()) -> str:
         f"| prompts offered / instances scored | {summary['prompts']} / {summary['instances']} |",
         f"| mIoU crop space, 96x96 (%) | {_fmt(summary['miou_crop'], 2, 100)} |",
         f"| mIoU full frame (%) | {_fmt(summary['miou_full'], 2, 100)} |",
-        f"| box-as-mask mIoU crop space (%) | {_fmt(summary['miou_crop_box_baseline'], 2, 100)} |",
+        "| box-as-mask mIoU crop space / full frame (%) | "
+        f"{_fmt(summary['miou_crop_box_baseline'], 2, 100)} / "
+        f"{_fmt(summary.get('miou_full_box_baseline'), 2, 100)} |",
         f"| mean fraction above IoU .50:.95, crop (%) | "
         f"{_fmt(summary['mean_fraction_above_iou_50_95_crop'], 2, 100)} |",
         "| mIoU crop by size small / medium / large (%) | "
@@ -119,6 +121,7 @@ def markdown_summary(summary: dict, figures: list[str] = ()) -> str:
             for k in ("small", "medium", "large")
         )
         + " |",
+        *_size_rows(summary),
         f"| latency p50 / p90 / p99 (ms) | {_fmt(lat['p50'], 2)} / {_fmt(lat['p90'], 2)} / "
         f"{_fmt(lat['p99'], 2)} |",
         f"| throughput (frames/s) | {_fmt(summary['throughput_fps'], 1)} |",
@@ -126,6 +129,13 @@ def markdown_summary(summary: dict, figures: list[str] = ()) -> str:
         "",
         f"Latency: {lat['what']}. Throughput: {summary['throughput_what']}.",
     ]
+    if summary.get("postprocess"):
+        post = summary["postprocess"]
+        margin = "no box clip" if post["box_margin"] is None else f"box margin {post['box_margin']:g}"
+        lines.append(f"Post-processing: threshold {post['threshold']:g}, {margin}. ")
+        lines[-1] += f"Boxes: {summary['boxes']}."
+    if summary.get("box_baseline_rule"):
+        lines.append(f"Box baseline: {summary['box_baseline_rule']}.")
     if summary.get("unmatched_results"):
         lines.append(
             f"{summary['unmatched_results']} recorded results named prompts absent from the bag's prompt set "
@@ -134,6 +144,26 @@ def markdown_summary(summary: dict, figures: list[str] = ()) -> str:
     if figures:
         lines += ["", "## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
+
+
+def _size_rows(summary: dict) -> list[str]:
+    """Full-frame and box rows by size, and the papers' crop rule when it was run."""
+    sizes = ("small", "medium", "large")
+
+    def row(label: str, values: dict | None) -> str:
+        return f"| {label} | " + " / ".join(_fmt((values or {}).get(k), 1, 100) for k in sizes) + " |"
+
+    rows = [row("mIoU full frame by size small / medium / large (%)", summary.get("miou_full_by_size"))]
+    box = summary.get("box_baseline_by_size") or {}
+    rows.append(row("box-as-mask mIoU full frame by size (%)", box.get("full")))
+    papers = summary.get("papers")
+    if papers:
+        rows.append(
+            f"| papers' crop rule: mIoU crop / full (%) | {_fmt(papers['miou_crop'], 2, 100)} / "
+            f"{_fmt(papers['miou_full'], 2, 100)} |"
+        )
+        rows.append(row("papers' crop rule: mIoU full by size (%)", papers["miou_full_by_size"]))
+    return rows
 
 
 def write_figures(evaluation: Evaluation, directory: Path | str) -> list[str]:

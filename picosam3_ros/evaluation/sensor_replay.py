@@ -53,10 +53,12 @@ class SensorReplay:
         threshold: float = 0.5,
         roi_apply_delay: int = 2,
         fps: float = REPLAY_FPS,
+        box_margin: float | None = None,
     ):
         self.model_dir = model_dir
         self.network_file = network_file
         self.threshold = threshold
+        self.box_margin = box_margin
         self.roi_apply_delay = roi_apply_delay
         self.fps = fps
         self.source = HeldFrame()
@@ -110,7 +112,9 @@ class SensorReplay:
                     or inference.roi_sensor != roi_sensor
                 ):
                     continue
-                result = sensor_frame_results(frame, [prompt], self.threshold)[0]
+                result = sensor_frame_results(
+                    frame, [prompt], self.threshold, box_margin=self.box_margin
+                )[0]
                 break
             if result is None:
                 result = PromptResult(
@@ -129,10 +133,15 @@ class SensorReplay:
 
 
 def sensor_segmenter(
-    model_dir, onnx_file: str = "", threshold: float = 0.5, roi_apply_delay: int = 2, fps: float = REPLAY_FPS
+    model_dir,
+    onnx_file: str = "",
+    threshold: float = 0.5,
+    roi_apply_delay: int = 2,
+    fps: float = REPLAY_FPS,
+    box_margin: float | None = None,
 ):
     """(segment function, network path) for bag_eval: the emulated IMX500 path."""
-    replay = SensorReplay(model_dir, onnx_file, threshold, roi_apply_delay, fps)
+    replay = SensorReplay(model_dir, onnx_file, threshold, roi_apply_delay, fps, box_margin)
     from picosam3_ros.backends import BackendConfig
     from picosam3_ros.backends.imx500_backend import resolve_network_file
 

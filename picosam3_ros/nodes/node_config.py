@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from picosam3_ros.core.backend_api import BackendConfig
 from picosam3_ros.backends.roi_scheduler import POLICIES
+from picosam3_ros.core.backend_api import BackendConfig
+from picosam3_ros.core.model_card import postprocess_in_use
+from picosam3_ros.core.postprocess import Postprocess
 
 BACKEND_CHOICES = ("auto", "imx500", "onnx")
 CAMERA_CHOICES = ("none", "picamera2", "emulator")
@@ -27,7 +29,17 @@ PARAMETERS: dict[str, tuple[Any, str, Any]] = {
     "onnx_precision": ("fp32", "CPU backend model: fp32 | int8 file of the model card", PRECISION_CHOICES),
     "onnx_model": ("", "explicit ONNX file for the CPU backend (overrides the card's file)", None),
     "network_file": ("", "IMX500 network (.rpk); '' = from the model card", None),
-    "threshold": (0.5, "object probability threshold (0..1)", (0.0, 1.0)),
+    "threshold": (
+        0.0,
+        "object probability threshold (0..1); 0 = the model card's (0.5 without one)",
+        (0.0, 1.0),
+    ),
+    "box_margin": (
+        -1.0,
+        "masks are clipped to the prompt box grown by this fraction of its size; "
+        "-1 = the model card's (no clip without one); 1000 = keep all the network outputs",
+        (-1.0, 1000.0),
+    ),
     "max_prompts": (16, "prompts kept at once; more are reported TOO_MANY_PROMPTS", (1, 255)),
     "prompt_timeout": (0.0, "seconds after which an unrefreshed prompt is stale (0 = never)", (0.0, 86400.0)),
     "threads": (0, "ONNX Runtime intra-op threads (0 = ONNX Runtime's default)", (0, 64)),
@@ -66,7 +78,8 @@ class NodeConfig:
     onnx_precision: str = "fp32"
     onnx_model: str = ""
     network_file: str = ""
-    threshold: float = 0.5
+    threshold: float = 0.0
+    box_margin: float = -1.0
     max_prompts: int = 16
     prompt_timeout: float = 0.0
     threads: int = 0
@@ -80,6 +93,14 @@ class NodeConfig:
     roi_policy: str = "staleness"
     diagnostics_period: float = 1.0
     emulator: dict = field(default_factory=dict)
+
+    def postprocess(self) -> Postprocess:
+        """The threshold and box margin in use: these parameters over the model card's."""
+        return postprocess_in_use(
+            self.model or None,
+            self.threshold if self.threshold > 0.0 else None,
+            self.box_margin if self.box_margin >= 0.0 else None,
+        )
 
     def backend_config(self) -> BackendConfig:
         return BackendConfig(
@@ -108,8 +129,11 @@ def validate(values: dict[str, Any]) -> NodeConfig:
             low, high = limits
             if not low <= value <= high:
                 raise ConfigError(f"parameter '{name}' is {value!r}; allowed range [{low}, {high}]")
-    if not 0.0 < values.get("threshold", 0.5) < 1.0:
-        raise ConfigError("parameter 'threshold' must be strictly between 0 and 1")
+    if not 0.0 <= values.get("threshold", 0.0) < 1.0:
+        raise ConfigError("parameter 'threshold' must be 0 (the model card's) or between 0 and 1")
+    margin = values.get("box_margin", -1.0)
+    if margin < 0.0 and margin != -1.0:
+        raise ConfigError(f"parameter 'box_margin' is {margin}; use -1 (the model card's) or a value >= 0")
     if values.get("backend") == "imx500" and values.get("camera", "none") == "none":
         raise ConfigError("backend 'imx500' needs the camera: set camera to picamera2 or emulator")
     plain = {k: values.get(k, d) for k, (d, _, _) in PARAMETERS.items() if not k.startswith("emulator.")}

@@ -27,8 +27,8 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image, RegionOfInterest
 
 from picosam3_msgs.msg import RoiPrompt, RoiPromptArray
-from picosam3_ros.evaluation.clip import DEFAULT_CLIP_DIR, Clip
 from picosam3_ros.core.image_conversion import ImageConversionError, image_to_rgb
+from picosam3_ros.evaluation.clip import DEFAULT_CLIP_DIR, Clip
 
 NODE_NAME = "prompt_publisher"
 

@@ -81,14 +81,16 @@ class SensorNode(Node):
         self._slot = FrameSlot()
         self._last_warned: dict[str, float] = {}
         self._clock_offset_ns = self.get_clock().now().nanoseconds - time.monotonic_ns()
+        self.postprocess = cfg.postprocess()
         try:
             self.server = build_frame_server(
                 cfg.backend,
                 cfg.camera,
                 cfg.backend_config(),
-                cfg.threshold,
+                self.postprocess.threshold,
                 cfg.roi_policy,
                 warn=self.get_logger().warning,
+                box_margin=self.postprocess.box_margin,
             )
         except (ModelLoadError, BackendError) as exc:
             raise StartupError(str(exc)) from exc
@@ -119,7 +121,7 @@ class SensorNode(Node):
             self._camera_thread.start()
         self.get_logger().info(
             f"ready: backend={self.stats.backend} camera={cfg.camera} max_prompts={cfg.max_prompts} "
-            f"threshold={cfg.threshold}"
+            f"post-processing: {self.postprocess.label()}"
         )
 
     # --- callbacks (executor thread: cheap only) -------------------------------------------

@@ -153,7 +153,8 @@ def build_cache(
         "provenance": teacher.provenance(),
         "dataset": str(annotation_file.resolve()),
         "images": str(image_dir.resolve()),
-        "crop_frame": "standard crop: picosam3_ros.core.crop.crop_rect_for_box(bbox) + crop_and_resize, 96x96",
+        "crop_frame": "standard crop: picosam3_ros.core.crop.crop_rect_for_box(bbox) + crop_and_resize, "
+        "96x96",
         "encoding": "soft_masks uint8 = round(probability * 255)",
         "count": len(ids),
         "skipped": skipped,

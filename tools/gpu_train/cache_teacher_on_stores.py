@@ -58,7 +58,8 @@ def cache_store(model: torch.nn.Module, store: InstanceStore, out_dir: Path, dev
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("teacher")
     parser.add_argument("stores", nargs="+")
     parser.add_argument("--out", required=True, type=Path)

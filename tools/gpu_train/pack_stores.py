@@ -5,7 +5,8 @@
 
 ``pack`` builds the same ``InstanceStore`` caches training builds (``picosam3_train.data``;
 specs as in the training config, relative to ../shared/data) and writes each as one
-``.npz``: the crops JPEG-encoded (quality 85 for training crops, 95 for evaluation crops; the raw stores are ~10x larger), masks PNG-encoded,
+``.npz``: the crops JPEG-encoded (quality 85 for training crops, 95 for evaluation crops;
+the raw stores are ~10x larger), masks PNG-encoded,
 the small arrays as they are. ``unpack`` restores store directories that a training config
 names directly (``train_datasets: [DIR, ...]``, ``val_dataset: DIR``).
 """
@@ -72,7 +73,8 @@ def unpack(packed: Path, stores_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pack")
     p.add_argument("out_dir", type=Path)

@@ -6,6 +6,9 @@
 #   phase C (parallel): from the better phase-A student of each stem, the same budget again
 #           with the teacher (distillation) and without it (ground truth only).
 # Input: .gpu_carry/packed/*.npz from tools/gpu_train/pack_stores.py. Output: tarballs in $OUT.
+# The shipped model's run (commit 706807a) chose best.pt on packed dev-val crops; the one evaluator
+# (picosam3_train.evaluate) now reads the images themselves, which are not carried, so runs here
+# train without periodic evaluation and keep last.pt; evaluate them afterwards where the data is.
 #   bash tools/gpu_train/run_gpu.sh [PHASE_A_MIN] [PHASE_C_MIN]
 set -u
 A_MIN=${1:-3.8}
@@ -26,14 +29,13 @@ $PY tools/gpu_train/pack_stores.py unpack .gpu_carry/packed "$STORES" || exit 1
 COCO=$STORES/instances_train2017_context
 PF=$STORES/instances_pennfudan_context
 DAVIS=$STORES/instances_davis2016_context
-VAL=$STORES/instances_val2017_dev_standard
 NEW_DATA="$COCO,$PF,$DAVIS"
 
 train() {  # name minutes extra --set args...
   local name=$1 minutes=$2; shift 2
   $PY -m picosam3_train.cli train --config picosam3_train/configs/picosam3.yaml \
-    --set out_dir="$RUNS/$name" --set val_dataset="$VAL" --set train_datasets="$NEW_DATA" \
-    --set time_budget_min="$minutes" --set epochs=100000 --set eval_every=10 --set threads=1 \
+    --set out_dir="$RUNS/$name" --set val_dataset="" --set train_datasets="$NEW_DATA" \
+    --set time_budget_min="$minutes" --set epochs=100000 --set eval_every=0 --set threads=1 \
     --set loader_workers="$WORKERS" --set batch_size="${BATCH:-128}" --set lr=0.004 --set weight_decay=0.0005 \
     --set box_margin=0.05 --set device="${DEVICE:-cuda}" ${EXTRA_SET:-} "$@" > "$RUNS/$name.log" 2>&1
   echo "$name exit $? $(date +%T)"
@@ -48,13 +50,13 @@ train a_s2_nomargin "$A_MIN" --set box_margin=-1 &
 train a_pico2 "$A_MIN" --set model=picosam2 &
 wait
 echo "teacher cache $(date +%T)"
-$PY tools/gpu_train/cache_teacher_on_stores.py "$RUNS/teacher_w2_s1/best.pt" "$COCO" "$PF" "$DAVIS" \
+$PY tools/gpu_train/cache_teacher_on_stores.py "$RUNS/teacher_w2_s1/last.pt" "$COCO" "$PF" "$DAVIS" \
   --out "$RUNS/teacher_caches" > "$RUNS/teacher_cache.log" 2>&1 || echo "teacher cache FAILED"
 CACHES="$RUNS/teacher_caches/instances_train2017_context,$RUNS/teacher_caches/instances_pennfudan_context,$RUNS/teacher_caches/instances_davis2016_context"
 
 echo "phase C start $(date +%T)"
 for stem in s2 s1; do
-  init="$RUNS/a_$stem/best.pt"
+  init="$RUNS/a_$stem/last.pt"
   common=(--set init_checkpoint="$init" --set stem_stride="${stem#s}" --set lr=0.0015 --set warmup_steps=30)
   train "c_${stem}_distill" "$C_MIN" "${common[@]}" --set teacher_caches="$CACHES" &
   train "c_${stem}_gt" "$C_MIN" "${common[@]}" &
@@ -64,7 +66,7 @@ echo "done $(date +%T)"
 # Results: metrics, summaries and logs of every run, and the checkpoints (2 per file: 16 MiB cap).
 (cd "$RUNS" && tar czf "$OUT/results.tgz" gpu.txt ./*.log */summary.json */metrics.jsonl */config.yaml \
   teacher_caches/*/meta.json 2>/dev/null)
-pack() { local out=$1; shift; (cd "$RUNS" && tar cf "$OUT/$out" $(for r in "$@"; do [ -f "$r/best.pt" ] && echo "$r/best.pt"; done)); }
+pack() { local out=$1; shift; (cd "$RUNS" && tar cf "$OUT/$out" $(for r in "$@"; do [ -f "$r/last.pt" ] && echo "$r/last.pt"; done)); }
 pack ckpt_a1.tar a_s2 a_s1
 pack ckpt_a2.tar a_s2_nomargin a_s2_olddata
 pack ckpt_a3.tar a_pico2
