@@ -1,9 +1,10 @@
 """sensor_msgs/Image <-> numpy without cv_bridge (ROS-free: works on any object with Image's fields).
 
 Supported encodings: rgb8, bgr8, mono8, rgba8, bgra8, mono16 (scaled to 8 bit),
-yuv422 / uyvy and yuv422_yuy2 / yuyv. Row padding (``step`` > width * bytes per
-pixel) is handled; a buffer shorter than ``step * height`` or a ``step`` too
-small for the width is rejected with :class:`ImageConversionError`.
+yuv422 / uyvy and yuv422_yuy2 / yuyv; ``sensor_msgs/CompressedImage`` jpeg and png
+(:func:`compressed_to_rgb`, as image_transport's compressed plugin writes them). Row
+padding (``step`` > width * bytes per pixel) is handled; a buffer shorter than
+``step * height`` or a ``step`` too small for the width is rejected with :class:`ImageConversionError`.
 """
 
 from __future__ import annotations
@@ -86,6 +87,37 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     if encoding in ("uyvy", "yuv422"):
         return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_YUV2RGB_UYVY)
     return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_YUV2RGB_YUYV)
+
+
+def compressed_to_rgb(msg: Any) -> np.ndarray:
+    """A ``sensor_msgs/CompressedImage`` (jpeg or png) -> uint8 (H, W, 3) RGB.
+
+    ``format`` is image_transport's: "jpeg", "png", or e.g. "rgb8; jpeg compressed bgr8"; the
+    bytes say what they are, so the format only rules out what OpenCV must not guess
+    (compressedDepth's 16-bit payloads).
+    """
+    fmt = str(msg.format).lower()
+    if "compresseddepth" in fmt:
+        raise ImageConversionError(f"compressed format '{msg.format}' is a depth image, not a camera frame")
+    data = msg.data
+    buffer = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8)
+    if buffer.size == 0:
+        raise ImageConversionError("compressed image has no data")
+    decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise ImageConversionError(f"cannot decode the compressed image (format '{msg.format}', "
+                                   f"{buffer.size} bytes): not jpeg/png, or damaged")
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+
+
+def encode_compressed(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
+    """RGB uint8 -> jpeg or png bytes, the payload of a CompressedImage (format = ``fmt``)."""
+    bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if fmt == "jpeg" else []
+    ok, encoded = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", bgr, params)
+    if not ok:
+        raise ImageConversionError(f"cannot encode as {fmt}")
+    return encoded.tobytes()
 
 
 def fill_image(msg: Any, array: np.ndarray, encoding: str) -> Any:
