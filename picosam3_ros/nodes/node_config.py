@@ -156,10 +156,7 @@ class ParamTable:
                 param = self.params.get(parameter.name)
                 if param is None:
                     continue  # use_sim_time and friends: rclpy's business
-                if not param.runtime:
-                    return SetParametersResult(
-                        successful=False, reason=f"parameter '{parameter.name}' is start-up only: "
-                        "restart the node to change it")
+                # Start-up-only parameters never get here: rclpy refuses read-only ones itself.
                 reason = self.problem(parameter.name, parameter.value)
                 if reason is not None:
                     return SetParametersResult(successful=False, reason=reason)

@@ -79,7 +79,7 @@ PARAMS = ParamTable([
 
 class TeleopUiNode(Node):
     def __init__(self) -> None:
-        super().__init__("picosam3_teleop_ui")
+        super().__init__("picosam3_teleop")  # the launch file's name too (config key)
         self.config = self._read_parameters()
         cfg = self.config
         self.hub = FrameHub(max_fps=cfg.max_fps, jpeg_quality=cfg.jpeg_quality, mask_alpha=cfg.mask_alpha)
