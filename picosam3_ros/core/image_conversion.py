@@ -89,6 +89,43 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_YUV2RGB_YUYV)
 
 
+def rgb_to_encoding(rgb: np.ndarray, encoding: str) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> the rows of an Image in ``encoding``: uint8 (H, W * bytes per pixel).
+
+    The inverse of :func:`image_to_rgb` (up to mono and chroma subsampling); the bag tools use it
+    to write test and evaluation frames in every encoding the node reads. yuv422 needs an even width.
+    """
+    if encoding not in _LAYOUTS:
+        raise ImageConversionError(f"unsupported encoding '{encoding}'")
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    height, width = rgb.shape[:2]
+    if encoding in ("rgb8", "8UC3"):
+        pixels = rgb
+    elif encoding == "bgr8":
+        pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    elif encoding in ("rgba8", "bgra8"):
+        pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA if encoding == "rgba8" else cv2.COLOR_RGB2BGRA)
+    elif encoding in ("mono8", "8UC1"):
+        pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    elif encoding in ("mono16", "16UC1"):
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype("<u2") * 257
+        pixels = grey.view(np.uint8).reshape(height, width * 2)
+    else:
+        if width % 2:
+            raise ImageConversionError(f"{encoding} needs an even width, got {width}")
+        # BT.601 video range, what OpenCV's YUV2RGB_UYVY/YUYV decoding (image_to_rgb) expects.
+        yuv = rgb.astype(np.float32) @ np.array(
+            [[0.257, -0.148, 0.439], [0.504, -0.291, -0.368], [0.098, 0.439, -0.071]], np.float32
+        ) + np.array([16.0, 128.0, 128.0], np.float32)
+        y = yuv[..., 0]
+        u = ((yuv[:, 0::2, 1] + yuv[:, 1::2, 1]) / 2).repeat(2, axis=1)
+        v = ((yuv[:, 0::2, 2] + yuv[:, 1::2, 2]) / 2).repeat(2, axis=1)
+        chroma = np.where(np.arange(width) % 2 == 0, u, v)  # U on even pixels, V on odd ones
+        pairs = (chroma, y) if encoding in ("uyvy", "yuv422") else (y, chroma)
+        pixels = np.clip(np.rint(np.stack(pairs, axis=-1)), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(pixels).reshape(height, -1)
+
+
 def compressed_to_rgb(msg: Any) -> np.ndarray:
     """A ``sensor_msgs/CompressedImage`` (jpeg or png) -> uint8 (H, W, 3) RGB.
 

@@ -39,7 +39,19 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
+from picosam3_ros.core.crop import MODEL_INPUT_SIZE, CropRect, InvalidRoiError, crop_rect_for_box
+from picosam3_ros.core.metrics import (
+    box_mask_in_crop,
+    crop_space_iou,
+    gt_crop,
+    mask_iou,
+    mean_fraction_above_iou_thresholds,
+    mean_iou,
+    size_bucket,
+)
+from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask, segment_frame
 from picosam3_ros.evaluation.bag_io import (
+    FRAME_TYPES,
     IMAGE_TYPE,
     PROMPT_ARRAY_TYPE,
     ROI_TYPE,
@@ -52,17 +64,6 @@ from picosam3_ros.evaluation.bag_io import (
     prompts_from_msg,
     stamp_ns,
 )
-from picosam3_ros.core.crop import MODEL_INPUT_SIZE, CropRect, InvalidRoiError, crop_rect_for_box
-from picosam3_ros.core.metrics import (
-    box_mask_in_crop,
-    crop_space_iou,
-    gt_crop,
-    mask_iou,
-    mean_fraction_above_iou_thresholds,
-    mean_iou,
-    size_bucket,
-)
-from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask, segment_frame
 
 MAX_OVERLAYS = 6
 
@@ -300,7 +301,7 @@ def _resolve_topics(
     gt_topic: str | None,
     segmentations_topic: str | None,
 ) -> _Topics:
-    image = reader.resolve_topic(image_topic, [IMAGE_TYPE], "image")
+    image = reader.resolve_topic(image_topic, FRAME_TYPES, "image")
     prompt = reader.resolve_topic(prompt_topic, [ROI_TYPE, PROMPT_ARRAY_TYPE], "prompt")
     gt = reader.resolve_topic(gt_topic, [IMAGE_TYPE], "ground-truth") if gt_topic else None
     seg = (
