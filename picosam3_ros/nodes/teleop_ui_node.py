@@ -19,6 +19,7 @@ from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from picosam3_msgs.msg import RoiPrompt, RoiPromptArray, Segmentation, SegmentationArray
+from picosam3_ros.core.carry import stamp_age_ms
 from picosam3_ros.core.image_conversion import ImageConversionError, image_array
 from picosam3_ros.nodes.node_config import ConfigError, Param, ParamTable
 from picosam3_ros.nodes.node_main import run_node
@@ -146,11 +147,18 @@ class TeleopUiNode(Node):
 
     def segmentations_callback(self, msg: SegmentationArray) -> None:
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        results = [
-            PromptResult(s.prompt_id, STATUS_NAMES.get(s.status, f"UNKNOWN({s.status})"), float(s.score),
-                         s.backend, float(s.latency_ms))
-            for s in msg.segmentations
-        ]
+        results = []
+        for s in msg.segmentations:
+            age, carried = -1.0, None
+            if s.status == Segmentation.NOT_SERVED and s.mask.data and s.header.stamp != msg.header.stamp:
+                try:  # the prompt's last mask, computed on an older frame (the entry's header)
+                    crop = s.crop
+                    carried = (crop.x_offset, crop.y_offset, crop.width, crop.height, image_array(s.mask))
+                    age = stamp_age_ms(msg.header.stamp, s.header.stamp)
+                except ImageConversionError:
+                    carried = None
+            results.append(PromptResult(s.prompt_id, STATUS_NAMES.get(s.status, f"UNKNOWN({s.status})"),
+                                        float(s.score), s.backend, float(s.latency_ms), age, carried))
         self.hub.put_results(stamp, results)
 
     def republish_callback(self) -> None:
