@@ -19,6 +19,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from picosam3_ros.core.crop import crop_rect_for_box
 from picosam3_ros.evaluation.bag_io import (
     IMAGE_TYPE,
     PROMPT_ARRAY_TYPE,
@@ -29,7 +30,6 @@ from picosam3_ros.evaluation.bag_io import (
     make_prompt_array,
     make_roi,
 )
-from picosam3_ros.core.crop import crop_rect_for_box
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SIZE = 96
