@@ -112,6 +112,8 @@ class InputMonitor:
             published_hz = 1e9 / period
             fractions.append(len(steps) * period / (stamps[-1] - stamps[0]))
         fraction = min(fractions) if fractions else 1.0
+        if not published_hz and fraction > 0:  # no two frames in a row: the lost samples tell the rate
+            published_hz = received_hz / fraction
         if len(frames) + lost >= self.min_frames and fraction < warn_fraction:
             return InputHealth(
                 WARN,
