@@ -455,7 +455,7 @@ class SensorNode(Node):
         fill_image(mask_msg, label, "mono8")
         self.seg_pub.publish(array)
         self.mask_pub.publish(mask_msg)
-        if self.overlay_pub is not None:
+        if self.overlay_pub is not None and self.config.overlay:
             overlay = rgb.copy()
             tinted = label > 0
             overlay[tinted] = (overlay[tinted] * 0.5 + np.array([255, 0, 255]) * 0.5).astype(np.uint8)
