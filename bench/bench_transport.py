@@ -19,6 +19,12 @@ node's ``image_qos``: sensor_data or reliable) x the large-images profile (none,
 processes) x frame size, plus ``sensor_msgs/CompressedImage`` (JPEG of a real photo) without
 the profile. "lost events" counts the DDS sample-lost events the subscriber saw (what the node's
 input monitor uses).
+
+    python bench/bench_transport.py --matrix --node [--frames 150]
+
+The same drivers into the real sensor node with its default parameters (image_qos auto): the
+frames that reached it (its /diagnostics frames_in), the input QoS it chose, and whether it
+logged the WARN with the fix.
 """
 
 from __future__ import annotations
@@ -146,7 +152,8 @@ def subscriber(result_path: Path, raw: bool, qos: str = "best_effort_1", compres
 
 
 def publisher(
-    frames: int, rate: float, width: int, height: int, qos: str = "best_effort_1", compressed: bool = False
+    frames: int, rate: float, width: int, height: int, qos: str = "best_effort_1", compressed: bool = False,
+    settle: float = 1.0,
 ) -> int:
     """Wait for the subscriber, then publish ``frames`` frames at ``rate`` Hz."""
     import cv2
@@ -161,7 +168,7 @@ def publisher(
     deadline = time.monotonic() + 30.0
     while pub.get_subscription_count() < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(1.0)  # let the match settle on both sides
+    time.sleep(settle)  # let the match settle on both sides
     if compressed:  # a real photo: noise would not compress like a camera frame does
         photo = cv2.imread(str(next(sorted((REPO / "picosam3_ros/demo/demo_clip").glob("*.jpg")).__iter__())))
         ok, jpeg = cv2.imencode(".jpg", cv2.resize(photo, (width, height)), [cv2.IMWRITE_JPEG_QUALITY, 90])
@@ -296,6 +303,67 @@ def matrix(args) -> int:
     return 0
 
 
+def run_node_case(pub_qos: str, profile: bool, size: str, compressed: bool, args, tmp: Path) -> dict:
+    """A driver-like publisher and the real sensor node (default parameters: image_qos auto);
+    the node's own count of arrived frames (/diagnostics frames_in) and what it reported."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from node_helpers import RosClient, node_command
+
+    env = ros_env(DOMAIN)
+    for key in CLEARED:
+        env.pop(key, None)
+    if profile:
+        env.update(OPTIONS["profile"])
+    name = f"node_{pub_qos}_{int(profile)}_{size}_{int(compressed)}"
+    params = {"camera": "none", "image_transport": "compressed" if compressed else "raw"}
+    node_cmd = node_command("picosam3_ros.nodes.sensor_node", params, REPO / "config" / "sensor.yaml")
+    pub_cmd = [sys.executable, str(Path(__file__).resolve()), "--role", "pub", "--frames", str(args.frames),
+               "--rate", str(args.rate), "--size", size, "--pub-qos", pub_qos, "--settle", "3"]
+    pub_cmd += ["--compressed"] if compressed else []
+    with running(node_cmd, env, tmp / f"{name}_node.log") as node:
+        client = RosClient(DOMAIN, "bench_transport_client")
+        try:
+            diags = client.collect(DiagnosticArray, "/diagnostics")
+            with running(pub_cmd, env, tmp / f"{name}_pub.log") as pub:
+                pub.wait(timeout=args.frames / args.rate + 90)
+            time.sleep(2.5)  # two diagnostics periods after the last frame
+            with client.lock:
+                status = diags[-1].status[0] if diags else None
+        finally:
+            client.close()
+        if node.poll() is not None:
+            raise RuntimeError(f"node exited: {(tmp / f'{name}_node.log').read_text()[-2000:]}")
+    values = {kv.key: kv.value for kv in status.values} if status else {}
+    log = (tmp / f"{name}_node.log").read_text()
+    return {"pub": pub_qos, "profile": "both" if profile else "none",
+            "input": f"{size} {'jpeg' if compressed else 'rgb8'}",
+            "received": int(values.get("frames_in", -1)), "qos": values.get("input_qos", "?"),
+            "warned": "yes" if "Fix: export FASTDDS_DEFAULT_PROFILES_FILE" in log else "no",
+            "load": os.getloadavg()[0]}
+
+
+def node_matrix(args) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="bench_transport_node_"))
+    cases = [(pub, profile, size, False) for size in args.sizes for profile in (False, True)
+             for pub in ("reliable", "best_effort")]
+    cases += [(pub, False, size, True) for size in args.sizes for pub in ("reliable", "best_effort")]
+    rows = []
+    for case in cases:
+        rows.append(run_node_case(*case, args, tmp))
+        r = rows[-1]
+        print(f"node <- {r['pub']} profile={r['profile']} {r['input']}: {r['received']}/{args.frames} "
+              f"(input qos {r['qos']}, warned {r['warned']}, load {r['load']:.1f})", flush=True)
+    print(f"\n{args.frames} frames at {args.rate:.0f} Hz per row into the sensor node (image_qos auto), "
+          f"{os.cpu_count()} CPUs")
+    print("| driver QoS | profile | input | arrived at the node | node's input QoS | WARN + fix logged "
+          "| load |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['pub']} | {r['profile']} | {r['input']} | {r['received']}/{args.frames} "
+              f"({100 * r['received'] / args.frames:.0f}%) | {r['qos']} | {r['warned']} | {r['load']:.1f} |")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -316,12 +384,18 @@ def main() -> int:
     parser.add_argument("--pub-qos", default="best_effort_1", choices=qos_kinds)
     parser.add_argument("--sub-qos", default="best_effort_1", choices=qos_kinds)
     parser.add_argument("--compressed", action="store_true", help="sensor_msgs/CompressedImage (jpeg)")
+    parser.add_argument("--settle", type=float, default=1.0, help="publisher: s from match to first frame")
+    parser.add_argument("--node", action="store_true",
+                        help="matrix with the real sensor node (image_qos auto) as the subscriber")
     args = parser.parse_args()
     args.width, args.height = (int(v) for v in args.size.lower().split("x"))
     if args.role == "sub":
         return subscriber(Path(args.result), args.raw, args.sub_qos, args.compressed)
     if args.role == "pub":
-        return publisher(args.frames, args.rate, args.width, args.height, args.pub_qos, args.compressed)
+        return publisher(args.frames, args.rate, args.width, args.height, args.pub_qos, args.compressed,
+                         args.settle)
+    if args.matrix and args.node:
+        return node_matrix(args)
     if args.matrix:
         return matrix(args)
 

@@ -189,6 +189,8 @@ class SensorNode(Node):
         mode = self.config.image_qos
         if mode == "auto":
             infos = self.get_publishers_info_by_topic(self.input_topic)
+            if not infos and self.image_reliability:
+                return  # the driver went away: keep the subscription until another one shows up
             reliability = choose_image_reliability(
                 ["reliable" if i.qos_profile.reliability == ReliabilityPolicy.RELIABLE else "best_effort"
                  for i in infos]
