@@ -40,6 +40,7 @@ setup(
             "coco_to_bag = picosam3_ros.evaluation.coco_to_bag:main",
             "prompt_publisher = picosam3_ros.nodes.prompt_publisher_node:main",
             "teleop_ui = picosam3_ros.nodes.teleop_ui_node:main",
+            "detections_adapter = picosam3_ros.nodes.detections_adapter_node:main",
             "demo = picosam3_ros.demo.demo:main",
             "picosam3_train = picosam3_train.cli:main",
         ],

@@ -1,12 +1,18 @@
-"""Start the PicoSAM3 sensor node (and optionally the teleop web UI).
+"""Start the PicoSAM3 sensor node (and optionally the teleop web UI and the detections adapter).
 
+    ros2 launch picosam3_ros sensor.launch.py                          # frames from image_raw
+    ros2 launch picosam3_ros sensor.launch.py image_topic:=/camera/color/image_raw
+    ros2 launch picosam3_ros sensor.launch.py image_transport:=compressed
     ros2 launch picosam3_ros sensor.launch.py backend:=auto camera:=picamera2
     ros2 launch picosam3_ros sensor.launch.py camera:=emulator teleop:=true
+    ros2 launch picosam3_ros sensor.launch.py detections:=true detections_topic:=/detections
 
-backend, camera and model override the config file (config_file, default config/sensor.yaml).
-Unless you already chose a Fast DDS profile or transports, the launched processes get
-config/fastdds_large_images.xml (large images over shared memory; README "Large images
-over DDS"); fastdds_profile:='' turns that off.
+backend, camera, model, image_transport and image_qos override the config file (config_file,
+default config/sensor.yaml, keyed `/**/picosam3_sensor` so namespace:= keeps it). The node's
+`image` input is remapped to image_topic (with image_transport:=compressed it reads
+`<image_topic>/compressed`, as image_transport does). Unless you already chose a Fast DDS
+profile or transports, the launched processes get config/fastdds_large_images.xml (large
+images over shared memory; README "Large images over DDS"); fastdds_profile:=none turns that off.
 """
 
 import os
@@ -18,15 +24,32 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
-from picosam3_ros.nodes.fastdds_profile import PROFILE_VARIABLE, USER_FASTDDS_SETTINGS
+from picosam3_ros.nodes.fastdds_profile import DISABLED_VALUES, PROFILE_VARIABLE, USER_FASTDDS_SETTINGS
 
 
 def large_images_profile(context):
     """Point Fast DDS at the large-images profile, unless disabled or the user has their own."""
     profile = LaunchConfiguration("fastdds_profile").perform(context)
-    if not profile or any(os.environ.get(name) for name in USER_FASTDDS_SETTINGS):
+    if profile.strip().lower() in DISABLED_VALUES or any(os.environ.get(n) for n in USER_FASTDDS_SETTINGS):
         return []
     return [SetEnvironmentVariable(PROFILE_VARIABLE, profile)]
+
+
+# name -> (default, description); every argument is listed in README "Launch arguments".
+ARGUMENTS = {
+    "backend": ("auto", "auto | imx500 | onnx"),
+    "camera": ("none", "none (subscribe to image_topic) | picamera2 | emulator"),
+    "model": ("", "directory with model_card.json ('' = packaged model)"),
+    "namespace": ("", "namespace of the nodes and their topics"),
+    "image_topic": ("image_raw", "camera:=none: the frames' topic (remaps the node's `image` input)"),
+    "image_transport": ("raw", "raw | compressed (reads <image_topic>/compressed, jpeg/png)"),
+    "image_qos": ("auto", "auto | sensor_data | reliable | system_default (input subscription QoS)"),
+    "teleop": ("false", "also start the teleop web UI"),
+    "teleop_port": ("8088", "teleop UI port (http://127.0.0.1:PORT/)"),
+    "detections": ("false", "also start detections_adapter (detector boxes -> prompts)"),
+    "detections_topic": ("detections", "the detector's output topic"),
+    "detection_type": ("vision_msgs/msg/Detection2DArray", "its type (or yolo_msgs/msg/DetectionArray)"),
+}
 
 
 def generate_launch_description():
@@ -35,46 +58,39 @@ def generate_launch_description():
     )
     default_config = PathJoinSubstitution([FindPackageShare("picosam3_ros"), "config", "sensor.yaml"])
     arguments = [
-        DeclareLaunchArgument("backend", default_value="auto", description="auto | imx500 | onnx"),
-        DeclareLaunchArgument("camera", default_value="none", description="none | picamera2 | emulator"),
-        DeclareLaunchArgument(
-            "model", default_value="", description="directory with model_card.json ('' = packaged model)"
-        ),
+        DeclareLaunchArgument(name, default_value=default, description=description)
+        for name, (default, description) in ARGUMENTS.items()
+    ] + [
         DeclareLaunchArgument(
             "config_file", default_value=default_config, description="node parameters (YAML)"
         ),
         DeclareLaunchArgument(
-            "namespace", default_value="", description="namespace of the node and its topics"
-        ),
-        DeclareLaunchArgument("teleop", default_value="false", description="also start the teleop web UI"),
-        DeclareLaunchArgument(
-            "teleop_port", default_value="8088", description="teleop UI port (http://127.0.0.1:PORT/)"
-        ),
-        DeclareLaunchArgument(
             "fastdds_profile",
             default_value=default_profile,
-            description="Fast DDS XML profile for large images ('' = none); "
+            description="Fast DDS XML profile for large images (none = do not set one); "
             "ignored when FASTDDS_DEFAULT_PROFILES_FILE or FASTDDS_BUILTIN_TRANSPORTS is set",
         ),
     ]
     overrides = {
-        "backend": LaunchConfiguration("backend"),
-        "camera": LaunchConfiguration("camera"),
-        "model": LaunchConfiguration("model"),
+        name: LaunchConfiguration(name)
+        for name in ("backend", "camera", "model", "image_transport", "image_qos")
     }
+    image_topic = LaunchConfiguration("image_topic")
     sensor = Node(
         package="picosam3_ros",
         executable="sensor_node",
         name="picosam3_sensor",
         namespace=LaunchConfiguration("namespace"),
         parameters=[LaunchConfiguration("config_file"), overrides],
+        # The node derives `<image>/compressed` from the remapped name, as image_transport does.
+        remappings=[("image", image_topic)],
         output="screen",
         emulate_tty=True,
     )
     teleop_config = PathJoinSubstitution([FindPackageShare("picosam3_ros"), "config", "teleop_ui.yaml"])
     # The page shows the frames the sensor node segments: `image_raw` when it owns the camera.
     teleop_image = PythonExpression(
-        ["'image' if '", LaunchConfiguration("camera"), "' == 'none' else 'image_raw'"]
+        ["'", image_topic, "' if '", LaunchConfiguration("camera"), "' == 'none' else 'image_raw'"]
     )
     teleop = Node(
         package="picosam3_ros",
@@ -85,4 +101,16 @@ def generate_launch_description():
         output="screen",
         condition=IfCondition(LaunchConfiguration("teleop")),
     )
-    return LaunchDescription([*arguments, OpaqueFunction(function=large_images_profile), sensor, teleop])
+    detections = Node(
+        package="picosam3_ros",
+        executable="detections_adapter",
+        name="detections_adapter",
+        namespace=LaunchConfiguration("namespace"),
+        parameters=[{"detection_type": LaunchConfiguration("detection_type")}],
+        remappings=[("detections", LaunchConfiguration("detections_topic"))],
+        output="screen",
+        condition=IfCondition(LaunchConfiguration("detections")),
+    )
+    return LaunchDescription(
+        [*arguments, OpaqueFunction(function=large_images_profile), sensor, teleop, detections]
+    )

@@ -261,3 +261,31 @@ class RosClient:
             if self.context.ok():
                 rclpy.shutdown(context=self.context)
         self._thread.join(timeout=2.0)
+
+
+def set_parameter(client: RosClient, node: str, name: str, value, timeout: float = 30.0):
+    """``ros2 param set`` from the test process: the SetParametersResult (successful, reason)."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    if isinstance(value, bool):
+        kind, field = ParameterType.PARAMETER_BOOL, "bool_value"
+    elif isinstance(value, int):
+        kind, field = ParameterType.PARAMETER_INTEGER, "integer_value"
+    elif isinstance(value, float):
+        kind, field = ParameterType.PARAMETER_DOUBLE, "double_value"
+    else:
+        kind, field = ParameterType.PARAMETER_STRING, "string_value"
+    service = client.node.create_client(SetParameters, f"{node}/set_parameters")
+    try:
+        if not service.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"no {node}/set_parameters service")
+        request = SetParameters.Request(
+            parameters=[Parameter(name=name, value=ParameterValue(type=kind, **{field: value}))]
+        )
+        future = service.call_async(request)
+        if not client.wait_for(future.done, timeout=timeout):
+            raise TimeoutError(f"{node}/set_parameters did not answer")
+        return future.result().results[0]
+    finally:
+        client.node.destroy_client(service)

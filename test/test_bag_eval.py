@@ -441,7 +441,8 @@ def test_unsupported_encodings(tmp_path, left_half_model):
         writer.add_topic("/rgb", IMAGE_TYPE)
         writer.add_topic("/gt_rgb", IMAGE_TYPE)
         writer.write("/p", T0 - 1, make_roi((10, 10, 20, 20)))
-        depth = make_image(np.zeros((FRAME_H, FRAME_W * 2), np.uint8), "16UC1", T0)
+        # 32FC1 (a depth image): an encoding the node does not read either.
+        depth = make_image(np.zeros((FRAME_H, FRAME_W * 4), np.uint8), "32FC1", T0)
         depth.width = FRAME_W
         writer.write("/depth", T0, depth)
         writer.write("/rgb", T0, make_image(np.zeros((FRAME_H, FRAME_W, 3), np.uint8), "rgb8", T0))
@@ -458,7 +459,7 @@ def test_unsupported_encodings(tmp_path, left_half_model):
         str(tmp_path / "o.json"),
         check_rc=None,
     )
-    assert_clean_error(proc, "unsupported image encoding '16UC1'")
+    assert_clean_error(proc, "unsupported encoding '32FC1'")
     proc = run_cli(
         str(bag),
         "--image-topic",

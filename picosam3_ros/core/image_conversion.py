@@ -1,9 +1,10 @@
 """sensor_msgs/Image <-> numpy without cv_bridge (ROS-free: works on any object with Image's fields).
 
 Supported encodings: rgb8, bgr8, mono8, rgba8, bgra8, mono16 (scaled to 8 bit),
-yuv422 / uyvy and yuv422_yuy2 / yuyv. Row padding (``step`` > width * bytes per
-pixel) is handled; a buffer shorter than ``step * height`` or a ``step`` too
-small for the width is rejected with :class:`ImageConversionError`.
+yuv422 / uyvy and yuv422_yuy2 / yuyv; ``sensor_msgs/CompressedImage`` jpeg and png
+(:func:`compressed_to_rgb`, as image_transport's compressed plugin writes them). Row
+padding (``step`` > width * bytes per pixel) is handled; a buffer shorter than
+``step * height`` or a ``step`` too small for the width is rejected with :class:`ImageConversionError`.
 """
 
 from __future__ import annotations
@@ -86,6 +87,74 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     if encoding in ("uyvy", "yuv422"):
         return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_YUV2RGB_UYVY)
     return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_YUV2RGB_YUYV)
+
+
+def rgb_to_encoding(rgb: np.ndarray, encoding: str) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> the rows of an Image in ``encoding``: uint8 (H, W * bytes per pixel).
+
+    The inverse of :func:`image_to_rgb` (up to mono and chroma subsampling); the bag tools use it
+    to write test and evaluation frames in every encoding the node reads. yuv422 needs an even width.
+    """
+    if encoding not in _LAYOUTS:
+        raise ImageConversionError(f"unsupported encoding '{encoding}'")
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    height, width = rgb.shape[:2]
+    if encoding in ("rgb8", "8UC3"):
+        pixels = rgb
+    elif encoding == "bgr8":
+        pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    elif encoding in ("rgba8", "bgra8"):
+        pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA if encoding == "rgba8" else cv2.COLOR_RGB2BGRA)
+    elif encoding in ("mono8", "8UC1"):
+        pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    elif encoding in ("mono16", "16UC1"):
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype("<u2") * 257
+        pixels = grey.view(np.uint8).reshape(height, width * 2)
+    else:
+        if width % 2:
+            raise ImageConversionError(f"{encoding} needs an even width, got {width}")
+        # BT.601 video range, what OpenCV's YUV2RGB_UYVY/YUYV decoding (image_to_rgb) expects.
+        yuv = rgb.astype(np.float32) @ np.array(
+            [[0.257, -0.148, 0.439], [0.504, -0.291, -0.368], [0.098, 0.439, -0.071]], np.float32
+        ) + np.array([16.0, 128.0, 128.0], np.float32)
+        y = yuv[..., 0]
+        u = ((yuv[:, 0::2, 1] + yuv[:, 1::2, 1]) / 2).repeat(2, axis=1)
+        v = ((yuv[:, 0::2, 2] + yuv[:, 1::2, 2]) / 2).repeat(2, axis=1)
+        chroma = np.where(np.arange(width) % 2 == 0, u, v)  # U on even pixels, V on odd ones
+        pairs = (chroma, y) if encoding in ("uyvy", "yuv422") else (y, chroma)
+        pixels = np.clip(np.rint(np.stack(pairs, axis=-1)), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(pixels).reshape(height, -1)
+
+
+def compressed_to_rgb(msg: Any) -> np.ndarray:
+    """A ``sensor_msgs/CompressedImage`` (jpeg or png) -> uint8 (H, W, 3) RGB.
+
+    ``format`` is image_transport's: "jpeg", "png", or e.g. "rgb8; jpeg compressed bgr8"; the
+    bytes say what they are, so the format only rules out what OpenCV must not guess
+    (compressedDepth's 16-bit payloads).
+    """
+    fmt = str(msg.format).lower()
+    if "compresseddepth" in fmt:
+        raise ImageConversionError(f"compressed format '{msg.format}' is a depth image, not a camera frame")
+    data = msg.data
+    buffer = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8)
+    if buffer.size == 0:
+        raise ImageConversionError("compressed image has no data")
+    decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise ImageConversionError(f"cannot decode the compressed image (format '{msg.format}', "
+                                   f"{buffer.size} bytes): not jpeg/png, or damaged")
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+
+
+def encode_compressed(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
+    """RGB uint8 -> jpeg or png bytes, the payload of a CompressedImage (format = ``fmt``)."""
+    bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if fmt == "jpeg" else []
+    ok, encoded = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", bgr, params)
+    if not ok:
+        raise ImageConversionError(f"cannot encode as {fmt}")
+    return encoded.tobytes()
 
 
 def fill_image(msg: Any, array: np.ndarray, encoding: str) -> Any:

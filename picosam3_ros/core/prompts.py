@@ -45,6 +45,14 @@ class PromptStore:
         self._prompts: dict[int, Prompt] = {}
         self._pending: list[PromptResult] = []
 
+    def configure(self, max_prompts: int, timeout_s: float) -> None:
+        """New limits at run time; they apply from the next prompt set / frame on."""
+        if max_prompts < 1:
+            raise ValueError("max_prompts must be >= 1")
+        with self._lock:
+            self.max_prompts = int(max_prompts)
+            self.timeout_ns = int(max(0.0, timeout_s) * 1e9)
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._prompts)

@@ -30,8 +30,11 @@ BACKEND_CHOICES = ("onnx", "imx500")
 
 def build_arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bag_eval", description=__doc__.split("\n\n")[0])
-    parser.add_argument("bag", type=Path, help="rosbag2 directory (mcap or sqlite3)")
-    parser.add_argument("--image-topic", required=True, help="sensor_msgs/Image frames (rgb8, bgr8 or mono8)")
+    parser.add_argument("bag", type=Path, help="rosbag2 directory (mcap or sqlite3), or a bare .mcap file")
+    parser.add_argument(
+        "--image-topic", required=True,
+        help="frames: sensor_msgs/Image (any encoding the node reads) or CompressedImage (jpeg/png)",
+    )
     parser.add_argument(
         "--prompt-topic", required=True, help="sensor_msgs/RegionOfInterest or picosam3_msgs/RoiPromptArray"
     )

@@ -64,6 +64,7 @@ from picosam3_ros.core.metrics import (
 from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask, segment_frame
 from picosam3_ros.core.postprocess import Postprocess, grid_mask
 from picosam3_ros.evaluation.bag_io import (
+    FRAME_TYPES,
     IMAGE_TYPE,
     PROMPT_ARRAY_TYPE,
     ROI_TYPE,
@@ -381,7 +382,7 @@ def _resolve_topics(
     gt_topic: str | None,
     segmentations_topic: str | None,
 ) -> _Topics:
-    image = reader.resolve_topic(image_topic, [IMAGE_TYPE], "image")
+    image = reader.resolve_topic(image_topic, FRAME_TYPES, "image")
     prompt = reader.resolve_topic(prompt_topic, [ROI_TYPE, PROMPT_ARRAY_TYPE], "prompt")
     gt = reader.resolve_topic(gt_topic, [IMAGE_TYPE], "ground-truth") if gt_topic else None
     seg = (

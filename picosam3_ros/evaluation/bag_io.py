@@ -23,10 +23,15 @@ ROI_TYPE = "sensor_msgs/msg/RegionOfInterest"
 PROMPT_ARRAY_TYPE = "picosam3_msgs/msg/RoiPromptArray"
 PROMPT_TYPE = "picosam3_msgs/msg/RoiPrompt"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
+# What a frame topic may hold: the node's inputs (every Image encoding of core/image_conversion.py,
+# and CompressedImage jpeg/png).
+FRAME_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
 SEGMENTATION_ARRAY_TYPE = "picosam3_msgs/msg/SegmentationArray"
 PICOSAM3_MSG_NAMES = ("RoiPrompt", "RoiPromptArray", "Segmentation", "SegmentationArray")
 STORAGE_FORMATS = ("mcap", "sqlite3")
-# Image encodings the evaluation reads (frames) and their channel counts.
+# Image encodings read as arrays in their own layout (ground truth, writing) and their channel counts;
+# frames go through the node's own conversion (frame_to_rgb).
 FRAME_ENCODINGS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
 
 
@@ -136,13 +141,39 @@ def image_to_array(msg, allowed: Sequence[str] = tuple(FRAME_ENCODINGS)) -> np.n
 
 
 def frame_to_rgb(msg) -> np.ndarray:
-    """An RGB uint8 HxWx3 array from an rgb8, bgr8 or mono8 frame."""
-    array = image_to_array(msg)
-    if msg.encoding == "bgr8":
-        return np.ascontiguousarray(array[:, :, ::-1])
-    if msg.encoding == "mono8":
-        return np.repeat(array[:, :, None], 3, axis=2)
-    return array
+    """An RGB uint8 HxWx3 array from a frame, converted as the node converts it: an ``Image`` of
+    any encoding of core/image_conversion.py, or a ``CompressedImage`` (jpeg/png)."""
+    from picosam3_ros.core.image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb
+
+    try:
+        return compressed_to_rgb(msg) if hasattr(msg, "format") else image_to_rgb(msg)
+    except ImageConversionError as exc:
+        raise BagError(str(exc)) from None
+
+
+def make_frame(rgb: np.ndarray, encoding: str, stamp: int, frame_id: str = "camera"):
+    """A frame message from RGB pixels: a ``CompressedImage`` for "jpeg"/"png", else an ``Image``
+    in ``encoding`` (any the node reads, written by core/image_conversion.rgb_to_encoding)."""
+    from picosam3_ros.core.image_conversion import ImageConversionError, rgb_to_encoding
+
+    if encoding in ("jpeg", "png"):
+        return make_compressed_image(rgb, encoding, stamp, frame_id)
+    try:
+        rows = rgb_to_encoding(rgb, encoding)
+    except ImageConversionError as exc:
+        raise BagError(str(exc)) from None
+    Image = msg_class(IMAGE_TYPE)
+    return Image(header=make_header(stamp, frame_id), height=rows.shape[0], width=rgb.shape[1],
+                 encoding=encoding, is_bigendian=0, step=rows.shape[1], data=rows.reshape(-1))
+
+
+def make_compressed_image(array: np.ndarray, fmt: str, stamp: int, frame_id: str = "camera"):
+    """A ``sensor_msgs/CompressedImage`` (rosbags class), jpeg or png, from an RGB uint8 array."""
+    from picosam3_ros.core.image_conversion import encode_compressed
+
+    CompressedImage = msg_class(COMPRESSED_IMAGE_TYPE)
+    data = np.frombuffer(encode_compressed(array, fmt), np.uint8)
+    return CompressedImage(header=make_header(stamp, frame_id), format=fmt, data=data)
 
 
 def make_roi(box_xywh: Sequence[int]):
@@ -205,12 +236,13 @@ class BagReader:
         if not self.path.exists():
             raise BagError(f"no bag at {self.path}")
         if self.path.is_file():
-            # Users often pass the .mcap/.db3 file; rosbag2 bags are the directory.
+            # Users often pass the .mcap/.db3 file; rosbag2 bags are the directory. A bare .mcap
+            # (a recorder's file without its metadata.yaml) holds its own index: read it as is.
             if (self.path.parent / "metadata.yaml").is_file():
                 self.path = self.path.parent
-            else:
+            elif self.path.suffix != ".mcap":
                 raise BagError(f"{self.path} is not a rosbag2 directory (no metadata.yaml beside it)")
-        if not (self.path / "metadata.yaml").is_file():
+        elif not (self.path / "metadata.yaml").is_file():
             raise BagError(f"{self.path} is not a rosbag2 directory (no metadata.yaml)")
         from rosbags.rosbag2 import Reader
 

@@ -8,7 +8,8 @@ frames per second of bag time:
 * ``/prompts`` (``picosam3_msgs/RoiPromptArray``), logged just before its frame:
   one prompt per instance, id = annotation id, box = the COCO box rounded to
   whole pixels. Prompt order is by decreasing mask area.
-* ``/image`` (``sensor_msgs/Image`` rgb8).
+* ``/image`` (``sensor_msgs/Image`` rgb8, or ``--encoding``: any encoding the node reads,
+  or jpeg/png as ``sensor_msgs/CompressedImage``).
 * ``/ground_truth`` (``sensor_msgs/Image`` mono8, the frame's stamp): 0 =
   background, k = the k-th prompt of the array in effect (1-based), later
   prompts winning where instances overlap (the node's ``mask`` encoding).
@@ -24,12 +25,15 @@ import sys
 from pathlib import Path
 
 from picosam3_ros.core.coco_dataset import MAX_INSTANCES_PER_FRAME, CocoDataset, DatasetError, EvalFrame
+from picosam3_ros.core.image_conversion import SUPPORTED_ENCODINGS
 from picosam3_ros.evaluation.bag_io import (
+    COMPRESSED_IMAGE_TYPE,
     IMAGE_TYPE,
     PROMPT_ARRAY_TYPE,
     STORAGE_FORMATS,
     BagError,
     BagWriter,
+    make_frame,
     make_image,
     make_prompt_array,
 )
@@ -37,6 +41,7 @@ from picosam3_ros.evaluation.bag_io import (
 DEFAULT_IMAGE_TOPIC = "/image"
 DEFAULT_PROMPT_TOPIC = "/prompts"
 DEFAULT_GT_TOPIC = "/ground_truth"
+FRAME_ENCODINGS = (*SUPPORTED_ENCODINGS, "jpeg", "png")
 # Bag time of the first frame: a fixed epoch keeps bags byte-for-byte reproducible.
 START_TIME_NS = 1_700_000_000 * 1_000_000_000
 
@@ -50,6 +55,7 @@ def write_frames_to_bag(
     image_topic: str = DEFAULT_IMAGE_TOPIC,
     prompt_topic: str = DEFAULT_PROMPT_TOPIC,
     gt_topic: str = DEFAULT_GT_TOPIC,
+    encoding: str = "rgb8",
 ) -> dict:
     """Write ``EvalFrame``s as prompts + image + ground truth; returns counts."""
     if not rate_hz > 0:
@@ -59,7 +65,7 @@ def write_frames_to_bag(
     n_frames = n_prompts = 0
     with BagWriter(out_bag, storage) as writer:
         writer.add_topic(prompt_topic, PROMPT_ARRAY_TYPE)
-        writer.add_topic(image_topic, IMAGE_TYPE)
+        writer.add_topic(image_topic, COMPRESSED_IMAGE_TYPE if encoding in ("jpeg", "png") else IMAGE_TYPE)
         writer.add_topic(gt_topic, IMAGE_TYPE)
         for index, frame in enumerate(frames):
             frame: EvalFrame
@@ -70,7 +76,7 @@ def write_frames_to_bag(
                 stamp - prompt_lead_ns,
                 make_prompt_array(prompts, stamp - prompt_lead_ns, frame_id),
             )
-            writer.write(image_topic, stamp, make_image(frame.image_rgb, "rgb8", stamp, frame_id))
+            writer.write(image_topic, stamp, make_frame(frame.image_rgb, encoding, stamp, frame_id))
             writer.write(gt_topic, stamp, make_image(frame.ground_truth(), "mono8", stamp, frame_id))
             n_frames += 1
             n_prompts += len(prompts)
@@ -96,6 +102,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
         help="at most this many instances per image, largest first (<= 255)",
     )
     parser.add_argument("--frame-id", default="camera")
+    parser.add_argument(
+        "--encoding",
+        choices=FRAME_ENCODINGS,
+        default="rgb8",
+        help="frame encoding: an Image encoding the node reads, or jpeg/png (CompressedImage)",
+    )
     parser.add_argument("--image-topic", default=DEFAULT_IMAGE_TOPIC)
     parser.add_argument("--prompt-topic", default=DEFAULT_PROMPT_TOPIC)
     parser.add_argument("--gt-topic", default=DEFAULT_GT_TOPIC)
@@ -121,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             args.image_topic,
             args.prompt_topic,
             args.gt_topic,
+            args.encoding,
         )
     except (BagError, DatasetError) as exc:
         print(f"coco_to_bag: error: {exc}", file=sys.stderr)

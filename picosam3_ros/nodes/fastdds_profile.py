@@ -14,6 +14,8 @@ PROFILE_NAME = "fastdds_large_images.xml"
 PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
 # Any of these set means the user already chose a Fast DDS profile or transports: leave it alone.
 USER_FASTDDS_SETTINGS = (PROFILE_VARIABLE, "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS")
+# `fastdds_profile:=none` (ros2 launch rejects an empty `fastdds_profile:=''`) and friends: no profile.
+DISABLED_VALUES = ("", "none", "false", "off")
 
 
 def large_images_profile() -> Path | None:

@@ -1,73 +1,278 @@
-"""The sensor node's parameters: declared with descriptors, validated, read once into a typed config."""
+"""The one parameter mechanism of every node: a table of parameters, declared, validated, tunable.
+
+Each node lists its parameters as :class:`Param` rows in a :class:`ParamTable`. The table
+
+* declares them on the node with descriptors (description, range or choices, read-only
+  unless the row is ``runtime``) and validates the start-up values (:class:`ConfigError`
+  says which parameter and what is allowed);
+* keeps the run-time ones tunable: :meth:`ParamTable.watch` rejects a bad
+  ``set_parameters`` value with a reason (the old value stays) and hands accepted changes
+  to the node. Start-up-only parameters are read-only and their descriptions say so.
+
+The validation itself (:meth:`ParamTable.problem`, :meth:`ParamTable.validate`) is plain
+Python, so it is unit-tested without ROS. The sensor node's table and typed config are
+below (:data:`SENSOR_PARAMS`, :class:`NodeConfig`); the other nodes keep theirs in their
+own files.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 from picosam3_ros.backends.roi_scheduler import POLICIES
 from picosam3_ros.core.backend_api import BackendConfig
 from picosam3_ros.core.model_card import postprocess_in_use
 from picosam3_ros.core.postprocess import Postprocess
 
-BACKEND_CHOICES = ("auto", "imx500", "onnx")
-CAMERA_CHOICES = ("none", "picamera2", "emulator")
-PRECISION_CHOICES = ("fp32", "int8")
-EMULATOR_MODES = ("realtime", "step")
+RUNTIME_NOTE = " [run-time: set_parameters]"
+STARTUP_NOTE = " [start-up only: restart the node to change it]"
 
 
 class ConfigError(ValueError):
     """A parameter value is invalid; the message names it and the allowed values."""
 
 
-# name -> (default, description, (min, max) or choices or None)
-PARAMETERS: dict[str, tuple[Any, str, Any]] = {
-    "backend": ("auto", "auto | imx500 | onnx (auto: imx500 when the camera is there)", BACKEND_CHOICES),
-    "camera": ("none", "none (subscribe to `image`) | picamera2 | emulator", CAMERA_CHOICES),
-    "model": ("", "directory with model_card.json (or the card file); '' = the packaged model", None),
-    "onnx_precision": ("fp32", "CPU backend model: fp32 | int8 file of the model card", PRECISION_CHOICES),
-    "onnx_model": ("", "explicit ONNX file for the CPU backend (overrides the card's file)", None),
-    "network_file": ("", "IMX500 network (.rpk); '' = from the model card", None),
-    "threshold": (
-        0.0,
-        "object probability threshold (0..1); 0 = the model card's (0.5 without one)",
-        (0.0, 1.0),
-    ),
-    "box_margin": (
-        -1.0,
-        "masks are clipped to the prompt box grown by this fraction of its size; "
-        "-1 = the model card's (no clip without one); 1000 = keep all the network outputs",
-        (-1.0, 1000.0),
-    ),
-    "max_prompts": (16, "prompts kept at once; more are reported TOO_MANY_PROMPTS", (1, 255)),
-    "prompt_timeout": (0.0, "seconds after which an unrefreshed prompt is stale (0 = never)", (0.0, 86400.0)),
-    "threads": (0, "ONNX Runtime intra-op threads (0 = ONNX Runtime's default)", (0, 64)),
-    "overlay": (False, "also publish `overlay` (rgb8 frame with the masks tinted)", None),
-    "frame_id": ("camera", "frame_id of image_raw when the node owns the camera", None),
-    "stream_width": (640, "image_raw width when the node owns the camera (px)", (16, 4056)),
-    "stream_height": (480, "image_raw height when the node owns the camera (px)", (16, 3040)),
-    "frame_rate": (30.0, "camera frame rate (frames/s)", (0.5, 240.0)),
-    "roi_apply_delay_frames": (2, "frames before a new IMX500 ROI reaches the network", (0, 30)),
-    "imx500_output_transpose": (
-        True,
-        "transpose the sensor output (picamera2's Fortran-order reshape)",
-        None,
-    ),
-    "roi_policy": ("staleness", "which prompt the sensor serves next: round_robin | staleness", POLICIES),
-    "diagnostics_period": (1.0, "seconds between /diagnostics messages", (0.1, 60.0)),
-    "emulator.source": ("", "emulator frames: image folder/file, video, rosbag, '' = synthetic scene", None),
-    "emulator.mode": ("realtime", "emulator timing: realtime | step", EMULATOR_MODES),
-    "emulator.loop": (True, "emulator: restart the source at its end", None),
-    "emulator.roi_delay_frames": (-1, "emulated ROI apply delay (-1 = roi_apply_delay_frames)", (-1, 30)),
-    "emulator.fail_after_frames": (
-        -1,
-        "emulated network stops after this many frames (-1 = never)",
-        (-1, 10**9),
-    ),
-    "emulator.ground_truth_log": ("", "emulator: JSON-lines log of the ROI in effect per frame", None),
-    "emulator.network_onnx": ("", "emulator: ONNX run as the on-sensor network ('' = card int8/fp32)", None),
-}
+@dataclass(frozen=True)
+class Param:
+    """One parameter: name, default (its type is the parameter's type), description and rules.
+
+    limits: ``(low, high)`` for numbers, a tuple of allowed strings for a choice, or None.
+    runtime: True when ``set_parameters`` may change it while the node runs.
+    check: an extra rule, returning the reason a value is refused (or None).
+    """
+
+    name: str
+    default: Any
+    description: str
+    limits: tuple | None = None
+    runtime: bool = False
+    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        if self.limits and all(isinstance(v, str) for v in self.limits):
+            return tuple(self.limits)
+        return None
+
+
+class ParamTable:
+    """An ordered set of :class:`Param` plus an optional rule across parameters."""
+
+    def __init__(
+        self,
+        params: Sequence[Param],
+        cross_check: Callable[[Mapping[str, Any]], str | None] | None = None,
+    ):
+        self.params = {p.name: p for p in params}
+        self.cross_check = cross_check
+
+    def defaults(self) -> dict[str, Any]:
+        return {name: p.default for name, p in self.params.items()}
+
+    def runtime_names(self) -> list[str]:
+        return [name for name, p in self.params.items() if p.runtime]
+
+    def problem(self, name: str, value: Any) -> str | None:
+        """Why ``value`` is not allowed for ``name``, or None when it is."""
+        param = self.params.get(name)
+        if param is None:
+            return f"unknown parameter '{name}'"
+        default = param.default
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                return f"parameter '{name}' must be true or false, got {value!r}"
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                return f"parameter '{name}' must be an integer, got {value!r}"
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return f"parameter '{name}' must be a finite number, got {value!r}"
+        elif isinstance(default, str) and not isinstance(value, str):
+            return f"parameter '{name}' must be a string, got {value!r}"
+        choices = param.choices
+        if choices is not None and value not in choices:
+            return f"parameter '{name}' is {value!r}; allowed: {', '.join(choices)}"
+        if param.limits and choices is None:
+            low, high = param.limits
+            if not low <= value <= high:
+                return f"parameter '{name}' is {value!r}; allowed range [{low}, {high}]"
+        return param.check(value) if param.check is not None else None
+
+    def validate(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Every value (defaults for the missing ones) checked; raises ConfigError on the first problem."""
+        merged = self.defaults()
+        merged.update({k: v for k, v in values.items() if k in self.params})
+        for name, value in merged.items():
+            reason = self.problem(name, value)
+            if reason is not None:
+                raise ConfigError(reason)
+        if self.cross_check is not None:
+            reason = self.cross_check(merged)
+            if reason is not None:
+                raise ConfigError(reason)
+        return merged
+
+    # --- rclpy side ----------------------------------------------------------------------------
+    def declare(self, node) -> dict[str, Any]:
+        """Declare every parameter on ``node`` with a descriptor; the validated start-up values."""
+        from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+        values: dict[str, Any] = {}
+        for name, param in self.params.items():
+            descriptor = ParameterDescriptor(
+                description=param.description + (RUNTIME_NOTE if param.runtime else STARTUP_NOTE),
+                read_only=not param.runtime,
+            )
+            default = param.default
+            if param.choices is not None:
+                descriptor.additional_constraints = "one of: " + ", ".join(param.choices)
+            elif param.limits and isinstance(default, int) and not isinstance(default, bool):
+                low, high = param.limits
+                descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=0)]
+            elif param.limits and isinstance(default, float):
+                low, high = param.limits
+                descriptor.floating_point_range = [
+                    FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)
+                ]
+            try:
+                values[name] = node.declare_parameter(name, default, descriptor).value
+            except Exception as exc:  # wrong type or out of range from the command line / YAML
+                raise ConfigError(f"parameter '{name}': {exc}") from exc
+        return self.validate(values)
+
+    def watch(self, node, current: Callable[[], Mapping[str, Any]],
+              on_change: Callable[[dict[str, Any]], None]) -> None:
+        """Validate ``set_parameters`` calls on ``node``; accepted changes go to ``on_change``.
+
+        ``current`` returns the values in force (to check rules across parameters). A refused
+        value keeps the old one and the caller gets the reason.
+        """
+        from rcl_interfaces.msg import SetParametersResult
+
+        def validate_callback(parameters) -> SetParametersResult:
+            merged = dict(current())
+            for parameter in parameters:
+                param = self.params.get(parameter.name)
+                if param is None:
+                    continue  # use_sim_time and friends: rclpy's business
+                # Start-up-only parameters never get here: rclpy refuses read-only ones itself.
+                reason = self.problem(parameter.name, parameter.value)
+                if reason is not None:
+                    return SetParametersResult(successful=False, reason=reason)
+                merged[parameter.name] = parameter.value
+            if self.cross_check is not None:
+                reason = self.cross_check(merged)
+                if reason is not None:
+                    return SetParametersResult(successful=False, reason=reason)
+            return SetParametersResult(successful=True)
+
+        def changed_callback(parameters) -> None:
+            changes = {p.name: p.value for p in parameters if p.name in self.params}
+            if changes:
+                on_change(changes)
+
+        node.add_on_set_parameters_callback(validate_callback)
+        node.add_post_set_parameters_callback(changed_callback)
+
+
+# --- the sensor node ---------------------------------------------------------------------------
+BACKEND_CHOICES = ("auto", "imx500", "onnx")
+CAMERA_CHOICES = ("none", "picamera2", "emulator")
+PRECISION_CHOICES = ("fp32", "int8")
+EMULATOR_MODES = ("realtime", "step")
+IMAGE_TRANSPORTS = ("raw", "compressed")
+# REP-2003: sensor drivers publish SensorDataQoS (best effort) or, where asked, reliable; it
+# recommends SensorDataQoS subscriptions because they match both. Between two processes a
+# best-effort reader loses most large frames of a driver without the large-images profile,
+# while a reliable reader of a reliable driver gets them all (bench/bench_transport.py
+# --matrix), so `auto` follows the publishers: reliable when every publisher is.
+IMAGE_QOS_CHOICES = ("auto", "sensor_data", "reliable", "system_default")
+OUTPUT_QOS_CHOICES = ("reliable", "sensor_data")
+
+
+def _threshold_check(value: float) -> str | None:
+    if 0.0 <= value < 1.0:
+        return None
+    return "parameter 'threshold' must be 0 (the model card's) or between 0 and 1"
+
+
+def _box_margin_check(value: float) -> str | None:
+    if value == -1.0 or value >= 0.0:
+        return None
+    return f"parameter 'box_margin' is {value}; use -1 (the model card's) or a value >= 0"
+
+
+def _sensor_cross_check(values: Mapping[str, Any]) -> str | None:
+    if values.get("backend") == "imx500" and values.get("camera", "none") == "none":
+        return "backend 'imx500' needs the camera: set camera to picamera2 or emulator"
+    return None
+
+
+SENSOR_PARAMS = ParamTable(
+    [
+        Param("backend", "auto", "auto | imx500 | onnx (auto: imx500 when the camera is there)",
+              BACKEND_CHOICES),
+        Param("camera", "none", "none (subscribe to `image`) | picamera2 | emulator", CAMERA_CHOICES),
+        Param("model", "", "directory with model_card.json (or the card file); '' = the packaged model"),
+        Param("onnx_precision", "fp32", "CPU backend model: fp32 | int8 file of the model card",
+              PRECISION_CHOICES),
+        Param("onnx_model", "", "explicit ONNX file for the CPU backend (overrides the card's file)"),
+        Param("network_file", "", "IMX500 network (.rpk); '' = from the model card"),
+        Param("threshold", 0.0, "object probability threshold (0..1); 0 = the model card's (0.5 without one)",
+              (0.0, 1.0), True, _threshold_check),
+        Param("box_margin", -1.0,
+              "masks are clipped to the prompt box grown by this fraction of its size; "
+              "-1 = the model card's (no clip without one); 1000 = keep all the network outputs",
+              (-1.0, 1000.0), True, _box_margin_check),
+        Param("max_prompts", 16, "prompts kept at once; more are reported TOO_MANY_PROMPTS", (1, 255), True),
+        Param("prompt_timeout", 0.0, "seconds after which an unrefreshed prompt is stale (0 = never)",
+              (0.0, 86400.0), True),
+        Param("threads", 0, "ONNX Runtime intra-op threads (0 = ONNX Runtime's default)", (0, 64)),
+        Param("overlay", False, "also publish `overlay` (rgb8 frame with the masks tinted)", None, True),
+        Param("carry_results", True,
+              "entries of prompts the sensor did not serve on a frame (NOT_SERVED) carry the prompt's "
+              "last mask, with the header of the frame it was computed on", None, True),
+        Param("image_transport", "raw",
+              "input when camera:=none: raw (`image`, sensor_msgs/Image) | compressed "
+              "(`image/compressed`, sensor_msgs/CompressedImage jpeg/png)", IMAGE_TRANSPORTS),
+        Param("image_qos", "auto",
+              "QoS of the image subscription (REP-2003): auto (reliable when every publisher on the topic "
+              "is, else best effort; follows the publishers) | sensor_data (best effort, matches every "
+              "publisher) | reliable (matches reliable publishers only) | system_default", IMAGE_QOS_CHOICES),
+        Param("output_qos", "reliable",
+              "QoS of image_raw, camera_info, mask, segmentations, overlay: reliable (what default "
+              "subscribers such as rviz and recorders ask for; best-effort ones match too) | sensor_data",
+              OUTPUT_QOS_CHOICES),
+        Param("input_warn_fraction", 0.5,
+              "WARN on /diagnostics (and log the fix once) when fewer than this fraction of the "
+              "publisher's frames arrive", (0.0, 1.0), True),
+        Param("frame_id", "camera", "frame_id of image_raw when the node owns the camera"),
+        Param("stream_width", 640, "image_raw width when the node owns the camera (px)", (16, 4056)),
+        Param("stream_height", 480, "image_raw height when the node owns the camera (px)", (16, 3040)),
+        Param("frame_rate", 30.0, "camera frame rate (frames/s)", (0.5, 240.0)),
+        Param("roi_apply_delay_frames", 2, "frames before a new IMX500 ROI reaches the network", (0, 30)),
+        Param("imx500_output_transpose", True,
+              "transpose the sensor output (picamera2's Fortran-order reshape)"),
+        Param("roi_policy", "staleness", "which prompt the sensor serves next: round_robin | staleness",
+              POLICIES, True),
+        Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.1, 60.0)),
+        Param("emulator.source", "",
+              "emulator frames: image folder/file, video, rosbag, '' = synthetic scene"),
+        Param("emulator.mode", "realtime", "emulator timing: realtime | step", EMULATOR_MODES),
+        Param("emulator.loop", True, "emulator: restart the source at its end"),
+        Param("emulator.roi_delay_frames", -1, "emulated ROI apply delay (-1 = roi_apply_delay_frames)",
+              (-1, 30)),
+        Param("emulator.fail_after_frames", -1, "emulated network stops after this many frames (-1 = never)",
+              (-1, 10**9)),
+        Param("emulator.ground_truth_log", "", "emulator: JSON-lines log of the ROI in effect per frame"),
+        Param("emulator.network_onnx", "",
+              "emulator: ONNX run as the on-sensor network ('' = card int8/fp32)"),
+    ],
+    _sensor_cross_check,
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +289,11 @@ class NodeConfig:
     prompt_timeout: float = 0.0
     threads: int = 0
     overlay: bool = False
+    carry_results: bool = True
+    image_transport: str = "raw"
+    image_qos: str = "auto"
+    output_qos: str = "reliable"
+    input_warn_fraction: float = 0.5
     frame_id: str = "camera"
     stream_width: int = 640
     stream_height: int = 480
@@ -117,57 +327,29 @@ class NodeConfig:
             emulator=dict(self.emulator),
         )
 
+    def values(self) -> dict[str, Any]:
+        """The parameter values in force, except the emulator.* group (start-up only)."""
+        return {k: getattr(self, k) for k in SENSOR_PARAMS.params if not k.startswith("emulator.")}
 
-def validate(values: dict[str, Any]) -> NodeConfig:
-    """Check every value against PARAMETERS and build the config (raises ConfigError)."""
-    for name, (default, _, limits) in PARAMETERS.items():
-        value = values.get(name, default)
-        if isinstance(limits, tuple) and limits and isinstance(limits[0], str):
-            if value not in limits:
-                raise ConfigError(f"parameter '{name}' is {value!r}; allowed: {', '.join(limits)}")
-        elif isinstance(limits, tuple) and not isinstance(value, bool):
-            low, high = limits
-            if not low <= value <= high:
-                raise ConfigError(f"parameter '{name}' is {value!r}; allowed range [{low}, {high}]")
-    if not 0.0 <= values.get("threshold", 0.0) < 1.0:
-        raise ConfigError("parameter 'threshold' must be 0 (the model card's) or between 0 and 1")
-    margin = values.get("box_margin", -1.0)
-    if margin < 0.0 and margin != -1.0:
-        raise ConfigError(f"parameter 'box_margin' is {margin}; use -1 (the model card's) or a value >= 0")
-    if values.get("backend") == "imx500" and values.get("camera", "none") == "none":
-        raise ConfigError("backend 'imx500' needs the camera: set camera to picamera2 or emulator")
-    plain = {k: values.get(k, d) for k, (d, _, _) in PARAMETERS.items() if not k.startswith("emulator.")}
+
+def validate(values: Mapping[str, Any]) -> NodeConfig:
+    """Check every value against SENSOR_PARAMS and build the config (raises ConfigError)."""
+    merged = SENSOR_PARAMS.validate(values)
+    plain = {k: v for k, v in merged.items() if not k.startswith("emulator.")}
+    delay = merged["emulator.roi_delay_frames"]
     emulator = {
-        "source": values.get("emulator.source", ""),
-        "mode": values.get("emulator.mode", "realtime"),
-        "loop": values.get("emulator.loop", True),
-        "fail_after_frames": values.get("emulator.fail_after_frames", -1),
-        "ground_truth_log": values.get("emulator.ground_truth_log", ""),
-        "network_onnx": values.get("emulator.network_onnx", ""),
+        "source": merged["emulator.source"],
+        "mode": merged["emulator.mode"],
+        "loop": merged["emulator.loop"],
+        "fail_after_frames": merged["emulator.fail_after_frames"],
+        "ground_truth_log": merged["emulator.ground_truth_log"],
+        "network_onnx": merged["emulator.network_onnx"],
         "fps": plain["frame_rate"],
+        "roi_delay_frames": plain["roi_apply_delay_frames"] if delay < 0 else delay,
     }
-    delay = values.get("emulator.roi_delay_frames", -1)
-    emulator["roi_delay_frames"] = plain["roi_apply_delay_frames"] if delay < 0 else delay
     return NodeConfig(**plain, emulator=emulator)
 
 
 def declare_and_read(node) -> NodeConfig:
-    """Declare every parameter on ``node`` (rclpy) with a descriptor and return the validated config."""
-    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-
-    values: dict[str, Any] = {}
-    for name, (default, description, limits) in PARAMETERS.items():
-        descriptor = ParameterDescriptor(description=description, read_only=True)
-        if isinstance(limits, tuple) and limits and isinstance(limits[0], str):
-            descriptor.additional_constraints = "one of: " + ", ".join(limits)
-        elif isinstance(limits, tuple) and isinstance(default, int) and not isinstance(default, bool):
-            descriptor.integer_range = [IntegerRange(from_value=limits[0], to_value=limits[1], step=0)]
-        elif isinstance(limits, tuple) and isinstance(default, float):
-            descriptor.floating_point_range = [
-                FloatingPointRange(from_value=float(limits[0]), to_value=float(limits[1]), step=0.0)
-            ]
-        try:
-            values[name] = node.declare_parameter(name, default, descriptor).value
-        except Exception as exc:  # wrong type or out of range from the command line / YAML
-            raise ConfigError(f"parameter '{name}': {exc}") from exc
-    return validate(values)
+    """Declare every sensor parameter on ``node`` (rclpy) and return the validated config."""
+    return validate(SENSOR_PARAMS.declare(node))

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
-import rclpy
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image, RegionOfInterest
@@ -29,25 +27,27 @@ from sensor_msgs.msg import Image, RegionOfInterest
 from picosam3_msgs.msg import RoiPrompt, RoiPromptArray
 from picosam3_ros.core.image_conversion import ImageConversionError, image_to_rgb
 from picosam3_ros.evaluation.clip import DEFAULT_CLIP_DIR, Clip
+from picosam3_ros.nodes.node_config import ConfigError, Param, ParamTable
+from picosam3_ros.nodes.node_main import run_node
 
 NODE_NAME = "prompt_publisher"
+PARAMS = ParamTable([
+    Param("clip_dir", "", "demo clip folder ('' = the packaged clip)"),
+    Param("image_topic", "image_raw", "frames to recognise"),
+    Param("republish_period", 1.0, "seconds between repeats of the same prompt set", (0.05, 3600.0), True),
+    Param("max_prompts", 0, "prompts per image (0 = all)", (0, 255), True),
+    Param("max_match_distance", 40.0, "thumbnail grey difference above which a frame is unknown",
+          (0.0, 255.0), True),
+])
 
 
 class PromptPublisherNode(Node):
     def __init__(self) -> None:
         super().__init__(NODE_NAME)
-        self.clip_dir = self._declare("clip_dir", "", "demo clip folder ('' = the packaged clip)")
-        image_topic = self._declare("image_topic", "image_raw", "frames to recognise")
-        self.republish_period = self._declare(
-            "republish_period", 1.0, "seconds between repeats of the same prompt set", (0.05, 3600.0)
-        )
-        self.max_prompts = self._declare("max_prompts", 0, "prompts per image (0 = all)", (0, 255))
-        self.max_distance = self._declare(
-            "max_match_distance",
-            40.0,
-            "thumbnail grey difference above which a frame is unknown",
-            (0.0, 255.0),
-        )
+        self.params = PARAMS.declare(self)
+        PARAMS.watch(self, lambda: self.params, self.parameters_changed)
+        self.clip_dir = self.params["clip_dir"]
+        image_topic = self.params["image_topic"]
         self.clip = Clip(self.clip_dir or DEFAULT_CLIP_DIR)
         self.publisher = self.create_publisher(RoiPromptArray, "prompts", QoSProfile(depth=10))
         self.create_subscription(Image, image_topic, self.image_callback, qos_profile_sensor_data)
@@ -58,15 +58,8 @@ class PromptPublisherNode(Node):
             f"watching '{image_topic}'"
         )
 
-    def _declare(self, name: str, default, description: str, limits: tuple | None = None):
-        descriptor = ParameterDescriptor(description=description, read_only=True)
-        if limits is not None and isinstance(default, float):
-            descriptor.floating_point_range = [
-                FloatingPointRange(from_value=limits[0], to_value=limits[1], step=0.0)
-            ]
-        elif limits is not None:
-            descriptor.integer_range = [IntegerRange(from_value=limits[0], to_value=limits[1], step=0)]
-        return self.declare_parameter(name, default, descriptor).value
+    def parameters_changed(self, changes: dict[str, Any]) -> None:
+        self.params.update(changes)
 
     def image_callback(self, msg: Image) -> None:
         try:
@@ -75,10 +68,10 @@ class PromptPublisherNode(Node):
             self.get_logger().warning(f"ignoring a frame: {exc}", throttle_duration_sec=5.0)
             return
         index, distance = self.clip.match(frame)
-        if distance > self.max_distance:
+        if distance > self.params["max_match_distance"]:
             return
         now = time.monotonic()
-        if index == self.current and now - self.last_publish < self.republish_period:
+        if index == self.current and now - self.last_publish < self.params["republish_period"]:
             return
         if index != self.current:
             self.get_logger().info(f"frame shows clip image {index} ({self.clip.images[index].file_name})")
@@ -90,8 +83,8 @@ class PromptPublisherNode(Node):
         out.header.stamp = self.get_clock().now().to_msg()
         out.header.frame_id = frame_id
         prompts = self.clip.images[index].prompts(frame_size)
-        if self.max_prompts:
-            prompts = prompts[: self.max_prompts]
+        if self.params["max_prompts"]:
+            prompts = prompts[: self.params["max_prompts"]]
         for prompt_id, (x, y, w, h) in prompts:
             prompt = RoiPrompt()
             prompt.header = out.header
@@ -102,22 +95,7 @@ class PromptPublisherNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PromptPublisherNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, OSError) as exc:
-        print(f"prompt_publisher: error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(PromptPublisherNode, NODE_NAME, (ConfigError, ValueError, OSError), args)
 
 
 if __name__ == "__main__":

@@ -1,37 +1,53 @@
 """The PicoSAM3 sensor node (`picosam3_sensor`): ROI prompts in, masks out.
 
 Thin ROS layer over the ROS-free core (pipeline, prompts, backends). Frames
-come from the `image` topic (camera:=none) or from a camera the node owns
-(camera:=picamera2|emulator, republished on `image_raw`). Heavy work runs on a
-worker thread fed by a one-slot buffer that drops the oldest frame.
+come from the `image` topic (camera:=none; raw or, with image_transport:=compressed,
+`image/compressed`) or from a camera the node owns (camera:=picamera2|emulator,
+republished on `image_raw` with `camera_info`). Heavy work runs on a worker thread fed
+by a one-slot buffer that drops the oldest frame. Parameters: nodes/node_config.py
+(the run-time ones change through set_parameters).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
-from sensor_msgs.msg import Image, RegionOfInterest
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data, qos_profile_system_default
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
 from picosam3_msgs.msg import RoiPromptArray, Segmentation, SegmentationArray
 from picosam3_ros.backends import BackendError, ModelLoadError
 from picosam3_ros.backends.frame_server import ServedFrame, build_frame_server
-from picosam3_ros.core.diagnostics import NodeStats
-from picosam3_ros.core.image_conversion import ImageConversionError, fill_image, image_to_rgb
+from picosam3_ros.backends.roi_scheduler import RoiScheduler
+from picosam3_ros.core.carry import LastResults
+from picosam3_ros.core.diagnostics import WARN, NodeStats
+from picosam3_ros.core.image_conversion import (
+    ImageConversionError,
+    compressed_to_rgb,
+    fill_image,
+    image_to_rgb,
+)
+from picosam3_ros.core.input_monitor import InputMonitor, choose_image_reliability
 from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask
 from picosam3_ros.core.prompts import PromptStore
-from picosam3_ros.nodes.node_config import ConfigError, NodeConfig, declare_and_read
+from picosam3_ros.nodes.node_config import SENSOR_PARAMS, ConfigError, NodeConfig, declare_and_read
+from picosam3_ros.nodes.node_main import run_node
 
 NODE_NAME = "picosam3_sensor"
+INPUT_FIX = (
+    "export FASTDDS_DEFAULT_PROFILES_FILE=<picosam3_ros share>/config/fastdds_large_images.xml in the "
+    "camera driver's environment (README 'Large images over DDS'), or publish reliable frames, or "
+    "subscribe to the driver's compressed topic (image_transport:=compressed)"
+)
 
 
 class StartupError(RuntimeError):
@@ -77,6 +93,7 @@ class SensorNode(Node):
         cfg = self.config
         self.stats = NodeStats()
         self.store = PromptStore(cfg.max_prompts, cfg.prompt_timeout)
+        self.last_results: LastResults[Header] = LastResults()
         self._running = True
         self._slot = FrameSlot()
         self._last_warned: dict[str, float] = {}
@@ -97,18 +114,36 @@ class SensorNode(Node):
         self.stats.backend = self.server.backend
         self.sensor = self.server.sensor
 
-        self.mask_pub = self.create_publisher(Image, "mask", 10)
-        self.seg_pub = self.create_publisher(SegmentationArray, "segmentations", 10)
-        self.overlay_pub = self.create_publisher(Image, "overlay", 10) if cfg.overlay else None
+        # Reliable outputs reach default (reliable) subscribers such as rviz and recorders, and
+        # best-effort ones too; keep-last history never blocks the publisher.
+        self.output_qos = (
+            qos_profile_sensor_data if cfg.output_qos == "sensor_data" else QoSProfile(depth=5)
+        )
+        self.mask_pub = self.create_publisher(Image, "mask", self.output_qos)
+        self.seg_pub = self.create_publisher(SegmentationArray, "segmentations", self.output_qos)
+        self.overlay_pub = self.create_publisher(Image, "overlay", self.output_qos) if cfg.overlay else None
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.image_raw_pub = None
+        self.image_raw_pub = self.camera_info_pub = None
+        self.image_sub = None
+        self.image_reliability = ""
+        self.input_topic = ""
+        self.input_monitor: InputMonitor | None = None
+        self._input_warned = False
         if cfg.camera == "none":
-            self.create_subscription(Image, "image", self.image_callback, qos_profile_sensor_data)
+            compressed = cfg.image_transport == "compressed"
+            # image_transport's naming: the base topic (after remapping) plus "/compressed".
+            base = self.resolve_topic_name("image")
+            self.input_topic = base.rstrip("/") + "/compressed" if compressed else base
+            self.input_type = CompressedImage if compressed else Image
+            self.input_monitor = InputMonitor(self.input_topic, INPUT_FIX)
+            self._subscribe_image()
         else:
-            self.image_raw_pub = self.create_publisher(Image, "image_raw", qos_profile_sensor_data)
+            self.image_raw_pub = self.create_publisher(Image, "image_raw", self.output_qos)
+            self.camera_info_pub = self.create_publisher(CameraInfo, "camera_info", self.output_qos)
         self.create_subscription(RegionOfInterest, "roi", self.roi_callback, QoSProfile(depth=10))
         self.create_subscription(RoiPromptArray, "prompts", self.prompts_callback, QoSProfile(depth=10))
         self.create_timer(cfg.diagnostics_period, self.diagnostics_callback)
+        SENSOR_PARAMS.watch(self, lambda: self.config.values(), self.parameters_changed)
 
         self._worker = threading.Thread(target=self._work_loop, name="picosam3-worker", daemon=True)
         self._worker.start()
@@ -124,12 +159,64 @@ class SensorNode(Node):
             f"post-processing: {self.postprocess.label()}"
         )
 
+    def _subscribe_image(self) -> None:
+        """(Re)create the input subscription with the QoS image_qos asks for (auto: the publishers')."""
+        mode = self.config.image_qos
+        if mode == "auto":
+            infos = self.get_publishers_info_by_topic(self.input_topic)
+            if not infos and self.image_reliability:
+                return  # the driver went away: keep the subscription until another one shows up
+            reliability = choose_image_reliability(
+                ["reliable" if i.qos_profile.reliability == ReliabilityPolicy.RELIABLE else "best_effort"
+                 for i in infos]
+            )
+        else:
+            reliability = {"sensor_data": "best_effort", "reliable": "reliable"}.get(mode, "system_default")
+        if reliability == self.image_reliability:
+            return
+        if self.image_sub is not None:
+            self.destroy_subscription(self.image_sub)
+        if reliability == "reliable":  # depth 2: the worker's one-slot buffer drops the rest anyway
+            qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+        elif reliability == "best_effort":
+            qos = qos_profile_sensor_data
+        else:
+            qos = qos_profile_system_default
+        self.image_sub = self.create_subscription(
+            self.input_type, self.input_topic, self.image_callback, qos,
+            event_callbacks=SubscriptionEventCallbacks(message_lost=self.message_lost_callback),
+        )
+        self.image_reliability = reliability
+        self.get_logger().info(f"subscribed to {self.input_topic} ({reliability}, image_qos={mode})")
+
+    def parameters_changed(self, changes: dict[str, Any]) -> None:
+        """Run-time parameters accepted by the table's validation take effect here."""
+        self.config = cfg = dataclasses.replace(self.config, **changes)
+        if "max_prompts" in changes or "prompt_timeout" in changes:
+            self.store.configure(cfg.max_prompts, cfg.prompt_timeout)
+        if "roi_policy" in changes:
+            self.server.scheduler = RoiScheduler(cfg.roi_policy)
+        if "threshold" in changes or "box_margin" in changes:
+            self.postprocess = cfg.postprocess()
+            self.server.threshold = self.postprocess.threshold
+            self.server.box_margin = self.postprocess.box_margin
+        if cfg.overlay and self.overlay_pub is None:
+            self.overlay_pub = self.create_publisher(Image, "overlay", self.output_qos)
+        if not cfg.carry_results:
+            self.last_results.clear()
+        self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v}" for k, v in changes.items()))
+
     # --- callbacks (executor thread: cheap only) -------------------------------------------
-    def image_callback(self, msg: Image) -> None:
+    def image_callback(self, msg: Image | CompressedImage) -> None:
+        arrival = time.monotonic_ns()
         self.stats.frames_in.tick()
-        if self._slot.put(("image", msg, time.monotonic_ns())):
+        self.input_monitor.frame(arrival, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+        if self._slot.put(("image", msg, arrival)):
             with self.stats.lock:
                 self.stats.drops += 1
+
+    def message_lost_callback(self, info) -> None:
+        self.input_monitor.lost(time.monotonic_ns(), int(info.total_count_change))
 
     def roi_callback(self, msg: RegionOfInterest) -> None:
         prompt = Prompt(0, (msg.x_offset, msg.y_offset, msg.width, msg.height), time.monotonic_ns())
@@ -166,6 +253,26 @@ class SensorNode(Node):
 
     def diagnostics_callback(self) -> None:
         level, message, values = self.stats.summary()
+        if self.input_monitor is not None:
+            if self.config.image_qos == "auto":
+                self._subscribe_image()  # follows the publishers: a driver started later, or replaced
+            health = self.input_monitor.assess(
+                time.monotonic_ns(), self.count_publishers(self.input_topic), self.config.input_warn_fraction
+            )
+            values += [
+                ("input_topic", self.input_topic),
+                ("input_qos", self.image_reliability),
+                ("input_published_hz", f"{health.published_hz:.2f}"),
+                ("input_delivered_fraction", f"{health.delivered_fraction:.2f}"),
+            ]
+            if health.level == WARN:
+                if level < WARN:
+                    level, message = WARN, health.message
+                if not self._input_warned:  # once per episode: the fix, not a flood
+                    self.get_logger().warning(health.message)
+                    self._input_warned = True
+            else:
+                self._input_warned = False
         status = DiagnosticStatus(
             level=bytes([level]),
             name=f"{self.get_name()}: segmentation",
@@ -203,9 +310,12 @@ class SensorNode(Node):
             stamp_ns = frame.sensor_timestamp_ns + self._clock_offset_ns
             header.stamp.sec, header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
             self.stats.frames_in.tick()
-            if self.image_raw_pub is not None:
+            if self.image_raw_pub is not None and self._running:
                 msg = Image(header=header)
                 fill_image(msg, frame.image_rgb, "rgb8")
+                height, width = frame.image_rgb.shape[:2]
+                # Uncalibrated (K all zero, REP-104); a calibrated driver's camera_info goes with its frames.
+                self.camera_info_pub.publish(CameraInfo(header=header, width=width, height=height))
                 self.image_raw_pub.publish(msg)
             if self._slot.put(("sensor", frame, header, frame.sensor_timestamp_ns)):
                 with self.stats.lock:
@@ -230,9 +340,9 @@ class SensorNode(Node):
                     f"frame failed: {type(exc).__name__}: {exc}", throttle_duration_sec=2.0
                 )
 
-    def _process_image(self, msg: Image, arrival_ns: int) -> None:
+    def _process_image(self, msg: Image | CompressedImage, arrival_ns: int) -> None:
         try:
-            rgb = image_to_rgb(msg)
+            rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
         except ImageConversionError as exc:
             with self.stats.lock:
                 self.stats.bad_images += 1
@@ -272,11 +382,17 @@ class SensorNode(Node):
         return reports
 
     def _publish(self, header: Header, rgb: np.ndarray, results: list[PromptResult], arrival_ns: int) -> None:
+        if not self._running:
+            return  # shutting down: the publishers may already be gone
         height, width = rgb.shape[:2]
         array = SegmentationArray(header=header)
-        for result in results:
+        if self.config.carry_results:
+            entries = self.last_results.carry(results, header, [p.prompt_id for p in self.store.snapshot()])
+        else:
+            entries = [(result, header) for result in results]
+        for result, entry_header in entries:
             seg = Segmentation(
-                header=header,
+                header=entry_header,
                 prompt_id=int(result.prompt_id) & 0xFFFFFFFF,
                 status=int(result.status),
                 score=float(result.score),
@@ -290,8 +406,8 @@ class SensorNode(Node):
                     width=result.crop.width,
                     height=result.crop.height,
                 )
-            seg.mask.header = header
-            if result.status == Status.OK and result.crop_mask is not None:
+            seg.mask.header = entry_header
+            if result.status in (Status.OK, Status.NOT_SERVED) and result.crop_mask is not None:
                 fill_image(seg.mask, result.crop_mask, "mono8")
             else:
                 seg.mask.encoding = "mono8"
@@ -301,7 +417,7 @@ class SensorNode(Node):
         fill_image(mask_msg, label, "mono8")
         self.seg_pub.publish(array)
         self.mask_pub.publish(mask_msg)
-        if self.overlay_pub is not None:
+        if self.overlay_pub is not None and self.config.overlay:
             overlay = rgb.copy()
             tinted = label > 0
             overlay[tinted] = (overlay[tinted] * 0.5 + np.array([255, 0, 255]) * 0.5).astype(np.uint8)
@@ -321,6 +437,9 @@ class SensorNode(Node):
     def shutdown(self) -> None:
         self._running = False
         self._slot.close()
+        # The camera thread first (it returns within one frame timeout), then the sensor under it.
+        if self._camera_thread is not None:
+            self._camera_thread.join(timeout=3.0)
         if self.sensor is not None:
             self.sensor.stop()
         if self._camera_thread is not None:
@@ -330,24 +449,7 @@ class SensorNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = SensorNode()
-        rclpy.spin(node)
-    except StartupError as exc:
-        print(f"[{NODE_NAME}] cannot start: {exc}", file=sys.stderr, flush=True)
-        code = 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return code
+    return run_node(SensorNode, NODE_NAME, (StartupError,), args)
 
 
 if __name__ == "__main__":

@@ -9,19 +9,20 @@ The HTTP side lives in teleop_server.py; this file only bridges it to ROS.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass
 
-import rclpy
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from picosam3_msgs.msg import RoiPrompt, RoiPromptArray, Segmentation, SegmentationArray
+from picosam3_ros.core.carry import stamp_age_ms
 from picosam3_ros.core.image_conversion import ImageConversionError, image_array
+from picosam3_ros.nodes.node_config import ConfigError, Param, ParamTable
+from picosam3_ros.nodes.node_main import run_node
 from picosam3_ros.teleop.frames import FrameHub, PromptResult
 from picosam3_ros.teleop.prompt_book import PromptBook, RateLimiter
 from picosam3_ros.teleop.server import ServerConfig, TeleopServer
@@ -51,17 +52,35 @@ class TeleopConfig:
     republish_period: float
 
 
-def _int_range(low: int, high: int) -> list[IntegerRange]:
-    return [IntegerRange(from_value=low, to_value=high, step=1)]
+def _not_empty(value: str) -> str | None:
+    return None if value else "must not be empty"
 
 
-def _float_range(low: float, high: float) -> list[FloatingPointRange]:
-    return [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
+# The stream's look is tunable at run time (the hub reads it per frame); the rest builds the
+# HTTP server, the prompt book and the rate limiter once.
+PARAMS = ParamTable([
+    Param("port", 8088, "HTTP port of the page (0 = any free port, logged at start-up)", (0, 65535)),
+    Param("bind_address", "127.0.0.1",
+          "Address the page is served on; 127.0.0.1 keeps it on this machine "
+          "(use 0.0.0.0 only on a trusted network: anyone reaching it can set prompts)",
+          check=_not_empty),
+    Param("image_topic", "image_raw",
+          "Frames to show: image_raw when the sensor node owns the camera, else image", check=_not_empty),
+    Param("max_fps", 15.0, "Most frames per second sent to the page (Hz)", (0.5, 60.0), True),
+    Param("jpeg_quality", 80, "JPEG quality of the stream (1-100)", (1, 100), True),
+    Param("mask_alpha", 0.45, "Opacity of the mask tint (0-1)", (0.0, 1.0), True),
+    Param("max_prompts", 8, "Most prompts the page may keep at once", (1, 255)),
+    Param("min_box_size", 4, "Smallest box side accepted from the page (stream pixels)", (1, 1000)),
+    Param("max_prompt_rate", 5.0, "Prompt changes accepted per second on average (Hz)", (0.1, 100.0)),
+    Param("prompt_burst", 10, "Prompt changes accepted in a quick burst", (1, 1000)),
+    Param("republish_period", 1.0,
+          "Re-send the prompt set this often while it is not empty (s; 0 = only on change)", (0.0, 60.0)),
+])
 
 
 class TeleopUiNode(Node):
     def __init__(self) -> None:
-        super().__init__("picosam3_teleop_ui")
+        super().__init__("picosam3_teleop")  # the launch file's name too (config key)
         self.config = self._read_parameters()
         cfg = self.config
         self.hub = FrameHub(max_fps=cfg.max_fps, jpeg_quality=cfg.jpeg_quality, mask_alpha=cfg.mask_alpha)
@@ -89,42 +108,15 @@ class TeleopUiNode(Node):
             f"teleop UI: open {self.server.url} (frames from '{self.resolve_topic_name(cfg.image_topic)}')")
 
     def _read_parameters(self) -> TeleopConfig:
-        def declare(name, default, description, **ranges):
-            return self.declare_parameter(name, default, ParameterDescriptor(
-                description=description, read_only=True, **ranges)).value
+        config = TeleopConfig(**PARAMS.declare(self))
+        PARAMS.watch(self, lambda: dataclasses.asdict(self.config), self.parameters_changed)
+        return config
 
-        port = declare("port", 8088, "HTTP port of the page (0 = any free port, logged at start-up)",
-                       type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(0, 65535))
-        bind = declare("bind_address", "127.0.0.1",
-                       "Address the page is served on; 127.0.0.1 keeps it on this machine "
-                       "(use 0.0.0.0 only on a trusted network: anyone reaching it can set prompts)",
-                       type=ParameterType.PARAMETER_STRING)
-        topic = declare("image_topic", "image_raw",
-                        "Frames to show: image_raw when the sensor node owns the camera, else image",
-                        type=ParameterType.PARAMETER_STRING)
-        max_fps = declare("max_fps", 15.0, "Most frames per second sent to the page (Hz)",
-                          type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range(0.5, 60.0))
-        quality = declare("jpeg_quality", 80, "JPEG quality of the stream (1-100)",
-                          type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 100))
-        alpha = declare("mask_alpha", 0.45, "Opacity of the mask tint (0-1)",
-                        type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range(0.0, 1.0))
-        max_prompts = declare("max_prompts", 8, "Most prompts the page may keep at once",
-                              type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 255))
-        min_box = declare("min_box_size", 4, "Smallest box side accepted from the page (stream pixels)",
-                          type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 1000))
-        rate = declare("max_prompt_rate", 5.0, "Prompt changes accepted per second on average (Hz)",
-                       type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range(0.1, 100.0))
-        burst = declare("prompt_burst", 10, "Prompt changes accepted in a quick burst",
-                        type=ParameterType.PARAMETER_INTEGER, integer_range=_int_range(1, 1000))
-        republish = declare("republish_period", 1.0,
-                            "Re-send the prompt set this often while it is not empty (s; 0 = only on change)",
-                            type=ParameterType.PARAMETER_DOUBLE, floating_point_range=_float_range(0.0, 60.0))
-        if not topic:
-            raise ValueError("parameter image_topic must not be empty")
-        if not bind:
-            raise ValueError("parameter bind_address must not be empty")
-        return TeleopConfig(int(port), str(bind), str(topic), float(max_fps), int(quality), float(alpha),
-                            int(max_prompts), int(min_box), float(rate), int(burst), float(republish))
+    def parameters_changed(self, changes: dict) -> None:
+        self.config = dataclasses.replace(self.config, **changes)
+        self.hub.max_fps = self.config.max_fps
+        self.hub.jpeg_quality = self.config.jpeg_quality
+        self.hub.mask_alpha = self.config.mask_alpha
 
     # ---- ROS callbacks: hand data to the hub, nothing heavy here -------------------------------
     def image_callback(self, msg: Image) -> None:
@@ -155,11 +147,18 @@ class TeleopUiNode(Node):
 
     def segmentations_callback(self, msg: SegmentationArray) -> None:
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        results = [
-            PromptResult(s.prompt_id, STATUS_NAMES.get(s.status, f"UNKNOWN({s.status})"), float(s.score),
-                         s.backend, float(s.latency_ms))
-            for s in msg.segmentations
-        ]
+        results = []
+        for s in msg.segmentations:
+            age, carried = -1.0, None
+            if s.status == Segmentation.NOT_SERVED and s.mask.data and s.header.stamp != msg.header.stamp:
+                try:  # the prompt's last mask, computed on an older frame (the entry's header)
+                    crop = s.crop
+                    carried = (crop.x_offset, crop.y_offset, crop.width, crop.height, image_array(s.mask))
+                    age = stamp_age_ms(msg.header.stamp, s.header.stamp)
+                except ImageConversionError:
+                    carried = None
+            results.append(PromptResult(s.prompt_id, STATUS_NAMES.get(s.status, f"UNKNOWN({s.status})"),
+                                        float(s.score), s.backend, float(s.latency_ms), age, carried))
         self.hub.put_results(stamp, results)
 
     def republish_callback(self) -> None:
@@ -187,23 +186,10 @@ class TeleopUiNode(Node):
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    try:
-        node = TeleopUiNode()
-    except (OSError, ValueError, ParameterException) as exc:
-        # A busy port or a bad parameter: say so and stop, no traceback.
-        print(f"[teleop_ui] cannot start: {exc}", flush=True)
-        rclpy.try_shutdown()
-        raise SystemExit(1) from None
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+def main(args: list[str] | None = None) -> int:
+    # A busy port or a bad parameter: one line and exit 2, no traceback.
+    return run_node(TeleopUiNode, "teleop_ui", (OSError, ValueError, ConfigError, ParameterException), args)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -35,13 +35,20 @@ def to_bgr(msg: Any) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PromptResult:
-    """One prompt's result on one frame (from picosam3_msgs/Segmentation)."""
+    """One prompt's result on one frame (from picosam3_msgs/Segmentation).
+
+    A NOT_SERVED entry may carry the prompt's last mask (the sensor serves one prompt per
+    frame): ``age_ms`` is then how much older its frame is, and ``carried`` = (crop x, y, w, h,
+    crop-local mono8 mask), drawn dimmed so the prompt does not blink. ``age_ms`` < 0: not carried.
+    """
 
     prompt_id: int
     status: str
     score: float
     backend: str
     latency_ms: float
+    age_ms: float = -1.0
+    carried: tuple[int, int, int, int, np.ndarray] | None = None
 
 
 def overlay_mask(bgr: np.ndarray, mask: np.ndarray, prompt_ids: list[int], alpha: float) -> np.ndarray:
@@ -60,6 +67,24 @@ def overlay_mask(bgr: np.ndarray, mask: np.ndarray, prompt_ids: list[int], alpha
         out[inside] = (bgr[inside].astype(np.float32) * (1.0 - alpha) + tint * alpha).astype(np.uint8)
         edge = cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) != 0
         out[edge] = lut[cv2.dilate(mask, np.ones((3, 3), np.uint8))[edge]]
+    return out
+
+
+def overlay_carried(bgr: np.ndarray, results: list[PromptResult], alpha: float) -> np.ndarray:
+    """Tint each carried mask (a prompt's last mask, from an older frame) at a third of ``alpha``."""
+    out = bgr
+    for result in results:
+        if result.carried is None:
+            continue
+        x, y, width, height, mask = result.carried
+        x1, y1 = min(x + width, bgr.shape[1]), min(y + height, bgr.shape[0])
+        if mask.shape != (height, width) or x1 <= x or y1 <= y:
+            continue
+        inside = mask[: y1 - y, : x1 - x] != 0
+        region = out[y:y1, x:x1]
+        tint = np.array(prompt_color(result.prompt_id)[::-1], np.float32)
+        dim = alpha / 3.0
+        region[inside] = (region[inside].astype(np.float32) * (1.0 - dim) + tint * dim).astype(np.uint8)
     return out
 
 
@@ -220,7 +245,7 @@ class FrameHub:
     def stopped(self) -> bool:
         return self._stop
 
-    def _pick(self) -> tuple[int, Any, np.ndarray | None, list[int]] | None:
+    def _pick(self) -> tuple[int, Any, np.ndarray | None, list[PromptResult]] | None:
         """Choose what to show next (called with the lock held)."""
         now = time.monotonic()
         # Newest mask that has its results and a frame (same stamp, else the newest frame of its size).
@@ -238,7 +263,7 @@ class FrameHub:
                 continue
             self._last_result_stamp = stamp
             self._last_overlay_time = now
-            return stamp, frame, mask, [r.prompt_id for r in self._results[stamp]]
+            return stamp, frame, mask, self._results[stamp]
         if now - self._last_overlay_time < self.overlay_hold_s or not self._frames:
             return None  # masks are flowing: wait for the next one rather than flicker
         stamp = next(reversed(self._frames))
@@ -267,11 +292,12 @@ class FrameHub:
                 continue
             if picked is None:
                 continue
-            stamp, frame, mask, prompt_ids = picked
+            stamp, frame, mask, results = picked
             try:
                 bgr = to_bgr(frame)
                 if mask is not None:
-                    bgr = overlay_mask(bgr, mask, prompt_ids, self.mask_alpha)
+                    bgr = overlay_carried(bgr, results, self.mask_alpha)
+                    bgr = overlay_mask(bgr, mask, [r.prompt_id for r in results], self.mask_alpha)
                 ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(self.jpeg_quality)])
                 if not ok:
                     raise ValueError("JPEG encoding failed")

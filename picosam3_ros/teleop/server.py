@@ -104,7 +104,9 @@ class TeleopServer:
             res = results.get(pid)
             if res is not None:
                 entry["result"] = {"status": res.status, "score": round(res.score, 4), "backend": res.backend,
-                                   "latency_ms": round(res.latency_ms, 2)}
+                                   "latency_ms": round(res.latency_ms, 2),
+                                   # a carried mask (NOT_SERVED): how old its frame is
+                                   "age_ms": round(res.age_ms, 1) if res.age_ms >= 0 else None}
             prompts.append(entry)
         latest = self.hub.latest_results
         backends = sorted({r.backend for r in latest if r.backend})

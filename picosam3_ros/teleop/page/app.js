@@ -111,7 +111,8 @@ rows.addEventListener("click", (ev) => {
   if (btn) post({ action: "remove", id: Number(btn.dataset.promptId) });
 });
 
-function statusClass(status) {
+function statusClass(status, carried) {
+  if (carried) return "st-carried";
   if (status === "OK") return "st-OK";
   if (status === "NOT_SERVED") return "st-wait";
   return "st-bad";
@@ -169,9 +170,12 @@ function render(s) {
       el.style.height = `${100 * b.height / st.height}%`;
     }
     el.style.borderColor = color;
+    // A carried result: the prompt's last mask, from a frame age_ms older (shown dimmed).
+    const age = res && res.age_ms !== null && res.age_ms !== undefined ? `${(res.age_ms / 1000).toFixed(1)} s ago` : "";
+    el.classList.toggle("carried", Boolean(age));
     const label = el.querySelector(".label");
     label.style.background = color;
-    label.textContent = res ? `#${p.id} ${res.status} ${res.score.toFixed(2)}` : `#${p.id}`;
+    label.textContent = res ? `#${p.id} ${age ? "last " + age : res.status} ${res.score.toFixed(2)}` : `#${p.id}`;
 
     let tr = rows.querySelector(`tr[data-prompt-id="${p.id}"]`);
     if (!tr) {
@@ -186,8 +190,8 @@ function render(s) {
     tr.querySelector(".id").textContent = String(p.id);
     tr.querySelector(".box").textContent = `${b.x},${b.y} ${b.width}\u00d7${b.height}`;
     const status = tr.querySelector(".status");
-    status.textContent = res ? res.status : "-";
-    status.className = `status ${res ? statusClass(res.status) : ""}`;
+    status.textContent = res ? (age ? `${res.status}, last mask ${age}` : res.status) : "-";
+    status.className = `status ${res ? statusClass(res.status, Boolean(age)) : ""}`;
     tr.querySelector(".score").textContent = res ? res.score.toFixed(3) : "-";
     tr.querySelector(".latency").textContent = res ? `${res.latency_ms.toFixed(1)} ms` : "-";
   }

@@ -1,0 +1,194 @@
+"""The detections adapter: detector boxes -> RoiPromptArray, over DDS with a real process.
+
+vision_msgs has no wheel here, so the adapter is tested with ``picosam3_test_vision_msgs``
+(test/interfaces/): the vision_msgs 4.x Detection2DArray field layout under another package
+name. It is built once with colcon into build/test_interfaces/<hash of its files>/ (about a
+minute; later runs reuse it) and never installed with the workspace.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from types import SimpleNamespace as NS
+
+import pytest
+from node_helpers import (
+    REPO,
+    RosClient,
+    node_command,
+    ros_env,
+    set_parameter,
+    start_process,
+    stop_process,
+)
+
+from picosam3_ros.core.detections import DetectionFilter, TrackIds, read_detections, select, to_prompts
+
+DOMAIN = 90
+INTERFACES = REPO / "test" / "interfaces"
+
+
+# --- the ROS-free core -------------------------------------------------------------------------
+def vision_detection(class_id, score, track, cx, cy, w, h):
+    hypothesis = NS(hypothesis=NS(class_id=class_id, score=score))
+    bbox = NS(center=NS(position=NS(x=cx, y=cy), theta=0.0), size_x=w, size_y=h)
+    return NS(results=[hypothesis], bbox=bbox, id=track)
+
+
+def yolo_detection(class_name, score, track, cx, cy, w, h):
+    bbox = NS(center=NS(position=NS(x=cx, y=cy), theta=0.0), size=NS(x=w, y=h))
+    return NS(class_id=0, class_name=class_name, score=score, id=track, bbox=bbox)
+
+
+def test_read_filter_rank_and_stable_ids():
+    msg = NS(detections=[
+        vision_detection("person", 0.6, "", 100.0, 80.0, 40.0, 60.0),
+        vision_detection("cup", 0.9, "", 300.5, 200.5, 21.0, 10.0),
+        vision_detection("dog", 0.99, "", 10.0, 10.0, 4.0, 4.0),
+        vision_detection("person", 0.2, "", 50.0, 50.0, 8.0, 8.0),
+        vision_detection("person", 0.7, "", 1.0, 1.0, float("nan"), 3.0),  # malformed: left out
+        vision_detection("person", 0.8, "", 1.0, 1.0, 0.0, 3.0),  # zero size: left out
+    ])
+    rule = DetectionFilter(("person", "cup"), 0.5, 0)
+    kept = select(read_detections(msg, rule.classes), rule)
+    assert [(d.class_id, d.score) for d in kept] == [("cup", 0.9), ("person", 0.6)]
+    prompts = to_prompts(kept, TrackIds())
+    # Ranks as ids (no tracking ids); boxes rounded outwards: 290..311 x 195..206.
+    assert prompts == [(1, (290, 195, 21, 11)), (2, (80, 50, 40, 60))]
+    assert len(select(read_detections(msg), DetectionFilter((), 0.0, 2))) == 2
+
+
+def test_yolo_layout_and_track_ids():
+    tracks = TrackIds()
+    first = NS(detections=[yolo_detection("cup", 0.9, "7", 20.0, 20.0, 10.0, 10.0),
+                           yolo_detection("person", 0.8, "3", 60.0, 60.0, 10.0, 10.0)])
+    second = NS(detections=[yolo_detection("person", 0.95, "3", 62.0, 61.0, 10.0, 10.0),
+                            yolo_detection("bottle", 0.5, "9", 5.0, 5.0, 4.0, 4.0),
+                            yolo_detection("cup", 0.6, "7", 21.0, 20.0, 10.0, 10.0)])
+    rule = DetectionFilter((), 0.0, 0)
+    kept = select(read_detections(first), rule)
+    ids_first = {d.track_id: pid for d, (pid, _) in zip(kept, to_prompts(kept, tracks))}
+    kept = select(read_detections(second), rule)
+    ids_second = {d.track_id: pid for d, (pid, _) in zip(kept, to_prompts(kept, tracks))}
+    assert ids_second["7"] == ids_first["7"] and ids_second["3"] == ids_first["3"]
+    assert ids_second["9"] not in (ids_first["7"], ids_first["3"])
+    assert [d.class_id for d in select(read_detections(second, ("cup",)), rule)] == ["cup"]
+
+
+# --- the node over DDS -------------------------------------------------------------------------
+def build_test_interfaces() -> Path:
+    """colcon-build test/interfaces once per content; returns the (merged) install prefix."""
+    files = sorted(p for p in INTERFACES.rglob("*") if p.is_file())
+    digest = hashlib.sha1(b"".join(p.read_bytes() + str(p).encode() for p in files)).hexdigest()[:12]
+    base = REPO / "build" / "test_interfaces" / digest
+    base.mkdir(parents=True, exist_ok=True)
+    install = base / "install"
+    with open(base / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two runs of the suite in one checkout build it once
+        if (base / "built").is_file():
+            return install
+        env = dict(os.environ)
+        if not env.get("ROS_DISTRO"):  # ROS from the venv's wheels: their CMake files live there
+            env["AMENT_PREFIX_PATH"] = os.pathsep.join(
+                filter(None, [sys.prefix, env.get("AMENT_PREFIX_PATH")]))
+        colcon = "import sys; sys.argv[0] = 'colcon'; from colcon_core.command import main; sys.exit(main())"
+        cmd = [sys.executable, "-c", colcon, "--log-base", str(base / "log"), "build",
+               "--base-paths", str(INTERFACES), "--build-base", str(base / "build"),
+               "--install-base", str(install), "--merge-install"]
+        result = subprocess.run(cmd, env=env, cwd=base, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, f"building the test interfaces failed:\n{result.stdout[-4000:]}"
+        (base / "built").write_text("ok\n")
+    return install
+
+
+def with_prefix(env: dict[str, str], install: Path) -> dict[str, str]:
+    site = install / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    paths = (("PYTHONPATH", site), ("LD_LIBRARY_PATH", install / "lib"), ("AMENT_PREFIX_PATH", install))
+    for name, path in paths:
+        env[name] = os.pathsep.join(filter(None, [str(path), env.get(name)]))
+    return env
+
+
+def _flat(prompt):
+    roi = prompt.roi
+    return NS(id=prompt.id, roi=NS(x=roi.x_offset, y=roi.y_offset, w=roi.width, h=roi.height))
+
+
+@pytest.fixture(scope="module")
+def interfaces() -> Path:
+    return build_test_interfaces()
+
+
+def test_adapter_turns_detections_into_prompts(tmp_path, interfaces):
+    from picosam3_msgs.msg import RoiPromptArray
+
+    nonce = f"cam-{uuid.uuid4().hex[:8]}"
+    env = with_prefix(ros_env(DOMAIN), interfaces)
+    params = {"detection_type": "picosam3_test_vision_msgs/msg/Detection2DArray", "classes": "person, cup",
+              "min_score": 0.5, "top_k": 8}
+    adapter = start_process(node_command("picosam3_ros.nodes.detections_adapter_node", params), env,
+                            tmp_path / "adapter.log")
+    peer = subprocess.Popen([sys.executable, str(REPO / "test" / "detections_peer.py"), nonce], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                            text=True, cwd=REPO, start_new_session=True)
+    client = RosClient(DOMAIN, "detections_test")
+    try:
+        arrays = client.collect(RoiPromptArray, "prompts")
+
+        def latest():
+            mine = [a for a in arrays if a.header.frame_id == nonce]
+            if not mine:
+                return None
+            return {p.id: (p.roi.x, p.roi.y, p.roi.w, p.roi.h) for p in map(_flat, mine[-1].prompts)}
+
+        def seen(expected_len):
+            return lambda: latest() is not None and len(latest()) == expected_len
+
+        assert client.wait_for(seen(2), proc=adapter), (tmp_path / "adapter.log").read_text()
+        phase_a = latest()
+        # person 0.9 (track-a) and cup 0.8 (track-b); the 0.3 person and the dog are filtered out.
+        assert sorted(phase_a.values()) == [(80, 50, 40, 60), (290, 195, 21, 11)]
+        id_a = next(k for k, v in phase_a.items() if v == (80, 50, 40, 60))
+        id_b = next(k for k, v in phase_a.items() if v == (290, 195, 21, 11))
+
+        peer.stdin.write("B\n")
+        peer.stdin.flush()
+        assert client.wait_for(seen(3), proc=adapter)
+        phase_b = latest()
+        assert phase_b[id_a] == (90, 60, 40, 60) and phase_b[id_b] == (300, 205, 20, 10)  # same ids, moved
+        (new_id,) = set(phase_b) - {id_a, id_b}
+        assert phase_b[new_id] == (485, 85, 30, 30)
+
+        # Run time: top_k 1 keeps the best detection only; a bad value is refused with a reason.
+        refused = set_parameter(client, "/detections_adapter", "top_k", 1000)
+        assert not refused.successful and "top_k" in refused.reason
+        assert set_parameter(client, "/detections_adapter", "top_k", 1).successful
+        assert client.wait_for(seen(1), proc=adapter)
+        assert latest() == {id_a: (90, 60, 40, 60)}
+
+        peer.stdin.write("empty\n")
+        peer.stdin.flush()
+        assert client.wait_for(seen(0), proc=adapter)  # no detections: an empty set clears the prompts
+    finally:
+        client.close()
+        peer.stdin.close()
+        stop_process(peer)
+        assert stop_process(adapter) == 0
+    log = (tmp_path / "adapter.log").read_text()
+    assert "Traceback" not in log, log
+
+
+def test_adapter_without_the_message_package_says_what_to_install(tmp_path):
+    cmd = node_command("picosam3_ros.nodes.detections_adapter_node",
+                       {"detection_type": "no_such_vision_msgs/msg/Detection2DArray"})
+    result = subprocess.run(cmd, env=ros_env(DOMAIN + 1), capture_output=True, text=True, timeout=60,
+                            cwd=REPO)
+    assert result.returncode == 2
+    assert "no_such_vision_msgs" in result.stderr and "install" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

@@ -1,0 +1,102 @@
+"""The ROS-free parts behind issue 12: the parameter table, the input monitor, carried results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from node_helpers import REPO
+
+from picosam3_ros.core.carry import LastResults
+from picosam3_ros.core.crop import CropRect
+from picosam3_ros.core.input_monitor import OK, WARN, InputMonitor, choose_image_reliability
+from picosam3_ros.core.pipeline import PromptResult, Status
+from picosam3_ros.nodes.node_config import SENSOR_PARAMS, ConfigError, Param, ParamTable, validate
+
+MS = 1_000_000
+
+
+def test_param_table_checks_types_ranges_choices_and_rules():
+    table = ParamTable(
+        [Param("rate", 1.0, "Hz", (0.5, 10.0), True), Param("mode", "a", "mode", ("a", "b")),
+         Param("count", 3, "n", (0, 5), True), Param("on", False, "flag")],
+        lambda v: "count must be 0 when mode is b" if v["mode"] == "b" and v["count"] else None,
+    )
+    assert table.validate({}) == {"rate": 1.0, "mode": "a", "count": 3, "on": False}
+    assert table.problem("rate", 2) is None  # an int is a fine double
+    assert "finite" in table.problem("rate", float("nan"))
+    assert "range" in table.problem("rate", 11.0)
+    assert "allowed: a, b" in table.problem("mode", "c")
+    assert "integer" in table.problem("count", 2.5) and "integer" in table.problem("count", True)
+    assert "true or false" in table.problem("on", 1)
+    assert table.runtime_names() == ["rate", "count"]
+    with pytest.raises(ConfigError, match="when mode is b"):
+        table.validate({"mode": "b"})
+
+
+def test_sensor_config_validation():
+    config = validate({"threshold": 0.7, "max_prompts": 5, "image_transport": "compressed"})
+    assert (config.threshold, config.max_prompts, config.image_transport) == (0.7, 5, "compressed")
+    assert config.values()["threshold"] == 0.7
+    for bad in ({"threshold": 1.0}, {"image_qos": "fast"}, {"backend": "imx500", "camera": "none"}):
+        with pytest.raises(ConfigError):
+            validate(bad)
+
+
+def test_every_sensor_parameter_is_in_the_readme_table():
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Sensor node parameters", 1)[1].split("\n### ", 1)[0]
+    for name in SENSOR_PARAMS.params:
+        documented = f"`{name}`" in section or (name.startswith("emulator.") and "`emulator.*`" in section)
+        assert documented, name
+    yaml = (REPO / "config" / "sensor.yaml").read_text()
+    for name in SENSOR_PARAMS.params:
+        assert f"{name.split('.')[-1]}:" in yaml, name
+
+
+def test_input_monitor_reports_lost_frames_and_silence():
+    monitor = InputMonitor("/image", "export THE_FIX", window_s=3.0)
+    t0 = 10_000 * MS
+    assert monitor.assess(t0, 0, 0.5).level == OK  # nobody publishes: waiting, not an error
+    assert monitor.assess(t0 + 1000 * MS, 1, 0.5).level == OK  # a publisher, give it a moment
+    silent = monitor.assess(t0 + 3500 * MS, 1, 0.5)
+    assert silent.level == WARN and "THE_FIX" in silent.message and "no frame" in silent.message
+    # 30 fps published, every 10th frame arrives (stamps show the 33 ms period at the start).
+    t = t0 + 4000 * MS
+    for i in range(90):
+        if i < 2 or i % 10 == 0:
+            monitor.frame(t + i * 33 * MS, 5_000_000 * MS + i * 33 * MS)
+    health = monitor.assess(t + 90 * 33 * MS, 1, 0.5)
+    assert health.level == WARN and "THE_FIX" in health.message
+    assert health.delivered_fraction < 0.2 and health.published_hz == pytest.approx(30.3, rel=0.01)
+    # Every frame: fine. Lost-sample events alone also tell.
+    ok = InputMonitor("/image", "fix")
+    for i in range(60):
+        ok.frame(i * 33 * MS, i * 33 * MS)
+    assert ok.assess(60 * 33 * MS, 1, 0.5).level == OK
+    lossy = InputMonitor("/image", "fix")
+    for i in range(10):
+        lossy.frame(i * 300 * MS, i * 7 * MS)  # stamps that say nothing (a burst)
+        lossy.lost(i * 300 * MS, 9)
+    assert lossy.assess(3000 * MS, 1, 0.5).level == WARN
+
+
+def test_image_reliability_follows_the_publishers():
+    assert choose_image_reliability([]) == "best_effort"
+    assert choose_image_reliability(["reliable"]) == "reliable"
+    assert choose_image_reliability(["reliable", "best_effort"]) == "best_effort"
+
+
+def test_last_results_carry_the_last_mask_with_its_own_header():
+    last: LastResults[str] = LastResults()
+    mask = np.full((4, 4), 255, np.uint8)
+    ok = PromptResult(1, Status.OK, crop=CropRect(0, 0, 4, 4), crop_mask=mask, score=0.9)
+    first = last.carry([ok, PromptResult(2, Status.NOT_SERVED)], "frame-1")
+    assert [(r.status, h) for r, h in first] == [(Status.OK, "frame-1"), (Status.NOT_SERVED, "frame-1")]
+    assert first[1][0].crop_mask is None  # nothing to carry yet
+    second = last.carry([PromptResult(1, Status.NOT_SERVED), PromptResult(2, Status.BACKEND_ERROR)],
+                        "frame-2")
+    carried, header = second[0]
+    assert carried.status == Status.NOT_SERVED and header == "frame-1" and carried.crop_mask is mask
+    assert second[1][1] == "frame-2"
+    last.carry([PromptResult(2, Status.NOT_SERVED)], "frame-3")  # prompt 1 removed: forgotten
+    assert last.carry([PromptResult(1, Status.NOT_SERVED)], "frame-4")[0][0].crop_mask is None
