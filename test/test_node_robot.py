@@ -204,7 +204,7 @@ def test_namespaced_config_file_and_run_time_parameters(tmp_path):
     from picosam3_ros.core.image_conversion import fill_image
 
     text = (REPO / "config" / "sensor.yaml").read_text()
-    text = text.replace("threshold: 0.5 ", "threshold: 0.7 ").replace("max_prompts: 16 ", "max_prompts: 5 ")
+    text = text.replace("threshold: 0.0 ", "threshold: 0.7 ").replace("max_prompts: 16 ", "max_prompts: 5 ")
     config = tmp_path / "sensor.yaml"
     config.write_text(text)
     nonce = f"cam-{uuid.uuid4().hex[:8]}"
