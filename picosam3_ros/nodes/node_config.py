@@ -29,7 +29,11 @@ PARAMETERS: dict[str, tuple[Any, str, Any]] = {
     "network_file": ("", "IMX500 network (.rpk); '' = from the model card", None),
     "threshold": (0.5, "object probability threshold (0..1)", (0.0, 1.0)),
     "max_prompts": (16, "prompts kept at once; more are reported TOO_MANY_PROMPTS", (1, 255)),
-    "prompt_timeout": (0.0, "seconds after which an unrefreshed prompt is stale (0 = never)", (0.0, 86400.0)),
+    "prompt_timeout": (
+        2.0,
+        "seconds after which an unrefreshed prompt is stale and dropped (0 = never; publishers repeat sets)",
+        (0.0, 86400.0),
+    ),
     "threads": (0, "ONNX Runtime intra-op threads (0 = ONNX Runtime's default)", (0, 64)),
     "overlay": (False, "also publish `overlay` (rgb8 frame with the masks tinted)", None),
     "frame_id": ("camera", "frame_id of image_raw when the node owns the camera", None),
@@ -68,7 +72,7 @@ class NodeConfig:
     network_file: str = ""
     threshold: float = 0.5
     max_prompts: int = 16
-    prompt_timeout: float = 0.0
+    prompt_timeout: float = 2.0
     threads: int = 0
     overlay: bool = False
     frame_id: str = "camera"
