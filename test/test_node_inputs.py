@@ -14,8 +14,8 @@ from node_helpers import REPO, RosClient, node_command, ros_env, running, write_
 
 from picosam3_ros.core.crop import crop_and_resize, crop_rect_for_box
 from picosam3_ros.core.pipeline import Status
-from picosam3_ros.core.prompts import MAX_REPORTS
 from picosam3_ros.core.postprocess import mask_from_logits
+from picosam3_ros.core.prompts import MAX_REPORTS
 
 DOMAIN = 25
 WIDTH, HEIGHT = 320, 240
