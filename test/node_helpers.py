@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from picosam3_ros.core.model_card import InputSpec, write_model_card
 from picosam3_ros.core.process_group import start_group, stop_group
 from picosam3_ros.nodes.fastdds_profile import PROFILE_VARIABLE, large_images_profile
 
@@ -43,20 +43,8 @@ def disk_logits(size: int = SIZE, radius: float = 30.0, value: float = 8.0) -> n
 
 
 def _card(directory: Path, files: dict[str, str]) -> None:
-    card = {
-        "input": {
-            "name": INPUT_NAME,
-            "size": SIZE,
-            "layout": "NCHW",
-            "color": "RGB",
-            "scale": 1.0 / 255.0,
-            "mean": [0.0, 0.0, 0.0],
-            "std": [1.0, 1.0, 1.0],
-        },
-        "output": {"name": OUTPUT_NAME},
-        "files": files,
-    }
-    (directory / "model_card.json").write_text(json.dumps(card, indent=2))
+    spec = InputSpec(INPUT_NAME, SIZE, "NCHW", "RGB", 1.0 / 255.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    write_model_card(directory, files, spec, OUTPUT_NAME)
 
 
 def _save(graph, path: Path) -> None:

@@ -27,6 +27,7 @@ from picosam3_ros.backends import (
     BackendError,
     CropSegmenter,
     ModelLoadError,
+    ModelMismatchError,
     SensorFrameSource,
     create_backend,
     resolve_auto,
@@ -138,6 +139,8 @@ class SensorNode(Node):
                 self.sensor = create_backend("imx500", backend_config)
                 try:  # the CPU fallback, ready before it is needed
                     self.segmenter = create_backend("onnx", backend_config)
+                except ModelMismatchError:
+                    raise  # the card is wrong for the sensor path too
                 except ModelLoadError as exc:
                     self.get_logger().warning(f"no CPU fallback: {exc}")
             else:
