@@ -102,7 +102,11 @@ def run_case(client, proc, prompts: int, seconds: float, fps: float) -> dict:
     sent = []
     period = 1.0 / fps
     next_t = time.monotonic()
+    next_prompts = t0
     while time.monotonic() - t0 < seconds:
+        if time.monotonic() >= next_prompts:  # as a detector does: prompts expire after prompt_timeout
+            prompt_pub.publish(array)
+            next_prompts += 1.0
         stamp = time.time_ns()
         image_pub.publish(_image(Image, data, stamp))
         sent.append(stamp)
