@@ -92,7 +92,7 @@ def soak(client: RosClient, pid: int, minutes: float, fps: float, prompts: int) 
     warm_end = start + WARM_UP_S
     end = warm_end + 60.0 * minutes
     sent: list[tuple[int, float]] = []  # (stamp ns, seconds since the end of warm-up)
-    rss: list[tuple[float, float]] = [(0.0, proc_stats(pid)[1])]  # (s since start, MiB)
+    rss: list[tuple[float, float]] = []  # (s since start, MiB), every RSS_PERIOD_S
     minute_marks: list[tuple[float, int, float]] = []  # (cpu s, drops, monotonic) at each minute start
     next_frame = next_prompts = next_rss = start
     next_minute = warm_end
