@@ -44,6 +44,7 @@ from picosam3_ros.core.pipeline import (
     segment_frame,
     sensor_frame_results,
 )
+from picosam3_ros.core.prompt_wire import WireFormatError, read_prompt_array
 from picosam3_ros.core.prompts import MAX_MESSAGE_PROMPTS, PromptChange, PromptStore
 
 NODE_NAME = "picosam3_sensor"
@@ -112,7 +113,10 @@ class SensorNode(Node):
         else:
             self.image_raw_pub = self.create_publisher(Image, "image_raw", qos_profile_sensor_data)
         self.create_subscription(RegionOfInterest, "roi", self.roi_callback, QoSProfile(depth=10))
-        self.create_subscription(RoiPromptArray, "prompts", self.prompts_callback, QoSProfile(depth=10))
+        # Raw: prompts_callback reads only the entries it keeps from the bytes (core/prompt_wire.py).
+        self.create_subscription(
+            RoiPromptArray, "prompts", self.prompts_callback, QoSProfile(depth=10), raw=True
+        )
         self.create_timer(cfg.diagnostics_period, self.diagnostics_callback)
 
         self._worker = threading.Thread(target=self._work_loop, name="picosam3-worker", daemon=True)
@@ -164,20 +168,15 @@ class SensorNode(Node):
         prompt = Prompt(0, (msg.x_offset, msg.y_offset, msg.width, msg.height), time.monotonic_ns())
         self._log_prompt_problems(self.store.set_one(prompt))
 
-    def prompts_callback(self, msg: RoiPromptArray) -> None:
+    def prompts_callback(self, data: bytes) -> None:
         now = time.monotonic_ns()
-        # Convert no more than the store reads: the executor stays free whatever the array's length.
-        entries = msg.prompts[:MAX_MESSAGE_PROMPTS]
-        prompts = [
-            Prompt(
-                int(p.id),
-                (p.roi.x_offset, p.roi.y_offset, p.roi.width, p.roi.height),
-                now,
-                p.header.frame_id or msg.header.frame_id,
-            )
-            for p in entries
-        ]
-        self._log_prompt_problems(self.store.set_all(prompts, unread=len(msg.prompts) - len(entries)))
+        try:
+            wire = read_prompt_array(data, MAX_MESSAGE_PROMPTS)
+        except WireFormatError as exc:
+            self._log_prompt_problems(PromptChange(1, [f"prompts message ignored: {exc}"]))
+            return
+        prompts = [Prompt(p.prompt_id, p.box_xywh, now, p.frame_id or wire.frame_id) for p in wire.prompts]
+        self._log_prompt_problems(self.store.set_all(prompts, unread=wire.total - len(prompts)))
 
     def _log_prompt_problems(self, change: PromptChange) -> None:
         if change.rejected:
