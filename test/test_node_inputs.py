@@ -184,7 +184,10 @@ def test_encodings_bad_images_and_prompts(session):
     assert send_until(
         client, proc, lambda i: image_pub.publish(image_msg(20000 + i, rgb, "rgb8")), too_many_reported
     )
-    assert wait_for_log(tmp / "node.log", f"{3000 - 8} prompts over max_prompts=8")
+    # The full count is in /diagnostics (the log line is throttled per kind).
+    assert client.wait_for(lambda: any(
+        kv.key == "bad_prompts" and int(kv.value) >= 3000 - 8
+        for m in diagnostics for status in m.status for kv in status.values), proc=proc)
 
     def eight_served():
         return any(m.header.stamp.sec >= 20000 and len(m.segmentations) == 8 for m in segs)
