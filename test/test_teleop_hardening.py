@@ -261,7 +261,9 @@ def test_slow_and_stalled_clients_are_capped_and_timed_out(teleop):
         assert threads_of(proc.pid) <= base_threads + MAX_CONNECTIONS + 4
         # Past the cap, a new client is told at once instead of hanging.
         answer = page.raw(b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        assert answer.startswith(b"HTTP/1.1 503"), answer[:100]
+        assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert f"Content-Length: {len(body)}".encode() in head and json.loads(body)["ok"] is False
         # The stalled connections are closed after the read timeout.
         deadline = time.monotonic() + TIMEOUT_S + WAIT_S
         open_socks = list(slow)

@@ -53,10 +53,11 @@ STATIC_FILES = {
 }
 MAX_BODY_BYTES = 4096
 LISTEN_BACKLOG = 64
+_BUSY_BODY = b'{"ok": false, "error": "too many open connections"}'
 BUSY_RESPONSE = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 50\r\n"
-    b"Connection: close\r\n\r\n"
-    b'{"ok": false, "error": "too many open connections"}'
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    + f"Content-Length: {len(_BUSY_BODY)}\r\nConnection: close\r\n\r\n".encode()
+    + _BUSY_BODY
 )
 # What a client that goes away (or stalls) makes the handler raise: not the server's fault, not logged.
 CLIENT_GONE = (ConnectionError, TimeoutError, socket.timeout)
