@@ -127,6 +127,7 @@ def build_package(
         model={
             "name": getattr(config, "model", None),
             "width_mult": getattr(config, "width_mult", None),
+            "stem_stride": getattr(config, "stem_stride", 2),
             "checkpoint": str(checkpoint),
             "training_extra": {k: v for k, v in extra.items() if isinstance(v, (int, float, str))},
         },
