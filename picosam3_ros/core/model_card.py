@@ -27,8 +27,6 @@ import numpy as np
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 MODEL_CARD_NAME = "model_card.json"
-
-
 FORMULA = "x = (pixel * scale - mean) / std"
 
 
