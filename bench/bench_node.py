@@ -17,7 +17,6 @@ random-init PicoSAM3-sized network exported with picosam3_train (needs torch).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -36,25 +35,14 @@ DOMAIN = 38
 
 def random_init_model(directory: Path) -> Path:
     """Export an untrained PicoSAM3 (same architecture and cost) with a model card."""
+    from picosam3_ros.core.model_card import InputSpec, write_model_card
     from picosam3_train.export import INPUT_NAME, OUTPUT_NAME, export_onnx
     from picosam3_train.model import build_model
 
     directory.mkdir(parents=True, exist_ok=True)
     export_onnx(build_model("picosam3").eval(), directory / "random.onnx")
-    card = {
-        "input": {
-            "name": INPUT_NAME,
-            "size": 96,
-            "layout": "NCHW",
-            "color": "RGB",
-            "scale": 1 / 255,
-            "mean": [0.485, 0.456, 0.406],
-            "std": [0.229, 0.224, 0.225],
-        },
-        "output": {"name": OUTPUT_NAME},
-        "files": {"fp32": "random.onnx"},
-    }
-    (directory / "model_card.json").write_text(json.dumps(card))
+    spec = InputSpec(INPUT_NAME, 96, "NCHW", "RGB", 1 / 255, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    write_model_card(directory, {"fp32": "random.onnx"}, spec, OUTPUT_NAME)
     return directory
 
 
@@ -114,7 +102,11 @@ def run_case(client, proc, prompts: int, seconds: float, fps: float) -> dict:
     sent = []
     period = 1.0 / fps
     next_t = time.monotonic()
+    next_prompts = t0
     while time.monotonic() - t0 < seconds:
+        if time.monotonic() >= next_prompts:  # as a detector does: prompts expire after prompt_timeout
+            prompt_pub.publish(array)
+            next_prompts += 1.0
         stamp = time.time_ns()
         image_pub.publish(_image(Image, data, stamp))
         sent.append(stamp)

@@ -11,8 +11,9 @@
    under GT and 5%-jittered boxes, then the evaluation of fp32, INT8 and the sensor model
    (fake-quant twin) against the box baseline (``picosam3_train.evaluate``: both crop
    protocols, crop space and full frame, by size);
-5. ``model_card.json`` (``picosam3_ros.core.model_card`` reads it; its ``postprocess``
-   block is what the node uses by default) and the evaluation report.
+5. ``model_card.json``, written by ``picosam3_ros.core.model_card`` (the module every
+   runtime reads it with; it checks the card against the fp32 and INT8 graphs; its
+   ``postprocess`` block is what the node uses by default), and the evaluation report.
 
 If the converter step fails, fp32 and INT8 are still written and the card says why
 ``imx500`` is missing.
@@ -21,16 +22,16 @@ If the converter step fails, fp32 and INT8 are still written and the card says w
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import shlex
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from picosam3_ros.core.crop import CROP_RULE_VERSION
-from picosam3_ros.core.model_card import MODEL_CARD_NAME, InputSpec, load_model_card
+from picosam3_ros.core.model_card import MODEL_CARD_NAME, InputSpec, ModelCard, write_model_card
 from picosam3_ros.core.postprocess import Postprocess
 
 FP32_NAME = "picosam3_fp32.onnx"
@@ -89,6 +90,14 @@ def choose_postprocess(report: dict, method: str) -> dict:
     return {"threshold": threshold, "box_margin": margin, "mean_full_miou": sum(values) / len(values)}
 
 
+@dataclass
+class _SensorModel:
+    """Step 3's outcome: the fake-quant twin to evaluate (None if it failed), the card's imx500 block."""
+
+    quantized: object | None
+    info: dict
+
+
 def build_package(
     checkpoint: str | Path,
     out_dir: str | Path,
@@ -100,25 +109,11 @@ def build_package(
     skip_imx500: bool = False,
     command: str = "",
 ) -> dict:
+    """Steps 1-5 of the module docstring; returns the card as written."""
     from picosam3_train.checkpoint import load_checkpoint
-    from picosam3_train.evaluate import (
-        RAW_POSTPROCESS,
-        OnnxPredictor,
-        build_report,
-        evaluate_frames,
-        input_spec_from_config,
-        resolve_dataset,
-        sweep_settings,
-        write_report,
-    )
-    from picosam3_train.export import export_onnx
-    from picosam3_train.quantize import (
-        TPC_VERSION,
-        NormalizedInput,
-        calibration_crops,
-        pixel_input_spec,
-        quantize_model,
-    )
+    from picosam3_train.evaluate import input_spec_from_config, resolve_dataset
+    from picosam3_train.export import OUTPUT_NAME, export_onnx
+    from picosam3_train.quantize import calibration_crops, quantize_model
 
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -135,44 +130,123 @@ def build_package(
     crops = calibration_crops(calib_ann, calib_images, count=calibration_count)
     cpu_q = quantize_model(model, spec.preprocess(crops), work, stem="picosam3")
     shutil.copyfile(cpu_q.int8_onnx, out_dir / INT8_NAME)
-
     files = {"fp32": FP32_NAME, "int8": INT8_NAME}
-    imx500: dict = {"tpc_version": TPC_VERSION}
-    sensor_q = None
-    print("[3/5] sensor model (normalisation folded in) and imxconv-pt")
-    if skip_imx500:
-        imx500["missing_reason"] = "skipped (--skip-imx500)"
-    else:
-        try:
-            from picosam3_train.imx500 import ConversionError, convert
 
-            sensor_q = quantize_model(
-                NormalizedInput(model, spec),
-                pixel_input_spec(spec).preprocess(crops),
-                work / "imx500",
-                stem="picosam3_pixels",
-            )
-            try:
-                result = convert(sensor_q.mctq_onnx, work / "imx500")
-                print("   ", result.describe())
-                shutil.copyfile(result.packer_zip, out_dir / IMX500_NAME)
-                files["imx500"] = IMX500_NAME
-                imx500.update(
-                    {
-                        "memory_report": result.memory_report,
-                        "fits_8mb": result.fits,
-                        "input": "RGB pixels 0..255 (normalisation folded into the network)",
-                    }
-                )
-            except ConversionError as exc:
-                imx500["missing_reason"] = str(exc)
-        except Exception as exc:  # noqa: BLE001  (MCT failures must not lose fp32/int8)
-            imx500["missing_reason"] = f"sensor-model quantization failed: {exc!r}"
-    if "missing_reason" in imx500:
-        print(f"    imx500 file missing: {imx500['missing_reason']}")
+    print("[3/5] sensor model (normalisation folded in) and imxconv-pt")
+    sensor = _sensor_model(model, spec, crops, work, out_dir, skip_imx500)
+    if "missing_reason" in sensor.info:
+        print(f"    imx500 file missing: {sensor.info['missing_reason']}")
         (out_dir / IMX500_NAME).unlink(missing_ok=True)
+    else:
+        files["imx500"] = IMX500_NAME
 
     print(f"[4/5] evaluation on {eval_spec}: post-processing sweep, then both protocols")
+    metrics, node = _evaluate(out_dir, spec, sensor.quantized, eval_spec, eval_limit, work, checkpoint)
+
+    print("[5/5] model card")
+    card = write_model_card(
+        out_dir,
+        files,
+        spec,
+        OUTPUT_NAME,
+        crop=f"picosam3_ros.core.crop.crop_rect_for_box (rule v{CROP_RULE_VERSION}): box + 10% each side, "
+        "square, shrunk symmetrically about the box centre to fit the image, resized to 96x96 "
+        "without keeping aspect",
+        model={
+            "name": getattr(config, "model", None),
+            "width_mult": getattr(config, "width_mult", None),
+            "stem_stride": getattr(config, "stem_stride", 2),
+            "checkpoint": str(checkpoint),
+            "training_extra": {k: v for k, v in extra.items() if isinstance(v, (int, float, str))},
+        },
+        training_data=list(getattr(config, "train_datasets", [])),
+        teacher=_teacher_info(config) or "none (ground truth only)",
+        export={"opset": exported.opset, "ort_vs_torch_max_abs_diff": exported.max_abs_diff},
+        quantization={
+            "tool": "model-compression-toolkit PTQ",
+            "target": "imx500",
+            "tpc_version": sensor.info["tpc_version"],
+            "calibration": f"{cpu_q.calibration_count} crops of {calibration_spec}",
+            "int8_format": "fake-quant QDQ ONNX (QuantizeLinear/DequantizeLinear)",
+        },
+        imx500=sensor.info,
+        postprocess={
+            "threshold": node.threshold,
+            "box_margin": node.box_margin,
+            "chosen_on": f"{eval_spec}, best mean full-frame mIoU over GT and 5%-jittered boxes "
+            "(picosam3_train evaluate --sweep)",
+        },
+        metrics=metrics,
+        reproduce={
+            "train": extra.get("command")
+            or "picosam3_train train --config CONFIG.yaml (training_config below)",
+            "package": command,
+            "training_config": config.to_dict() if hasattr(config, "to_dict") else {},
+        },
+    )
+    # The card's names and shapes must be the exported graphs' (what every runtime checks at start-up).
+    for role in ("fp32", "int8"):
+        _check_against_graph(card, role)
+    print(f"wrote {out_dir / MODEL_CARD_NAME}; files {files}; evaluation report in {work / REPORT_DIR}")
+    return card.raw
+
+
+def _sensor_model(model, spec: InputSpec, crops, work: Path, out_dir: Path, skip: bool) -> _SensorModel:
+    """Quantize the pixel-input twin, convert it to packerOut.zip; a failure only sets ``missing_reason``."""
+    from picosam3_train.quantize import TPC_VERSION, NormalizedInput, pixel_input_spec, quantize_model
+
+    info: dict = {"tpc_version": TPC_VERSION}
+    if skip:
+        info["missing_reason"] = "skipped (--skip-imx500)"
+        return _SensorModel(None, info)
+    try:
+        from picosam3_train.imx500 import ConversionError, convert
+
+        quantized = quantize_model(
+            NormalizedInput(model, spec),
+            pixel_input_spec(spec).preprocess(crops),
+            work / "imx500",
+            stem="picosam3_pixels",
+        )
+    except Exception as exc:  # noqa: BLE001  (MCT failures must not lose fp32/int8)
+        info["missing_reason"] = f"sensor-model quantization failed: {exc!r}"
+        return _SensorModel(None, info)
+    try:
+        result = convert(quantized.mctq_onnx, work / "imx500")
+    except ConversionError as exc:
+        info["missing_reason"] = str(exc)
+        return _SensorModel(quantized, info)
+    except Exception as exc:  # noqa: BLE001  (a converter crash must not lose fp32/int8 either)
+        info["missing_reason"] = f"imxconv-pt failed: {exc!r}"
+        return _SensorModel(quantized, info)
+    print("   ", result.describe())
+    shutil.copyfile(result.packer_zip, out_dir / IMX500_NAME)
+    info.update(
+        {
+            "memory_report": result.memory_report,
+            "fits_8mb": result.fits,
+            "input": "RGB pixels 0..255 (normalisation folded into the network)",
+        }
+    )
+    return _SensorModel(quantized, info)
+
+
+def _evaluate(
+    out_dir: Path, spec: InputSpec, sensor_q, eval_spec: str, eval_limit: int, work: Path, checkpoint: Path
+) -> tuple[dict, Postprocess]:
+    """The model's post-processing (a sweep under GT and jittered boxes, fp32), then the card's
+    metrics: fp32, INT8, the sensor model's fake-quant twin and the box, both crop protocols."""
+    from picosam3_train.evaluate import (
+        RAW_POSTPROCESS,
+        OnnxPredictor,
+        build_report,
+        evaluate_frames,
+        resolve_dataset,
+        sweep_settings,
+        write_report,
+    )
+    from picosam3_train.quantize import pixel_input_spec
+
     eval_ann, eval_images = resolve_dataset(eval_spec)
     # The model's own calibration: the threshold and box margin best on GT and 5%-jittered boxes.
     sweep = sweep_settings()
@@ -180,9 +254,9 @@ def build_package(
     settings = {"raw": RAW_POSTPROCESS, **sweep}
     swept = evaluate_frames(fp32, eval_ann, eval_images, settings, ("project",), EVAL_BOX_SETS,
                             limit=eval_limit, keep_examples=False)
-    postprocess = choose_postprocess(build_report(swept, sweep=list(sweep)), "fp32")
-    node = Postprocess(postprocess["threshold"], postprocess["box_margin"])
-    print(f"    post-processing: {node.label()} (mean full-frame mIoU {postprocess['mean_full_miou']:.4f})")
+    chosen = choose_postprocess(build_report(swept, sweep=list(sweep)), "fp32")
+    node = Postprocess(chosen["threshold"], chosen["box_margin"])
+    print(f"    post-processing: {node.label()} (mean full-frame mIoU {chosen['mean_full_miou']:.4f})")
     predictors = {
         "fp32": fp32["fp32"],
         "int8": OnnxPredictor(out_dir / INT8_NAME, spec),
@@ -195,82 +269,29 @@ def build_package(
         evaluation, work / REPORT_DIR, meta={"checkpoint": str(checkpoint)}, example_methods=["fp32"]
     )
     methods = report["methods"]
-    metrics = {name: _metrics(m) for name, m in methods.items()}
     gap_pt = 100.0 * (methods["fp32"]["full_miou"] - methods["int8"]["full_miou"])
     print(
         f"    full-frame mIoU fp32 {methods['fp32']['full_miou']:.4f}, "
         f"int8 {methods['int8']['full_miou']:.4f} (gap {gap_pt:.2f} pt), "
         f"box {methods['box']['full_miou']:.4f}"
     )
-
-    print("[5/5] model card")
-    card = {
-        "name": "picosam3",
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "files": files,
-        "input": {
-            "name": "image",
-            "size": spec.size,
-            "layout": "NCHW",
-            "color": "RGB",
-            "scale": spec.scale,
-            "mean": list(spec.mean),
-            "std": list(spec.std),
-            "formula": "x = (pixel * scale - mean) / std",
-        },
-        "output": {
-            "name": "logits",
-            "shape": [None, 1, spec.size, spec.size],
-            "meaning": "logits, > 0 = object",
-        },
-        "crop": f"picosam3_ros.core.crop.crop_rect_for_box (rule v{CROP_RULE_VERSION}): box + 10% each side, "
-        "square, shrunk symmetrically about the box centre to fit the image, resized to 96x96 "
-        "without keeping aspect",
-        "model": {
-            "name": getattr(config, "model", None),
-            "width_mult": getattr(config, "width_mult", None),
-            "stem_stride": getattr(config, "stem_stride", 2),
-            "checkpoint": str(checkpoint),
-            "training_extra": {k: v for k, v in extra.items() if isinstance(v, (int, float, str))},
-        },
-        "training_data": list(getattr(config, "train_datasets", [])),
-        "teacher": _teacher_info(config) or "none (ground truth only)",
-        "export": {"opset": exported.opset, "ort_vs_torch_max_abs_diff": exported.max_abs_diff},
-        "quantization": {
-            "tool": "model-compression-toolkit PTQ",
-            "target": "imx500",
-            "tpc_version": TPC_VERSION,
-            "calibration": f"{cpu_q.calibration_count} crops of {calibration_spec}",
-            "int8_format": "fake-quant QDQ ONNX (QuantizeLinear/DequantizeLinear)",
-        },
-        "imx500": imx500,
-        "postprocess": {
-            "threshold": node.threshold,
-            "box_margin": node.box_margin,
-            "chosen_on": f"{eval_spec}, best mean full-frame mIoU over GT and 5%-jittered boxes "
-            "(picosam3_train evaluate --sweep)",
-        },
-        "metrics": {
-            "dataset": eval_spec,
-            "instances": len(evaluation),
-            "headline": report["headline"],
-            "protocol": report["protocol"],
-            "boxes": report["boxes"],
-            **metrics,
-            "int8_gap_full_miou_pt": gap_pt,
-        },
-        "reproduce": {
-            "train": extra.get("command")
-            or "picosam3_train train --config CONFIG.yaml (training_config below)",
-            "package": command,
-            "training_config": config.to_dict() if hasattr(config, "to_dict") else {},
-        },
+    metrics = {
+        "dataset": eval_spec,
+        "instances": len(evaluation),
+        "headline": report["headline"],
+        "protocol": report["protocol"],
+        "boxes": report["boxes"],
+        **{name: _metrics(m) for name, m in methods.items()},
+        "int8_gap_full_miou_pt": gap_pt,
     }
-    card_path = out_dir / MODEL_CARD_NAME
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
-    load_model_card(out_dir)  # the runtime must be able to read what we wrote
-    print(f"wrote {card_path}; files {files}; evaluation report in {work / REPORT_DIR}")
-    return card
+    return metrics, node
+
+
+def _check_against_graph(card: ModelCard, role: str) -> None:
+    from picosam3_ros.core.onnx_session import cpu_session
+
+    session = cpu_session(card.path(role), threads=1)
+    card.check_graph(card.path(role), session.get_inputs(), session.get_outputs())
 
 
 def main(argv: list[str] | None = None) -> int:

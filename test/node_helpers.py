@@ -14,9 +14,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +24,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from picosam3_ros.core.model_card import InputSpec, write_model_card
+from picosam3_ros.core.process_group import start_group, stop_group
 from picosam3_ros.nodes.fastdds_profile import PROFILE_VARIABLE, large_images_profile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,20 +44,8 @@ def disk_logits(size: int = SIZE, radius: float = 30.0, value: float = 8.0) -> n
 
 
 def _card(directory: Path, files: dict[str, str]) -> None:
-    card = {
-        "input": {
-            "name": INPUT_NAME,
-            "size": SIZE,
-            "layout": "NCHW",
-            "color": "RGB",
-            "scale": 1.0 / 255.0,
-            "mean": [0.0, 0.0, 0.0],
-            "std": [1.0, 1.0, 1.0],
-        },
-        "output": {"name": OUTPUT_NAME},
-        "files": files,
-    }
-    (directory / "model_card.json").write_text(json.dumps(card, indent=2))
+    spec = InputSpec(INPUT_NAME, SIZE, "NCHW", "RGB", 1.0 / 255.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    write_model_card(directory, files, spec, OUTPUT_NAME)
 
 
 def _save(graph, path: Path) -> None:
@@ -164,31 +152,12 @@ def node_command(
 
 def start_process(cmd: Sequence[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
     """Start ``cmd`` in its own process group with stdout+stderr to ``log_path``."""
-    log = open(log_path, "wb")  # noqa: SIM115 - closed by stop_process
-    proc = subprocess.Popen(
-        list(cmd), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
-    )
-    proc._log_file = log  # type: ignore[attr-defined]
-    return proc
+    return start_group(cmd, env, log_path, cwd=REPO)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int | None:
     """SIGINT, then SIGKILL after ``timeout``; returns the exit code. Only touches this process group."""
-    try:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=timeout)
-    except ProcessLookupError:
-        pass
-    finally:
-        log = getattr(proc, "_log_file", None)
-        if log is not None:
-            log.close()
-    return proc.returncode
+    return stop_group(proc, timeout)
 
 
 @contextlib.contextmanager

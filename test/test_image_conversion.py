@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from picosam3_ros.core.image_conversion import ImageConversionError, fill_image, image_to_rgb
+from picosam3_ros.core.image_conversion import ImageConversionError, check_image, fill_image, image_to_rgb
 
 RGB = np.random.default_rng(3).integers(0, 255, (7, 5, 3), dtype=np.uint8)
 
@@ -75,6 +75,27 @@ def test_bad_messages(change, text):
         setattr(msg, key, value)
     with pytest.raises(ImageConversionError, match=text.replace("*", r"\*")):
         image_to_rgb(msg)
+
+
+@pytest.mark.parametrize("encoding", ["yuv422", "uyvy", "yuyv", "yuv422_yuy2"])
+def test_odd_width_422_is_rejected_at_conversion(encoding):
+    # 4:2:2 packs a U and a V sample per pixel pair: OpenCV fails on odd widths, so the check comes first.
+    odd = message(np.full((4, 5, 2), 128, np.uint8), encoding)
+    with pytest.raises(ImageConversionError, match="even width"):
+        check_image(odd)
+    with pytest.raises(ImageConversionError, match="even width"):
+        image_to_rgb(odd)
+    check_image(message(np.full((4, 6, 2), 128, np.uint8), encoding))
+
+
+def test_check_image_rejects_header_only_and_oversized_frames():
+    header_only = SimpleNamespace(encoding="rgb8", height=60000, width=60000, step=180000, data=b"",
+                                  is_bigendian=0)
+    with pytest.raises(ImageConversionError, match="expected step"):
+        check_image(header_only)
+    with pytest.raises(ImageConversionError, match="larger than 8192"):
+        check_image(header_only, max_side=8192)
+    check_image(message(RGB, "rgb8", pad=3), max_side=8192)
 
 
 def test_fill_image_round_trip():

@@ -15,6 +15,7 @@ from node_helpers import REPO, RosClient, node_command, ros_env, running, write_
 from picosam3_ros.core.crop import crop_and_resize, crop_rect_for_box
 from picosam3_ros.core.pipeline import Status
 from picosam3_ros.core.postprocess import mask_from_logits
+from picosam3_ros.core.prompts import MAX_REPORTS
 
 DOMAIN = 25
 WIDTH, HEIGHT = 320, 240
@@ -136,15 +137,28 @@ def test_encodings_bad_images_and_prompts(session):
         lambda: result_for(9000) is not None,
     )
 
-    # Malformed images: unknown encoding, data shorter than step * height, step too small.
-    bad = [image_msg(9100, rgb, "weird42"), image_msg(9101, rgb, "rgb8"), image_msg(9102, rgb, "rgb8")]
+    # Malformed images: unknown encoding, data shorter than step * height, step too small, odd-width
+    # 4:2:2. Each is dropped with its reason in /diagnostics (the log is throttled per kind: the first
+    # reason is logged, the others within 2 s are counted).
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    diagnostics = client.collect(DiagnosticArray, "/diagnostics")
+    odd = np.full((HEIGHT, WIDTH - 1, 2), 128, np.uint8)
+    bad = [image_msg(9100, rgb, "weird42"), image_msg(9101, rgb, "rgb8"), image_msg(9102, rgb, "rgb8"),
+           image_msg(9103, odd, "yuv422")]
     bad[1].data = bad[1].data[: len(bad[1].data) // 2]
     bad[2].step = 10
+
+    def last_error_has(text):
+        return any(kv.key == "last_error" and text in kv.value
+                   for m in diagnostics for status in m.status for kv in status.values)
+
     for msg, text in zip(
-        bad, ["unsupported encoding 'weird42'", "expected step * height", "is smaller than"]
+        bad, ["unsupported encoding 'weird42'", "expected step * height", "is smaller than", "even width"]
     ):
         image_pub.publish(msg)  # one at a time: the one-slot buffer would drop all but the last
-        assert wait_for_log(tmp / "node.log", text), text
+        assert client.wait_for(lambda text=text: last_error_has(text), proc=proc), text
+    assert wait_for_log(tmp / "node.log", "unsupported encoding 'weird42'")
     # Malformed prompts: zero size, far outside, thousands.
     set_prompts(prompt_pub, {1: BOX, 2: (0, 0, 0, 0), 3: (4_000_000_000, 5, 10, 10)})
     assert send_until(
@@ -156,19 +170,24 @@ def test_encodings_bad_images_and_prompts(session):
     with client.lock:
         last = next(m for m in reversed(segs) if len(m.segmentations) == 3)
     assert [s.status for s in last.segmentations] == [Status.OK, Status.INVALID_ROI, Status.INVALID_ROI]
-    assert not any(9100 <= m.header.stamp.sec <= 9102 for m in segs)
+    assert not any(9100 <= m.header.stamp.sec <= 9103 for m in segs)
 
     many = {i: (10 + i % 200, 10, 20, 20) for i in range(3000)}
     set_prompts(prompt_pub, many)
 
     def too_many_reported():
+        # The surplus is reported compactly: the first MAX_REPORTS ids, the full count in the log.
         return any(
-            sum(s.status == Status.TOO_MANY_PROMPTS for s in m.segmentations) == 3000 - 8 for m in segs
+            sum(s.status == Status.TOO_MANY_PROMPTS for s in m.segmentations) == MAX_REPORTS for m in segs
         )
 
     assert send_until(
         client, proc, lambda i: image_pub.publish(image_msg(20000 + i, rgb, "rgb8")), too_many_reported
     )
+    # The full count is in /diagnostics (the log line is throttled per kind).
+    assert client.wait_for(lambda: any(
+        kv.key == "bad_prompts" and int(kv.value) >= 3000 - 8
+        for m in diagnostics for status in m.status for kv in status.values), proc=proc)
 
     def eight_served():
         return any(m.header.stamp.sec >= 20000 and len(m.segmentations) == 8 for m in segs)

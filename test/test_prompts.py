@@ -6,7 +6,7 @@ import math
 
 from picosam3_ros.backends.roi_scheduler import RoiScheduler
 from picosam3_ros.core.pipeline import Prompt, Status
-from picosam3_ros.core.prompts import PromptStore
+from picosam3_ros.core.prompts import MAX_LOGGED_PROBLEMS, MAX_MESSAGE_PROMPTS, MAX_REPORTS, PromptStore
 
 S = 1_000_000_000
 
@@ -15,8 +15,9 @@ def test_set_all_replaces_dedups_and_caps():
     store = PromptStore(max_prompts=3)
     store.set_all([Prompt(1, (0, 0, 5, 5)), Prompt(2, (1, 1, 5, 5)), Prompt(1, (9, 9, 5, 5))])
     assert [(p.prompt_id, p.box_xywh[0]) for p in store.snapshot()] == [(2, 1), (1, 9)]
-    messages = store.set_all([Prompt(i, (i, 0, 5, 5)) for i in range(10)])
-    assert [p.prompt_id for p in store.snapshot()] == [0, 1, 2] and "7 prompts" in messages[0]
+    change = store.set_all([Prompt(i, (i, 0, 5, 5)) for i in range(10)])
+    assert [p.prompt_id for p in store.snapshot()] == [0, 1, 2] and "7 prompts" in change.lines[0]
+    assert change.rejected == 7
     plan = store.plan(0)
     assert [r.status for r in plan.reports] == [Status.TOO_MANY_PROMPTS] * 7
     assert store.plan(0).reports == []  # reported once
@@ -24,10 +25,10 @@ def test_set_all_replaces_dedups_and_caps():
 
 def test_non_finite_and_negative_boxes_are_rejected_once():
     store = PromptStore()
-    messages = store.set_all(
+    change = store.set_all(
         [Prompt(1, (math.nan, 0, 5, 5)), Prompt(2, (0, 0, -3, 5)), Prompt(3, (0, 0, 0, 0))]
     )
-    assert len(messages) == 2
+    assert len(change.lines) == 2 and change.rejected == 2
     plan = store.plan(0)
     assert {(r.prompt_id, r.status) for r in plan.reports} == {
         (1, Status.INVALID_ROI),
@@ -42,7 +43,39 @@ def test_set_one_keeps_the_others():
     store.set_one(Prompt(0, (1, 1, 5, 5)))
     store.set_one(Prompt(0, (2, 2, 5, 5)))
     assert sorted((p.prompt_id, p.box_xywh[0]) for p in store.snapshot()) == [(0, 2), (5, 0)]
-    assert store.set_one(Prompt(9, (0, 0, 1, 1)))  # over the cap: refused with a message
+    assert store.set_one(Prompt(9, (0, 0, 1, 1))).lines  # over the cap: refused with a message
+
+
+def test_a_huge_message_is_read_and_reported_in_bounded_work():
+    store = PromptStore(max_prompts=16)
+    bad = [Prompt(i, (math.inf, 0, 5, 5)) for i in range(100_000, 100_010)]
+    change = store.set_all(bad + [Prompt(i, (i % 300, 0, 5, 5)) for i in range(50_000)], unread=7)
+    assert [p.prompt_id for p in store.snapshot()] == list(range(16))
+    # Everything is counted; only MAX_MESSAGE_PROMPTS entries were looked at.
+    assert change.rejected == 10 + (50_000 - 16) + 7
+    assert len(change.lines) <= MAX_LOGGED_PROBLEMS + 2 and sum(len(line) for line in change.lines) < 600
+    assert f"{50_000 - 16 + 7} prompts over max_prompts=16" in change.lines[-1]
+    reports = store.plan(0).reports
+    assert len(reports) == MAX_REPORTS
+    assert [r.status for r in reports[:10]] == [Status.INVALID_ROI] * 10  # malformed first
+    assert [r.prompt_id for r in reports[10:]] == list(range(16, 16 + MAX_REPORTS - 10))
+    assert store.plan(0).reports == []
+
+
+def test_set_all_reads_at_most_max_message_prompts_entries():
+    store = PromptStore(max_prompts=255)
+    # Entry MAX_MESSAGE_PROMPTS would have replaced prompt 0 (duplicates: last wins) had it been read.
+    prompts = [Prompt(i, (0, 0, 5, 5)) for i in range(MAX_MESSAGE_PROMPTS)] + [Prompt(0, (9, 9, 5, 5))]
+    change = store.set_all(prompts)
+    assert store.snapshot()[0].box_xywh == (0, 0, 5, 5)
+    assert change.rejected == MAX_MESSAGE_PROMPTS - 255 + 1
+
+
+def test_reports_queued_without_frames_stay_bounded():
+    store = PromptStore(max_prompts=1)
+    for i in range(10 * MAX_REPORTS):
+        store.set_one(Prompt(i, (math.nan, 0, 1, 1)))
+    assert len(store.plan(0).reports) == MAX_REPORTS
 
 
 def test_timeout_reports_stale_once():

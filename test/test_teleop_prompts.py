@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from picosam3_ros.core.palette import prompt_color
-from picosam3_ros.teleop.frames import FrameHub, PromptResult, overlay_mask, to_bgr
+from picosam3_ros.teleop.frames import FrameHub, PromptResult, frame_problem, overlay_mask, to_bgr
 from picosam3_ros.teleop.prompt_book import (
     Box,
     InvalidPromptError,
@@ -98,6 +98,8 @@ def test_zero_size_and_thin_drags_are_rejected(payload):
         {k: v for k, v in drag(1, 1, 100, 100, 640, 360).items() if k != "y1"},
         drag(1, 1, 100, 100, 0, 360),
         drag(1, 1, 100, 100, 640, -5),
+        {**drag(1, 1, 100, 100, 640, 360), "x0": 10**400},  # valid JSON, no float
+        {**drag(1, 1, 100, 100, 640, 360), "display_width": -(10**400)},
     ],
 )
 def test_malformed_drags_are_rejected(payload):
@@ -187,6 +189,28 @@ def test_to_bgr_handles_encodings_and_row_padding():
         to_bgr(fake_image(3, 2, "32FC1", bytes(24)))
     with pytest.raises(ValueError, match="expected step"):
         to_bgr(fake_image(3, 2, "rgb8", bytes(5)))
+
+
+@pytest.mark.parametrize(
+    "frame, text",
+    [
+        (fake_image(0, 0, "rgb8", b""), "no pixels"),
+        (fake_image(60000, 60000, "rgb8", b"", frame_id="evil"), "larger than 8192"),
+        (fake_image(640, 480, "rgb8", b"", frame_id="evil"), "expected step"),
+        (fake_image(9000, 10, "mono8", bytes(90000)), "larger than 8192"),
+        (fake_image(5, 4, "yuv422", bytes(40), step=10), "even width"),
+        (fake_image(4, 4, "rgb8", bytes(48), frame_id="a b"), "not a frame name"),
+        (fake_image(4, 4, "rgb8", bytes(48), frame_id="x" * 300), "not a frame name"),
+        (fake_image(4, 4, "rgb8", bytes(48), frame_id="cam\n"), "not a frame name"),
+    ],
+)
+def test_invalid_frames_change_nothing_in_the_hub(frame, text):
+    hub = FrameHub()
+    assert hub.put_frame(1, fake_image(64, 48, "rgb8", bytes(64 * 48 * 3)))
+    assert frame_problem(frame) is not None and text in frame_problem(frame)
+    assert not hub.put_frame(2, frame)
+    assert (hub.stream_size, hub.frame_id, hub.frames_rejected) == ((64, 48), "cam", 1)
+    assert text in hub.last_error
 
 
 def test_overlay_tints_each_prompt_in_its_colour_and_leaves_background_alone():

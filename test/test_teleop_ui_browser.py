@@ -21,7 +21,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ import numpy as np
 import pytest
 
 from picosam3_ros.core.palette import prompt_color
+from picosam3_ros.core.process_group import start_group, stop_group
 
 REPO = Path(__file__).resolve().parent.parent
 # This area's ROS domains are 60-79. The UI shows whatever frames arrive on its topic, so two
@@ -99,8 +99,8 @@ class Proc:
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.lines: list[str] = []
-        self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.proc = start_group(args, env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -112,13 +112,7 @@ class Proc:
         return "\n".join(self.lines[-60:])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=15)
+        stop_group(self.proc, timeout=15)
 
 
 def wait_for(predicate, what: str, timeout: float = WAIT_S, procs: tuple[Proc, ...] = ()):

@@ -33,6 +33,7 @@ from picosam3_ros.core.backend_api import (
     BackendConfig,
     CropSegmenter,
     ModelLoadError,
+    ModelMismatchError,
     SensorFrame,
     SensorFrameSource,
 )
@@ -226,6 +227,8 @@ def build_frame_server(
         sensor = create_backend("imx500", config)
         try:  # the CPU fallback, ready before it is needed
             segmenter = create_backend("onnx", config)
+        except ModelMismatchError:
+            raise  # the card does not fit its graph: wrong for the sensor path too
         except ModelLoadError as exc:
             warn(f"no CPU fallback: {exc}")
             segmenter = None

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from picosam3_ros.core.backend_api import BackendConfig, BackendError, CropSegmenter, ModelLoadError
+from picosam3_ros.core.backend_api import (
+    BackendConfig,
+    BackendError,
+    CropSegmenter,
+    ModelLoadError,
+    ModelMismatchError,
+)
 from picosam3_ros.core.model_card import DEFAULT_MODELS_DIR, ModelCard, ModelCardError, load_model_card
 from picosam3_ros.core.onnx_session import cpu_session
 
@@ -54,18 +60,12 @@ class OnnxBackend(CropSegmenter):
                 f"cannot load ONNX model {self.model_path}: {str(exc).splitlines()[0]}; "
                 f"re-export it or {TRAIN_HINT}"
             ) from exc
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        if self.card.input.name not in inputs:
-            raise ModelLoadError(
-                f"{self.model_path} has no input '{self.card.input.name}' named by the model card "
-                f"(inputs: {sorted(inputs)}); the card and the model do not match"
-            )
-        outputs = [o.name for o in self.session.get_outputs()]
-        if self.card.output_name not in outputs:
-            raise ModelLoadError(
-                f"{self.model_path} has no output '{self.card.output_name}' named by the model card "
-                f"(outputs: {outputs})"
-            )
+        inputs = self.session.get_inputs()
+        try:
+            self.card.check_graph(self.model_path, inputs, self.session.get_outputs())
+        except ModelCardError as exc:
+            raise ModelMismatchError(f"{exc}; fix the card or re-package the model") from exc
+        inputs = {i.name: i for i in inputs}
         batch_dim = inputs[self.card.input.name].shape[0]
         # A model exported with a fixed batch of 1 is run once per crop.
         self._fixed_batch = batch_dim if isinstance(batch_dim, int) else None

@@ -33,6 +33,10 @@ class ModelLoadError(BackendError):
     """The model is missing or unreadable; the message tells the user what to do."""
 
 
+class ModelMismatchError(ModelLoadError):
+    """The model card contradicts the model it names: fatal at start-up, never a reason to fall back."""
+
+
 @dataclass
 class BackendConfig:
     """What a backend needs; the node fills it from its parameters.

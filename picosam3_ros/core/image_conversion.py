@@ -1,10 +1,11 @@
 """sensor_msgs/Image <-> numpy without cv_bridge (ROS-free: works on any object with Image's fields).
 
 Supported encodings: rgb8, bgr8, mono8, rgba8, bgra8, mono16 (scaled to 8 bit),
-yuv422 / uyvy and yuv422_yuy2 / yuyv; ``sensor_msgs/CompressedImage`` jpeg and png
-(:func:`compressed_to_rgb`, as image_transport's compressed plugin writes them). Row
-padding (``step`` > width * bytes per pixel) is handled; a buffer shorter than
-``step * height`` or a ``step`` too small for the width is rejected with :class:`ImageConversionError`.
+yuv422 / uyvy and yuv422_yuy2 / yuyv (even widths only); ``sensor_msgs/CompressedImage`` jpeg
+and png (:func:`compressed_to_rgb`, as image_transport's compressed plugin writes them). Row
+padding (``step`` > width * bytes per pixel) is handled; a buffer shorter than ``step * height``,
+a ``step`` too small for the width or an odd-width 4:2:2 image is rejected with
+:class:`ImageConversionError` (:func:`check_image` runs the same checks without touching the pixels).
 """
 
 from __future__ import annotations
@@ -38,8 +39,23 @@ class ImageConversionError(ValueError):
     """The image cannot be converted (unknown encoding, inconsistent sizes)."""
 
 
-def image_array(msg: Any) -> np.ndarray:
-    """The pixels as an (H, W, C) or (H, W) array in the message's own encoding (a view when possible)."""
+# Packed 4:2:2 formats carry one U and one V sample per pair of pixels.
+_PIXEL_PAIRS = ("uyvy", "yuv422", "yuyv", "yuv422_yuy2")
+
+
+def check_image(msg: Any, max_side: int = 0) -> None:
+    """Raise ImageConversionError unless ``msg`` can be converted; cheap (looks at no pixel).
+
+    Checks the encoding, the size (and ``max_side`` when > 0), the even width of the
+    packed 4:2:2 formats, ``step`` against the width and the data length against
+    ``step * height``: what :func:`image_to_rgb` needs, so a frame that passes never
+    fails later in OpenCV.
+    """
+    _layout(msg, max_side)
+
+
+def _layout(msg: Any, max_side: int = 0) -> tuple[int, int, int, int, int]:
+    """(channels, bytes per channel, height, width, step) of a valid image."""
     encoding = str(msg.encoding)
     if encoding not in _LAYOUTS:
         raise ImageConversionError(
@@ -49,15 +65,27 @@ def image_array(msg: Any) -> np.ndarray:
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ImageConversionError(f"image has no pixels ({width}x{height})")
+    if max_side > 0 and max(width, height) > max_side:
+        raise ImageConversionError(f"image is {width}x{height}: larger than {max_side} pixels a side")
+    if encoding in _PIXEL_PAIRS and width % 2:
+        raise ImageConversionError(f"{encoding} needs an even width (pixel pairs), got {width}")
     row_bytes = width * channels * depth
     if step < row_bytes:
         raise ImageConversionError(f"step {step} is smaller than width * pixel size = {row_bytes}")
+    size = len(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data.nbytes
+    if size < step * height:
+        raise ImageConversionError(
+            f"data has {size} bytes, expected step * height = {step} * {height} = {step * height}"
+        )
+    return channels, depth, height, width, step
+
+
+def image_array(msg: Any) -> np.ndarray:
+    """The pixels as an (H, W, C) or (H, W) array in the message's own encoding (a view when possible)."""
+    channels, depth, height, width, step = _layout(msg)
+    row_bytes = width * channels * depth
     data = msg.data
     buffer = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8)
-    if buffer.size < step * height:
-        raise ImageConversionError(
-            f"data has {buffer.size} bytes, expected step * height = {step} * {height} = {step * height}"
-        )
     rows = buffer[: step * height].reshape(height, step)[:, :row_bytes]
     if depth == 2:
         dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")

@@ -7,12 +7,20 @@ Rules (documented in the README):
   set: the last one wins.
 * At most ``max_prompts`` prompts are kept (in the order given); the others
   are reported once, with TOO_MANY_PROMPTS, on the next frame, then forgotten.
+* The work per message and per frame is bounded whatever a publisher sends: only the
+  first ``MAX_MESSAGE_PROMPTS`` entries of one array are read (the rest count as
+  dropped), and the one-off reports a frame carries are capped at ``MAX_REPORTS``
+  (invalid boxes first, then the surplus ids in order); the log line and
+  ``/diagnostics`` give the full counts. One message of 50,000 prompts once stalled
+  the node for 7 s and made the next frame carry 50,000 entries.
 * Boxes with non-finite or negative values are rejected at once (reported
   once as INVALID_ROI). Zero-size boxes and boxes outside the frame stay in
   the set and get INVALID_ROI on every frame (the frame size decides); boxes
   partly outside are clipped by the crop rule.
 * ``prompt_timeout`` (s, 0 = never): a prompt older than that (since it was
-  received) is reported once as STALE_PROMPT and removed.
+  received) is reported once as STALE_PROMPT and removed. The node's default (2 s)
+  means a detector that dies stops steering the robot two seconds later; publishers
+  repeat their set (the teleop page and the demo's stand-in detector every second).
 * A prompt whose ``frame_id`` is set and differs from the frame's gets
   INVALID_ROI on that frame (its pixels refer to another image).
 """
@@ -22,9 +30,13 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Sequence
 
 from picosam3_ros.core.pipeline import Prompt, PromptResult, Status
+
+MAX_MESSAGE_PROMPTS = 1024  # entries read from one RoiPromptArray (max_prompts is at most 255)
+MAX_REPORTS = 64  # one-off INVALID_ROI / TOO_MANY_PROMPTS results carried by the next frame
+MAX_LOGGED_PROBLEMS = 3  # invalid boxes described one by one in the log line; the rest are counted
 
 
 @dataclass
@@ -33,6 +45,14 @@ class FramePlan:
 
     prompts: list[Prompt] = field(default_factory=list)
     reports: list[PromptResult] = field(default_factory=list)
+
+
+@dataclass
+class PromptChange:
+    """What a change to the set rejected: ``rejected`` prompts in all, ``lines`` to log (a few, short)."""
+
+    rejected: int = 0
+    lines: list[str] = field(default_factory=list)
 
 
 class PromptStore:
@@ -66,45 +86,63 @@ class PromptStore:
             return f"prompt {prompt.prompt_id}: box {values!r} has a negative size"
         return None
 
-    def set_all(self, prompts: Iterable[Prompt]) -> list[str]:
-        """Replace the whole set; returns log lines for what was rejected or dropped."""
+    def set_all(self, prompts: Sequence[Prompt], unread: int = 0) -> PromptChange:
+        """Replace the whole set with ``prompts`` (at most MAX_MESSAGE_PROMPTS of them are read).
+
+        unread: entries of the same message the caller did not even convert (they count
+        as dropped, like the entries past MAX_MESSAGE_PROMPTS here).
+        """
+        unread += max(0, len(prompts) - MAX_MESSAGE_PROMPTS)
         unique: dict[int, Prompt] = {}
-        for prompt in prompts:
+        for prompt in prompts[:MAX_MESSAGE_PROMPTS]:
             unique.pop(prompt.prompt_id, None)  # last wins, at its own position
             unique[prompt.prompt_id] = prompt
-        messages: list[str] = []
+        problems: list[str] = []
+        invalid: list[PromptResult] = []
+        surplus: list[PromptResult] = []
         accepted: dict[int, Prompt] = {}
-        pending: list[PromptResult] = []
         for prompt in unique.values():
             problem = self._problem(prompt)
             if problem is not None:
-                messages.append(problem)
-                pending.append(PromptResult(prompt.prompt_id, Status.INVALID_ROI, detail=problem))
+                problems.append(problem)
+                invalid.append(PromptResult(prompt.prompt_id, Status.INVALID_ROI, detail=problem))
             elif len(accepted) < self.max_prompts:
                 accepted[prompt.prompt_id] = prompt
-            else:
-                pending.append(PromptResult(prompt.prompt_id, Status.TOO_MANY_PROMPTS))
-        dropped = sum(1 for p in pending if p.status == Status.TOO_MANY_PROMPTS)
+            elif len(surplus) < MAX_REPORTS:
+                surplus.append(PromptResult(prompt.prompt_id, Status.TOO_MANY_PROMPTS))
+        dropped = len(unique) - len(accepted) - len(invalid) + unread
+        change = PromptChange(len(invalid) + dropped, problems[:MAX_LOGGED_PROBLEMS])
+        if len(problems) > MAX_LOGGED_PROBLEMS:
+            change.lines.append(f"{len(problems) - MAX_LOGGED_PROBLEMS} more prompts with invalid boxes")
         if dropped:
-            messages.append(f"{dropped} prompts over max_prompts={self.max_prompts} were dropped")
+            change.lines.append(
+                f"{dropped} prompts over max_prompts={self.max_prompts} were dropped"
+                + (f" (the first {len(surplus)} are reported)" if len(surplus) < dropped else "")
+            )
         with self._lock:
             self._prompts = accepted
-            self._pending = pending
-        return messages
+            self._pending = (invalid + surplus)[:MAX_REPORTS]
+        return change
 
-    def set_one(self, prompt: Prompt) -> list[str]:
+    def set_one(self, prompt: Prompt) -> PromptChange:
         """Replace (or add) one prompt, keeping the others."""
         problem = self._problem(prompt)
         with self._lock:
             if problem is not None:
                 self._prompts.pop(prompt.prompt_id, None)
-                self._pending.append(PromptResult(prompt.prompt_id, Status.INVALID_ROI, detail=problem))
-                return [problem]
+                self._report(PromptResult(prompt.prompt_id, Status.INVALID_ROI, detail=problem))
+                return PromptChange(1, [problem])
             if prompt.prompt_id not in self._prompts and len(self._prompts) >= self.max_prompts:
-                self._pending.append(PromptResult(prompt.prompt_id, Status.TOO_MANY_PROMPTS))
-                return [f"prompt {prompt.prompt_id} dropped: already max_prompts={self.max_prompts}"]
+                self._report(PromptResult(prompt.prompt_id, Status.TOO_MANY_PROMPTS))
+                line = f"prompt {prompt.prompt_id} dropped: already max_prompts={self.max_prompts}"
+                return PromptChange(1, [line])
             self._prompts[prompt.prompt_id] = prompt
-        return []
+        return PromptChange()
+
+    def _report(self, result: PromptResult) -> None:
+        """Queue a one-off report for the next frame (lock held); a flood without frames stays bounded."""
+        if len(self._pending) < MAX_REPORTS:
+            self._pending.append(result)
 
     def clear(self) -> None:
         with self._lock:

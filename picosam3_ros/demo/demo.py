@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ import numpy as np
 
 from picosam3_ros.core.model_card import DEFAULT_MODELS_DIR, ModelCardError, load_model_card
 from picosam3_ros.core.pipeline import Status, compose_frame_mask
+from picosam3_ros.core.process_group import start_group, stop_group
 from picosam3_ros.evaluation.bag_evaluation import Evaluation, _results_from_segmentations
 from picosam3_ros.evaluation.bag_io import BagPrompt
 from picosam3_ros.evaluation.clip import DEFAULT_CLIP_DIR, Clip
@@ -173,26 +173,12 @@ def node_cmd(module: str, params: dict[str, object]) -> list[str]:
 
 
 def start(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen:
-    log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    proc._log = log  # type: ignore[attr-defined]
-    return proc
+    return start_group(cmd, env, log_path)
 
 
 def stop(proc: subprocess.Popen) -> None:
     """SIGINT the child's process group, then SIGKILL if it lingers."""
-    try:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
-    finally:
-        proc._log.close()  # type: ignore[attr-defined]
+    stop_group(proc)
 
 
 def log_tail(path: Path, lines: int = 5) -> str:

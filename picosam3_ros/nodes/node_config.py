@@ -228,8 +228,9 @@ SENSOR_PARAMS = ParamTable(
               "-1 = the model card's (no clip without one); 1000 = keep all the network outputs",
               (-1.0, 1000.0), True, _box_margin_check),
         Param("max_prompts", 16, "prompts kept at once; more are reported TOO_MANY_PROMPTS", (1, 255), True),
-        Param("prompt_timeout", 0.0, "seconds after which an unrefreshed prompt is stale (0 = never)",
-              (0.0, 86400.0), True),
+        Param("prompt_timeout", 2.0,
+              "seconds after which an unrefreshed prompt is stale and dropped (0 = never; publishers "
+              "repeat their sets)", (0.0, 86400.0), True),
         Param("threads", 0, "ONNX Runtime intra-op threads (0 = ONNX Runtime's default)", (0, 64)),
         Param("overlay", False, "also publish `overlay` (rgb8 frame with the masks tinted)", None, True),
         Param("carry_results", True,
@@ -286,7 +287,7 @@ class NodeConfig:
     threshold: float = 0.0
     box_margin: float = -1.0
     max_prompts: int = 16
-    prompt_timeout: float = 0.0
+    prompt_timeout: float = 2.0
     threads: int = 0
     overlay: bool = False
     carry_results: bool = True

@@ -38,7 +38,8 @@ from picosam3_ros.core.image_conversion import (
 )
 from picosam3_ros.core.input_monitor import InputMonitor, choose_image_reliability
 from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask
-from picosam3_ros.core.prompts import PromptStore
+from picosam3_ros.core.prompt_wire import WireFormatError, read_prompt_array
+from picosam3_ros.core.prompts import MAX_MESSAGE_PROMPTS, PromptChange, PromptStore
 from picosam3_ros.nodes.node_config import SENSOR_PARAMS, ConfigError, NodeConfig, declare_and_read
 from picosam3_ros.nodes.node_main import run_node
 
@@ -96,7 +97,7 @@ class SensorNode(Node):
         self.last_results: LastResults[Header] = LastResults()
         self._running = True
         self._slot = FrameSlot()
-        self._last_warned: dict[str, float] = {}
+        self._last_warned: dict[str, tuple[float, int]] = {}  # kind -> (last logged, suppressed since)
         self._clock_offset_ns = self.get_clock().now().nanoseconds - time.monotonic_ns()
         self.postprocess = cfg.postprocess()
         try:
@@ -141,7 +142,10 @@ class SensorNode(Node):
             self.image_raw_pub = self.create_publisher(Image, "image_raw", self.output_qos)
             self.camera_info_pub = self.create_publisher(CameraInfo, "camera_info", self.output_qos)
         self.create_subscription(RegionOfInterest, "roi", self.roi_callback, QoSProfile(depth=10))
-        self.create_subscription(RoiPromptArray, "prompts", self.prompts_callback, QoSProfile(depth=10))
+        # Raw: prompts_callback reads only the entries it keeps from the bytes (core/prompt_wire.py).
+        self.create_subscription(
+            RoiPromptArray, "prompts", self.prompts_callback, QoSProfile(depth=10), raw=True
+        )
         self.create_timer(cfg.diagnostics_period, self.diagnostics_callback)
         SENSOR_PARAMS.watch(self, lambda: self.config.values(), self.parameters_changed)
 
@@ -222,34 +226,37 @@ class SensorNode(Node):
         prompt = Prompt(0, (msg.x_offset, msg.y_offset, msg.width, msg.height), time.monotonic_ns())
         self._log_prompt_problems(self.store.set_one(prompt))
 
-    def prompts_callback(self, msg: RoiPromptArray) -> None:
+    def prompts_callback(self, data: bytes) -> None:
         now = time.monotonic_ns()
-        prompts = [
-            Prompt(
-                int(p.id),
-                (p.roi.x_offset, p.roi.y_offset, p.roi.width, p.roi.height),
-                now,
-                p.header.frame_id or msg.header.frame_id,
-            )
-            for p in msg.prompts
-        ]
-        self._log_prompt_problems(self.store.set_all(prompts))
+        try:
+            wire = read_prompt_array(data, MAX_MESSAGE_PROMPTS)
+        except WireFormatError as exc:
+            self._log_prompt_problems(PromptChange(1, [f"prompts message ignored: {exc}"]))
+            return
+        prompts = [Prompt(p.prompt_id, p.box_xywh, now, p.frame_id or wire.frame_id) for p in wire.prompts]
+        self._log_prompt_problems(self.store.set_all(prompts, unread=wire.total - len(prompts)))
 
-    def _log_prompt_problems(self, messages: list[str]) -> None:
-        if messages:
+    def _log_prompt_problems(self, change: PromptChange) -> None:
+        if change.rejected:
             with self.stats.lock:
-                self.stats.bad_prompts += len(messages)
-            self._warn_limited("; ".join(messages)[:500])
+                self.stats.bad_prompts += change.rejected
+            self._warn_limited("prompts", "; ".join(change.lines)[:500])
 
-    def _warn_limited(self, message: str, period_s: float = 2.0) -> None:
-        """Log ``message`` at most once per ``period_s`` per kind (its first 40 characters)."""
-        key = message[:40]
+    def _warn_limited(self, kind: str, message: str, period_s: float = 2.0) -> None:
+        """Log one ``kind`` of message ("prompts", "image") at most once per ``period_s``, counting the rest.
+
+        The kind is named by the caller: keying on the text itself let every message
+        with a different number through (11 lines/s under fuzzing).
+        """
         now = time.monotonic()
-        if now - self._last_warned.get(key, -1e9) >= period_s:
-            self._last_warned[key] = now
-            if len(self._last_warned) > 256:
-                self._last_warned.clear()
-            self.get_logger().warning(message)
+        last, suppressed = self._last_warned.get(kind, (-1e9, 0))
+        if now - last < period_s:
+            self._last_warned[kind] = (last, suppressed + 1)
+            return
+        self._last_warned[kind] = (now, 0)
+        if suppressed:
+            message += f" ({suppressed} more like this in the last {now - last:.0f} s)"
+        self.get_logger().warning(message)
 
     def diagnostics_callback(self) -> None:
         level, message, values = self.stats.summary()
@@ -347,7 +354,7 @@ class SensorNode(Node):
             with self.stats.lock:
                 self.stats.bad_images += 1
                 self.stats.last_error = f"image: {exc}"
-            self._warn_limited(f"image dropped: {exc}")
+            self._warn_limited("image", f"image dropped: {exc}")
             return
         plan = self.store.plan(time.monotonic_ns(), msg.header.frame_id)
         served = self.server.serve_image(rgb, plan.prompts, arrival_ns)

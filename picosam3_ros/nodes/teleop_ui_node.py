@@ -121,7 +121,9 @@ class TeleopUiNode(Node):
     # ---- ROS callbacks: hand data to the hub, nothing heavy here -------------------------------
     def image_callback(self, msg: Image) -> None:
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        self.hub.put_frame(stamp, msg)
+        if not self.hub.put_frame(stamp, msg):  # invalid: it changes neither the stream nor the prompts
+            self.get_logger().warning(self.hub.last_error, throttle_duration_sec=5.0)
+            return
         size = (msg.width, msg.height)
         if size != self._stream_size:
             if self._stream_size != (0, 0):

@@ -21,9 +21,11 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-from picosam3_ros.core.image_conversion import SUPPORTED_ENCODINGS, image_to_rgb
+from picosam3_ros.core.image_conversion import ImageConversionError, check_image, image_to_rgb
 from picosam3_ros.core.palette import prompt_color
 
+MAX_FRAME_SIDE = 8192  # px; the IMX500's full sensor is 4056x3040
+MAX_FRAME_ID_LENGTH = 256
 
 def to_bgr(msg: Any) -> np.ndarray:
     """A sensor_msgs/Image (or any object with its fields) as HxWx3 BGR for the JPEG encoder.
@@ -31,6 +33,23 @@ def to_bgr(msg: Any) -> np.ndarray:
     Raises ImageConversionError (a ValueError) when it cannot be shown.
     """
     return cv2.cvtColor(image_to_rgb(msg), cv2.COLOR_RGB2BGR)
+
+
+def frame_problem(frame: Any) -> str | None:
+    """Why a frame must not reach the page (and set its stream size and frame_id), or None.
+
+    A 0x0 frame, or a header-only 60000x60000 one, used to become the stream size: the
+    first removed every prompt, the second scaled the next drag into a box far outside any
+    real frame, published in the sender's frame_id.
+    """
+    try:
+        check_image(frame, MAX_FRAME_SIDE)
+    except ImageConversionError as exc:
+        return str(exc)
+    frame_id = str(frame.header.frame_id)
+    if len(frame_id) > MAX_FRAME_ID_LENGTH or not frame_id.isprintable() or " " in frame_id:
+        return f"frame_id {frame_id[:40]!r} is not a frame name (printable, no spaces, <= 256 characters)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -128,12 +147,18 @@ class FrameHub:
         self._last_result_stamp: int | None = None
 
     # ---- input side (called from ROS callbacks; must stay cheap) -----------------------
-    def put_frame(self, stamp_ns: int, frame: Any) -> None:
-        """A sensor_msgs/Image (or any object with its fields); converted only if it is shown."""
-        if frame.encoding not in SUPPORTED_ENCODINGS:
+    def put_frame(self, stamp_ns: int, frame: Any) -> bool:
+        """A sensor_msgs/Image (or any object with its fields); converted only if it is shown.
+
+        Returns False, changing nothing but the rejection count, for a frame that could not
+        be shown: the stream size and frame_id (which prompts are published in) come only
+        from frames that pass :func:`frame_problem`.
+        """
+        problem = frame_problem(frame)
+        if problem is not None:
             self.frames_rejected += 1
-            self.last_error = f"frames on the image topic have encoding '{frame.encoding}': not shown"
-            return
+            self.last_error = f"frame on the image topic not shown: {problem}"
+            return False
         width, height = int(frame.width), int(frame.height)
         with self._lock:
             self._frames[stamp_ns] = frame
@@ -145,6 +170,7 @@ class FrameHub:
             self.frame_id = str(frame.header.frame_id)
             self._dirty = True
             self._lock.notify()
+        return True
 
     def put_mask(self, stamp_ns: int, mask: np.ndarray) -> None:
         with self._lock:

@@ -37,7 +37,10 @@ def _finite_number(payload: Mapping[str, Any], key: str) -> float:
     # bool is an int subclass: a JSON true is not a coordinate.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidPromptError(f"'{key}' must be a number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # a JSON integer such as 10**400 is valid JSON but no float
+        raise InvalidPromptError(f"'{key}' is out of range") from None
     if not math.isfinite(value):
         raise InvalidPromptError(f"'{key}' must be finite, got {value!r}")
     return value

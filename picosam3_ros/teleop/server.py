@@ -11,11 +11,20 @@ Routes:
 Every change to the prompt set goes through ``teleop_prompts`` (validation, clipping, the
 prompt limit, a rate limit) before ``on_change`` is called to publish it, so nothing the
 page sends can reach ROS as an invalid prompt.
+
+Hostile or broken clients cost bounded resources and no log flood: every request gets
+an answer (400 for bodies that are not sane JSON, however deep or large their numbers),
+a connection that sends nothing for ``request_timeout_s`` is closed (408 for a body
+that stops short), at most ``max_connections`` are served at once (the next get 503 at
+once), the listen backlog is ``LISTEN_BACKLOG``, and a client that hangs up early is
+not an error.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -43,6 +52,15 @@ STATIC_FILES = {
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 MAX_BODY_BYTES = 4096
+LISTEN_BACKLOG = 64
+_BUSY_BODY = b'{"ok": false, "error": "too many open connections"}'
+BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    + f"Content-Length: {len(_BUSY_BODY)}\r\nConnection: close\r\n\r\n".encode()
+    + _BUSY_BODY
+)
+# What a client that goes away (or stalls) makes the handler raise: not the server's fault, not logged.
+CLIENT_GONE = (ConnectionError, TimeoutError, socket.timeout)
 BOUNDARY = "picosam3frame"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -53,6 +71,8 @@ class ServerConfig:
     port: int = 8088
     min_box_size: int = 4
     image_topic: str = "image_raw"
+    request_timeout_s: float = 10.0  # a connection idle (or stalled mid-request) this long is closed
+    max_connections: int = 64  # served at once, MJPEG viewers included; one thread each
 
 
 class TeleopServer:
@@ -67,10 +87,12 @@ class TeleopServer:
         self.on_change = on_change
         self.log = log
         self._limiter_lock = threading.Lock()
+        self.connection_slots = threading.BoundedSemaphore(config.max_connections)
         self._httpd = _Httpd((config.bind_address, config.port), _Handler)
         self._httpd.app = self
         self._thread: threading.Thread | None = None
         self.rejected: dict[str, int] = {}
+        self._logged_errors: set[str] = set()
 
     @property
     def port(self) -> int:
@@ -158,14 +180,53 @@ class TeleopServer:
         return HTTPStatus.OK, reply
 
     def _reject(self, status: HTTPStatus, kind: str, message: str) -> tuple[HTTPStatus, dict]:
-        self.rejected[kind] = self.rejected.get(kind, 0) + 1
+        self.count_rejected(kind)
         return status, {"ok": False, "error": message}
+
+    def count_rejected(self, kind: str) -> None:
+        self.rejected[kind] = self.rejected.get(kind, 0) + 1
+
+    def log_error_once(self, kind: str, message: str) -> None:
+        """Log an unexpected server-side error once per kind (a hostile client cannot flood the log)."""
+        if kind not in self._logged_errors:
+            self._logged_errors.add(kind)
+            self.log(f"teleop HTTP: {message} (logged once)")
 
 
 class _Httpd(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
     app: TeleopServer
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:
+        # One thread per connection, so the connections are capped: past the cap, answer 503 at once.
+        if not self.app.connection_slots.acquire(blocking=False):
+            self.app.count_rejected("busy")
+            try:
+                request.sendall(BUSY_RESPONSE)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.app.connection_slots.release()  # no thread was started to release it
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: object) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.app.connection_slots.release()
+
+    def handle_error(self, request: socket.socket, client_address: object) -> None:
+        # The default prints a traceback per connection: a client hanging up early made 49,144 lines.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, CLIENT_GONE):
+            return
+        self.app.log_error_once(type(exc).__name__, f"{type(exc).__name__}: {exc}")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -175,6 +236,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # one line per request would drown the node's log
+
+    def setup(self) -> None:
+        self.timeout = self.server.app.config.request_timeout_s  # applied to the socket by setup()
+        super().setup()
 
     @property
     def app(self) -> TeleopServer:
@@ -205,6 +270,27 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(payload).encode(), "application/json")
 
     def do_GET(self) -> None:
+        self._answer(self._get)
+
+    def do_POST(self) -> None:
+        self._answer(self._post)
+
+    def _answer(self, handle) -> None:
+        """Run a route; whatever it raises, the client gets an answer (or was already gone)."""
+        try:
+            handle()
+        except CLIENT_GONE:
+            self.close_connection = True
+        except Exception as exc:  # a bug must cost one 500, not the connection's silence
+            self.close_connection = True
+            self.server.app.log_error_once(type(exc).__name__, f"{self.command} {self.path[:100]!r}: "
+                                           f"{type(exc).__name__}: {exc}")
+            try:
+                self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"ok": False, "error": "internal error"})
+            except (OSError, ValueError):
+                pass  # headers were already sent, or the client is gone
+
+    def _get(self) -> None:
         if not self._host_allowed():
             self._send_json(HTTPStatus.FORBIDDEN, {"ok": False, "error": "unexpected Host header"})
             return
@@ -225,7 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_json(HTTPStatus.NOT_FOUND, {"ok": False, "error": f"no such page: {path}"})
 
-    def do_POST(self) -> None:
+    def _post(self) -> None:
         if not self._host_allowed():
             self._send_json(HTTPStatus.FORBIDDEN, {"ok": False, "error": "unexpected Host header"})
             return
@@ -246,8 +332,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(HTTPStatus.BAD_REQUEST, {"ok": False, "error": "body missing or too large"})
             return
         try:
-            payload = json.loads(self.rfile.read(length))
-        except (ValueError, UnicodeDecodeError):
+            body = self.rfile.read(length)
+        except CLIENT_GONE:
+            body = b""
+        if len(body) < length:  # the client stopped sending (or hung up) before Content-Length bytes
+            self.close_connection = True
+            self._send_json(HTTPStatus.REQUEST_TIMEOUT, {"ok": False, "error": "the body did not arrive"})
+            return
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):  # ValueError covers bad UTF-8 and over-long integers
             self._send_json(HTTPStatus.BAD_REQUEST, {"ok": False, "error": "the body is not valid JSON"})
             return
         status, reply = self.app.handle_prompt_request(payload)
