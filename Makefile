@@ -6,7 +6,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 ENV := source tools/env.sh
 
-.PHONY: help bootstrap build test demo lint bench model constraints clean distclean
+.PHONY: help bootstrap build test demo lint bench model model-cpu constraints clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,15 +31,20 @@ bench: bootstrap  ## run every bench/*.py (each prints a table)
 	  if [ $${#benches[@]} -eq 0 ]; then echo "no bench/*.py yet"; fi && \
 	  for b in "$${benches[@]}"; do echo "== $$b"; python "$$b"; done
 
-model: bootstrap  ## retrain the default model on ../shared/data and package it into picosam3_ros/models (CPU, ~2 h)
+model: bootstrap  ## retrain the default model on ../shared/data (one CUDA GPU, ~6 min; see tools/gpu_train) and package it
+	$(ENV) && python -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "make model needs a CUDA GPU (the default model was trained on one H200 in 4.4 min); on a CPU use make model-cpu")' && \
+	python tools/gpu_train/pack_stores.py pack .gpu_carry/packed --datasets \
+	  coco/annotations/instances_train2017.json:coco/train2017 pennfudan/instances_pennfudan.json:pennfudan/images \
+	  davis2016/instances_davis2016.json:davis2016/images && \
+	ABLATIONS=0 RUNS=runs/gpu OUT=runs/gpu_out PY=python bash tools/gpu_train/run_gpu.sh 2.4 2.0 && \
+	python -m picosam3_train.cli package --checkpoint runs/gpu/c_s2_distill/last.pt --out picosam3_ros/models \
+	  --work-dir runs/gpu/package
+
+model-cpu: bootstrap  ## the same recipe on a CPU, ground truth only and box-aware (~2 h on 2 cores; a weaker model)
 	$(ENV) && python -m picosam3_train.cli train --config picosam3_train/configs/picosam3.yaml \
-	  --set out_dir=runs/picosam3_default && \
-	python -m picosam3_train.cli train --config picosam3_train/configs/picosam3.yaml \
-	  --set init_checkpoint=runs/picosam3_default/best.pt --set lr=0.001 --set warmup_steps=30 \
-	  --set time_budget_min=22 --set epochs=12 --set eval_every=2 --set threads=1 \
-	  --set out_dir=runs/picosam3_default_ft && \
-	python -m picosam3_train.cli package --checkpoint runs/picosam3_default_ft/best.pt --out picosam3_ros/models \
-	  --work-dir runs/picosam3_default_ft/package
+	  --set box_margin=0.05 --set threads=1 --set out_dir=runs/picosam3_cpu && \
+	python -m picosam3_train.cli package --checkpoint runs/picosam3_cpu/best.pt --out picosam3_ros/models \
+	  --work-dir runs/picosam3_cpu/package
 
 constraints:  ## re-pin requirements/constraints.txt from the current .venv
 	.venv/bin/python tools/constraints.py freeze

@@ -44,10 +44,12 @@ train() {  # name minutes extra --set args...
 echo "phase A start $(date +%T)"
 train teacher_w2_s1 "$A_MIN" --set width_mult=2.0 --set stem_stride=1 &
 train a_s2 "$A_MIN" &
-train a_s1 "$A_MIN" --set stem_stride=1 &
-train a_s2_olddata "$A_MIN" --set train_datasets="$COCO,$PF" &
-train a_s2_nomargin "$A_MIN" --set box_margin=-1 &
-train a_pico2 "$A_MIN" --set model=picosam2 &
+if [ "${ABLATIONS:-1}" = 1 ]; then  # ABLATIONS=0: only what the default model needs
+  train a_s1 "$A_MIN" --set stem_stride=1 &
+  train a_s2_olddata "$A_MIN" --set train_datasets="$COCO,$PF" &
+  train a_s2_nomargin "$A_MIN" --set box_margin=-1 &
+  train a_pico2 "$A_MIN" --set model=picosam2 &
+fi
 wait
 echo "teacher cache $(date +%T)"
 $PY tools/gpu_train/cache_teacher_on_stores.py "$RUNS/teacher_w2_s1/last.pt" "$COCO" "$PF" "$DAVIS" \
@@ -55,7 +57,8 @@ $PY tools/gpu_train/cache_teacher_on_stores.py "$RUNS/teacher_w2_s1/last.pt" "$C
 CACHES="$RUNS/teacher_caches/instances_train2017_context,$RUNS/teacher_caches/instances_pennfudan_context,$RUNS/teacher_caches/instances_davis2016_context"
 
 echo "phase C start $(date +%T)"
-for stem in s2 s1; do
+stems="s2 s1"; [ "${ABLATIONS:-1}" = 1 ] || stems=s2
+for stem in $stems; do
   init="$RUNS/a_$stem/last.pt"
   common=(--set init_checkpoint="$init" --set stem_stride="${stem#s}" --set lr=0.0015 --set warmup_steps=30)
   train "c_${stem}_distill" "$C_MIN" "${common[@]}" --set teacher_caches="$CACHES" &
