@@ -28,8 +28,6 @@ CLI: ``picosam3_train evaluate --checkpoint CKPT | --onnx FILE ... [--out DIR]``
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import math
 import sys
@@ -41,10 +39,10 @@ from typing import Callable, Iterable, Sequence
 import cv2
 import numpy as np
 
+from picosam3_ros.core.coco_dataset import CocoDataset, SkipCounts
 from picosam3_ros.core.crop import (
     MODEL_INPUT_SIZE,
     CropRect,
-    InvalidRoiError,
     crop_and_resize,
     crop_rect_for_box,
     resize_to_crop,
@@ -81,7 +79,7 @@ class EvalSet:
     rects: list[CropRect]
     gt_in_rect: list[np.ndarray]  # bool (rect.height, rect.width): full-res GT inside the crop
     gt_outside: np.ndarray  # int64 (N,): GT pixels outside the crop rectangle
-    areas: np.ndarray  # float64 (N,): GT area (COCO 'area') for the size classes
+    areas: np.ndarray  # float64 (N,): GT mask pixels (``Instance.area``) for the size classes
     ann_ids: np.ndarray  # int64 (N,)
     image_ids: np.ndarray  # int64 (N,)
     skipped: dict[str, int] = field(default_factory=dict)
@@ -123,65 +121,33 @@ def resolve_dataset(spec: str, data_root: Path | None = None) -> tuple[Path, Pat
 def load_eval_set(
     annotation_file: str | Path, image_dir: str | Path, limit: int = 0, progress: bool = False
 ) -> EvalSet:
-    """Decode every usable non-crowd instance (first ``limit`` if > 0, in image-id order).
-
-    Skipped and counted: crowd annotations, boxes under 1 px or whose crop the rule
-    rejects, empty masks, unreadable images."""
-    from pycocotools.coco import COCO
-
+    """Decode every usable instance (first ``limit`` if > 0, in image-id order): the one
+    reader's rule (``picosam3_ros.core.coco_dataset``); skipped annotations are counted by reason."""
     annotation_file, image_dir = Path(annotation_file), Path(image_dir)
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(str(annotation_file))
-    skipped = {"crowd": 0, "degenerate_box": 0, "empty_mask": 0, "missing_image": 0}
+    skips = SkipCounts()
     crops, gts, boxes, rects, inside, outside, areas, ann_ids, image_ids = ([] for _ in range(9))
-    image_list = sorted(coco.getImgIds())
-    iterator: Iterable[int] = image_list
-    if progress:
+
+    def bar(ids: list[int]) -> Iterable[int]:
         from tqdm import tqdm
 
-        iterator = tqdm(image_list, desc=f"decoding {annotation_file.name}", unit="img")
-    for image_id in iterator:
-        if limit and len(crops) >= limit:
-            break
-        info = coco.imgs[image_id]
-        anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
-        if not anns:
-            continue
-        bgr = cv2.imread(str(image_dir / info["file_name"]), cv2.IMREAD_COLOR)
-        if bgr is None:
-            skipped["missing_image"] += len(anns)
-            continue
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return tqdm(ids, desc=f"decoding {annotation_file.name}", unit="img")
+
+    dataset = CocoDataset(annotation_file, image_dir)
+    for rgb, instance in dataset.instances(limit, skips, progress=bar if progress else None):
         height, width = rgb.shape[:2]
-        for ann in sorted(anns, key=lambda a: a["id"]):
-            if limit and len(crops) >= limit:
-                break
-            if ann.get("iscrowd", 0):
-                skipped["crowd"] += 1
-                continue
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 1.0 or h < 1.0:
-                skipped["degenerate_box"] += 1
-                continue
-            try:
-                rect = crop_rect_for_box((x, y, w, h), (width, height))
-            except InvalidRoiError:
-                skipped["degenerate_box"] += 1
-                continue
-            mask = coco.annToMask(ann).astype(bool)
-            if mask.shape != (height, width) or not mask.any():
-                skipped["empty_mask"] += 1
-                continue
-            region = mask[rect.y : rect.y_end, rect.x : rect.x_end]
-            crops.append(crop_and_resize(rgb, rect))
-            gts.append(gt_crop(mask, rect))
-            boxes.append((x, y, w, h))
-            rects.append(rect)
-            inside.append(region.copy())
-            outside.append(int(mask.sum()) - int(region.sum()))
-            areas.append(float(ann.get("area", mask.sum())))
-            ann_ids.append(int(ann["id"]))
-            image_ids.append(int(image_id))
+        rect = crop_rect_for_box(instance.bbox, (width, height))
+        mask = instance.mask
+        region = mask[rect.y : rect.y_end, rect.x : rect.x_end]
+        crops.append(crop_and_resize(rgb, rect))
+        gts.append(gt_crop(mask, rect))
+        boxes.append(instance.bbox)
+        rects.append(rect)
+        inside.append(region.copy())
+        outside.append(instance.area - int(region.sum()))
+        areas.append(float(instance.area))
+        ann_ids.append(instance.annotation_id)
+        image_ids.append(instance.image_id)
+    skipped = skips.as_dict()
     size = MODEL_INPUT_SIZE
     return EvalSet(
         name=annotation_file.name,
