@@ -79,6 +79,17 @@ class TrainConfig:
     threads: int = 2
     seed: int = 0
     channels_last: bool = True
+    # distributed training and data loading (``torchrun ... picosam3_train train``; see
+    # picosam3_train/sampling.py). ``batch_size`` is the EFFECTIVE batch of one optimizer step:
+    # all processes and all accumulation steps together; each process computes micro-batches of
+    # batch_size / (world_size * grad_accum_steps) samples (it must divide). ``lr`` is the rate
+    # for that effective batch, so the same config optimises the same way on 1 CPU or 16 GPUs.
+    # Changing batch_size is a new recipe: scale lr linearly with it (with warm-up) as a start.
+    grad_accum_steps: int = 1
+    num_workers: int = 0  # data-loader worker processes per training process (0 = in-process)
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    log_every: int = 20  # steps between metrics.jsonl records
+    checkpoint_every: int = 0  # steps between mid-epoch last.pt saves (0 = at the end of epochs only)
 
     def resolved_data_root(self) -> Path:
         return Path(self.data_root).expanduser() if self.data_root else DEFAULT_DATA_ROOT
