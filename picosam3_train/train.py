@@ -271,6 +271,7 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, resume: 
                    disable=quiet, mininterval=2.0, dynamic_ncols=True)
         running: dict[str, float] = {}
         epoch_start = time.perf_counter()
+        batches_done = first_batch
         for b in bar:
             tick()
             if finished():
@@ -312,6 +313,7 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, resume: 
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             step += 1
+            batches_done = b + 1
             samples_seen += batch_size
             values = ctx.mean(values)  # the loss of the whole effective batch
             first_loss = values["total"] if first_loss is None else first_loss
@@ -328,8 +330,8 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, resume: 
                 log(step_record)
                 logged_step = step
             if (config.checkpoint_every > 0 and step % config.checkpoint_every == 0
-                    and b + 1 < steps_per_epoch and ctx.is_main):
-                save_checkpoint(out_dir / "last.pt", model, config, training_state(epoch, {}, b + 1))
+                    and batches_done < steps_per_epoch and not finished() and ctx.is_main):
+                save_checkpoint(out_dir / "last.pt", model, config, training_state(epoch, {}, batches_done))
         bar.close()
         del loader
         if finished() and step_record is not None and logged_step != step:
@@ -353,8 +355,9 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, resume: 
             best_miou = metrics["miou"]
             save_checkpoint(out_dir / "best.pt", model, config,
                             {**training_state(epoch, metrics), "optimizer": None})
-        if ctx.is_main:
-            save_checkpoint(out_dir / "last.pt", model, config, training_state(epoch, metrics))
+        if ctx.is_main:  # a run that stops inside an epoch resumes at its next batch
+            next_batch = batches_done if batches_done < steps_per_epoch else 0
+            save_checkpoint(out_dir / "last.pt", model, config, training_state(epoch, metrics, next_batch))
         ctx.barrier()  # the others wait for rank 0's evaluation and checkpoint
     if log_file is not None:
         log_file.close()
@@ -374,9 +377,11 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, resume: 
 
 
 def weights_digest(model: torch.nn.Module) -> str:
-    """SHA-256 of the model's parameters and buffers (ranks in step have the same digest)."""
+    """SHA-256 of the model's parameters: ranks in step have the same digest. (Not the
+    BatchNorm running statistics: each rank updates them from its own micro-batch, and DDP
+    sends rank 0's to all at every forward; rank 0's are the ones saved.)"""
     digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
+    for name, tensor in model.named_parameters():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
