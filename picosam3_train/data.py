@@ -207,26 +207,20 @@ class TeacherEntry:
 
 
 def load_teacher_caches(directories: list[str | Path], dataset_files: list[Path]) -> dict[str, TeacherEntry]:
-    """Map annotation file name -> teacher cache entry, from cache directories."""
+    """Map annotation file name -> teacher cache entry, from cache directories (sharded or not)."""
+    from picosam3_train.teachers.cache import load_cache
+
     result: dict[str, TeacherEntry] = {}
     names = {Path(f).name for f in dataset_files}
     for directory in directories:
-        directory = Path(directory)
-        meta_path = directory / "meta.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"teacher cache {directory} has no meta.json")
-        meta = json.loads(meta_path.read_text())
+        cache = load_cache(directory)
+        meta = cache.meta
         listed = meta.get("dataset") or meta.get("datasets") or meta.get("dataset_files") or []
         listed = [listed] if isinstance(listed, str) else list(listed)
         if isinstance(meta.get("dataset"), dict):  # {"annotations": ..., "images": ...}
             listed = [meta["dataset"].get("annotations", "")]
         matched = {Path(str(item)).name for item in listed} & names if listed else names
-        soft = np.load(directory / "soft_masks.npy", mmap_mode="r")
-        ids = np.load(directory / "ann_ids.npy")
-        scores = np.load(directory / "scores.npy").astype(np.float32)
-        if soft.shape[1:] != (CROP_SIZE, CROP_SIZE) or len(ids) != len(soft) or len(scores) != len(soft):
-            raise ValueError(f"teacher cache {directory} has inconsistent shapes")
-        entry = TeacherEntry(soft, scores, {int(a): i for i, a in enumerate(ids)})
+        entry = TeacherEntry(cache.soft_masks, cache.scores, {int(a): i for i, a in enumerate(cache.ann_ids)})
         for name in matched:
             result[name] = entry
     return result
