@@ -7,7 +7,7 @@ worker and the bare model step deliver.
 
 Each row of the table is one real ``picosam3_train train`` run (``max_steps`` steps, no
 evaluation) on the same crop store; samples/s is that run's summary (all processes together,
-its first, warm-up step included; the store is decoded before the clock starts). Scaling
+after its first step, i.e. without start-up: CUDA kernels, loader workers). Scaling
 efficiency = rate(N processes) / (N x rate(1 process)) at the same workers. ``--tile N``
 trains on the tiny test fixture repeated N times (fresh annotation ids), for machines
 without ../shared/data: throughput does not depend on which pictures the crops show.
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             load = os.getloadavg()[0]
             summary = run_training(spec, work, procs, args.threads, workers, args.batch, args.steps,
                                    args.device)
-            rate = summary["samples_per_s"]
+            rate = summary.get("samples_per_s_after_first_step", summary["samples_per_s"])
             if procs == 1:
                 single[workers] = rate
             efficiency = f"{rate / (procs * single[workers]):.2f}" if workers in single else ""

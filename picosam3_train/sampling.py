@@ -18,6 +18,7 @@ augmentation does not depend on which process or worker makes it.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -81,20 +82,20 @@ class Jitter:
 
 
 class MicroBatchSampler(torch.utils.data.Sampler):
-    """Yields this process's micro-batches of one epoch from batch ``start`` on, as sample keys
-    ``(index, epoch, box_jitter, scale_jitter)``; the jitter is read when a batch is drawn."""
+    """Yields this process's micro-batches, epoch after epoch from batch ``start`` of ``epoch``
+    on, as sample keys ``(index, epoch, box_jitter, scale_jitter)``; the jitter is read when a
+    batch is drawn. It never ends: the training loop stops drawing when the run is over, so
+    the loader's workers live for the whole run instead of restarting every epoch."""
 
     def __init__(self, plan: BatchPlan, epoch: int, start: int, jitter: Jitter):
         self.plan, self.epoch, self.start, self.jitter = plan, epoch, start, jitter
 
-    def __len__(self) -> int:
-        return (self.plan.steps_per_epoch - self.start) * self.plan.grad_accum_steps
-
     def __iter__(self) -> Iterator[list[tuple[int, int, float, float]]]:
-        order = epoch_order(self.plan.num_samples, self.plan.seed, self.epoch)
-        for batch in range(self.start, self.plan.steps_per_epoch):
-            for micro in self.plan.micro_batches(self.epoch, batch, order):
-                yield [(int(i), self.epoch, self.jitter.box, self.jitter.scale) for i in micro]
+        for epoch in itertools.count(self.epoch):
+            order = epoch_order(self.plan.num_samples, self.plan.seed, epoch)
+            for batch in range(self.start if epoch == self.epoch else 0, self.plan.steps_per_epoch):
+                for micro in self.plan.micro_batches(epoch, batch, order):
+                    yield [(int(i), epoch, self.jitter.box, self.jitter.scale) for i in micro]
 
 
 class KeyedSamples(torch.utils.data.Dataset):
@@ -115,9 +116,9 @@ class KeyedSamples(torch.utils.data.Dataset):
         return self.dataset[index]
 
 
-def epoch_loader(samples: KeyedSamples, plan: BatchPlan, epoch: int, start: int, jitter: Jitter,
-                 num_workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
-    """Micro-batches (collated dicts of tensors) of one epoch for this process."""
+def run_loader(samples: KeyedSamples, plan: BatchPlan, epoch: int, start: int, jitter: Jitter,
+               num_workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
+    """The micro-batches of this process (collated dicts of tensors) from batch ``start`` of ``epoch``."""
     return torch.utils.data.DataLoader(
         samples,
         batch_sampler=MicroBatchSampler(plan, epoch, start, jitter),

@@ -38,7 +38,7 @@ from picosam3_train.data import CROP_SIZE, CropDataset, EvalCrops, InstanceStore
 from picosam3_train.distributed import Distributed, init_distributed, shutdown_distributed
 from picosam3_train.loss import distillation_loss
 from picosam3_train.model import build_model, describe
-from picosam3_train.sampling import BatchPlan, Jitter, KeyedSamples, epoch_loader
+from picosam3_train.sampling import BatchPlan, Jitter, KeyedSamples, run_loader
 from picosam3_train.seed import seed_everything
 
 
@@ -231,6 +231,7 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, resume: 
     first_loss = last_loss = None
     in_final_phase = False
     agreed_elapsed = 0.0
+    steady_start: float | None = None
 
     def tick() -> None:
         # every rank must stop (and decay the rate) at the same step: they use rank 0's clock
@@ -259,14 +260,15 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, resume: 
 
     step_record: dict | None = None
     logged_step = step
+    # one loader for the whole run: it continues epoch after epoch in the order of BatchPlan
+    loader = iter(run_loader(samples, plan, start_epoch, start_batch, jitter, config.num_workers,
+                             pin_memory=device.type == "cuda"))
     for epoch in range(start_epoch, start_epoch + 1_000_000):  # ends on finished()
         tick()
         if finished():
             break
         dataset.reseed(config.seed * 1000 + epoch + 1)
         first_batch, start_batch = start_batch, 0
-        loader = iter(epoch_loader(samples, plan, epoch, first_batch, jitter, config.num_workers,
-                                   pin_memory=device.type == "cuda"))
         bar = tqdm(range(first_batch, steps_per_epoch), desc=f"epoch {epoch + 1}/{max(epochs, epoch + 1)}",
                    disable=quiet, mininterval=2.0, dynamic_ncols=True)
         running: dict[str, float] = {}
@@ -315,6 +317,8 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, resume: 
             step += 1
             batches_done = b + 1
             samples_seen += batch_size
+            if steady_start is None:  # after the first step: start-up (workers, kernels) is over
+                steady_start = time.perf_counter()
             values = ctx.mean(values)  # the loss of the whole effective batch
             first_loss = values["total"] if first_loss is None else first_loss
             last_loss = values["total"]
@@ -333,7 +337,6 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, resume: 
                     and batches_done < steps_per_epoch and not finished() and ctx.is_main):
                 save_checkpoint(out_dir / "last.pt", model, config, training_state(epoch, {}, batches_done))
         bar.close()
-        del loader
         if finished() and step_record is not None and logged_step != step:
             log(step_record)  # the budget may run out between two checks: always record the last step
             logged_step = step
@@ -359,12 +362,16 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, resume: 
             next_batch = batches_done if batches_done < steps_per_epoch else 0
             save_checkpoint(out_dir / "last.pt", model, config, training_state(epoch, metrics, next_batch))
         ctx.barrier()  # the others wait for rank 0's evaluation and checkpoint
+    del loader  # stops the loader's workers
     if log_file is not None:
         log_file.close()
     elapsed = time.perf_counter() - run_start
     summary = {"best_miou": best_miou, "steps": step, "samples_seen": samples_seen,
                "samples_per_s": samples_seen / max(elapsed, 1e-9), "elapsed_s": elapsed,
                "first_loss": first_loss, "last_loss": last_loss, "out_dir": str(out_dir)}
+    if steady_start is not None and samples_seen > batch_size:
+        summary["samples_per_s_after_first_step"] = (
+            (samples_seen - batch_size) / max(time.perf_counter() - steady_start, 1e-9))
     if ctx.enabled:
         summary.update(world_size=ctx.world_size,
                        samples_per_s_per_process=summary["samples_per_s"] / ctx.world_size,

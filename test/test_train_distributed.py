@@ -138,3 +138,16 @@ def test_resume_inside_an_epoch_continues_its_sample_order(tmp_path):
     resumed = step_losses(tmp_path / "part")
     assert len(resumed) == 6
     np.testing.assert_allclose(resumed[3:], expected[3:], rtol=1e-6)
+
+
+def test_loader_workers_do_not_change_the_augmented_samples(tmp_path):
+    # With workers each sample's augmentation is seeded from (seed, epoch, index), so the
+    # number of workers (like the number of ranks) cannot change what is trained on.
+    runs = {}
+    for workers in (1, 2):
+        values = overrides(tmp_path, f"w{workers}", augment=True, num_workers=workers, batch_size=4,
+                           max_steps=3)
+        train(TrainConfig(**values), quiet=True)
+        runs[workers] = step_losses(tmp_path / f"w{workers}")
+    assert len(runs[1]) == 3
+    np.testing.assert_array_equal(runs[1], runs[2])
