@@ -84,7 +84,8 @@ class TrainConfig:
     # all processes and all accumulation steps together; each process computes micro-batches of
     # batch_size / (world_size * grad_accum_steps) samples (it must divide). ``lr`` is the rate
     # for that effective batch, so the same config optimises the same way on 1 CPU or 16 GPUs.
-    # Changing batch_size is a new recipe: scale lr linearly with it (with warm-up) as a start.
+    # Changing batch_size is a new recipe: as a starting point (not tuned here) scale lr by
+    # sqrt(new / old batch) for AdamW, with a longer warm-up (docs/distributed_training.md).
     grad_accum_steps: int = 1
     num_workers: int = 0  # data-loader worker processes per training process (0 = in-process)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
