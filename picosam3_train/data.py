@@ -17,11 +17,12 @@ The crop rectangle always comes from ``picosam3_ros.core.crop.crop_rect_for_box`
 the jittered box goes through the one crop rule (padding, square, clipping to the
 image), and only the resampling reads the cached context instead of the JPEG.
 
-Teacher caches (written by ``picosam3_train cache-teacher``) are directories with
-``soft_masks.npy`` (uint8 [N,96,96], probability*255 in the standard crop frame
-of ``crop_rect_for_box(annotation bbox)``), ``ann_ids.npy`` (int64 [N]),
-``scores.npy`` (float32 [N], 0..1) and ``meta.json``. A cache is matched to a
-dataset by the annotation file named in ``meta.json`` (key ``dataset``, or a
+Teacher caches (written by ``picosam3_train cache-teacher``, read through
+``teachers.cache.load_cache``) are directories with ``soft_masks.npy`` (uint8
+[N,96,96], probability*255 in the standard crop frame of ``crop_rect_for_box(annotation
+bbox)``), ``ann_ids.npy`` (int64 [N]), ``scores.npy`` (float32 [N], 0..1) and
+``meta.json``, or shards of such directories joined by a ``manifest.json``. A cache is
+matched to a dataset by the annotation file named in its meta (key ``dataset``, or a
 list under ``datasets``/``dataset_files``; entries compared by file name).
 """
 
