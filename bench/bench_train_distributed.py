@@ -44,7 +44,7 @@ def run_training(spec: str, work: Path, procs: int, threads: int, workers: int, 
     out = work / f"run_p{procs}_w{workers}_b{batch}"
     sets = {"train_datasets": spec, "val_dataset": "", "eval_every": 0, "cache_dir": work / "cache",
             "out_dir": out, "batch_size": batch, "max_steps": steps, "warmup_steps": 1, "threads": threads,
-            "num_workers": workers, "device": device, "log_every": 10}
+            "loader_workers": workers, "device": device, "log_every": 10}
     args = [f"--set={key}={value}" for key, value in sets.items()]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}"]
     command = (launcher if procs > 1 else [sys.executable]) + ["-m", "picosam3_train.cli", "train", *args]

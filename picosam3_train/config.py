@@ -77,6 +77,9 @@ class TrainConfig:
     # runtime
     device: str = "auto"  # auto, cpu, cuda
     threads: int = 2
+    # > 0: build batches in this many DataLoader worker processes (a GPU needs them; the
+    # augmentation is numpy/OpenCV on the CPU). 0 = in the training process, as on a small CPU.
+    loader_workers: int = 0
     seed: int = 0
     channels_last: bool = True
     # distributed training and data loading (``torchrun ... picosam3_train train``; see
@@ -87,7 +90,6 @@ class TrainConfig:
     # Changing batch_size is a new recipe: as a starting point (not tuned here) scale lr by
     # sqrt(new / old batch) for AdamW, with a longer warm-up (docs/distributed_training.md).
     grad_accum_steps: int = 1
-    num_workers: int = 0  # data-loader worker processes per training process (0 = in-process)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     log_every: int = 20  # steps between metrics.jsonl records
     checkpoint_every: int = 0  # steps between mid-epoch last.pt saves (0 = at the end of epochs only)

@@ -214,7 +214,7 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, resume: 
     net = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None) if ctx.enabled else model
     use_amp = config.amp and device.type == "cuda"
-    samples = KeyedSamples(dataset, config.seed, per_sample_seed=ctx.enabled or config.num_workers > 0)
+    samples = KeyedSamples(dataset, config.seed, per_sample_seed=ctx.enabled or config.loader_workers > 0)
     jitter = Jitter(dataset.box_jitter, dataset.scale_jitter)
     if ctx.is_main:
         save_config(config, out_dir / "config.yaml")
@@ -261,7 +261,7 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, resume: 
     step_record: dict | None = None
     logged_step = step
     # one loader for the whole run: it continues epoch after epoch in the order of BatchPlan
-    loader = iter(run_loader(samples, plan, start_epoch, start_batch, jitter, config.num_workers,
+    loader = iter(run_loader(samples, plan, start_epoch, start_batch, jitter, config.loader_workers,
                              pin_memory=device.type == "cuda"))
     for epoch in range(start_epoch, start_epoch + 1_000_000):  # ends on finished()
         tick()

@@ -53,6 +53,10 @@ def test_the_rule_the_order_the_counts_and_the_size(awkward_dataset):
         assert inst.mask.shape == rgb.shape[:2] and inst.area == int(inst.mask.sum()) > 0
     assert [inst.annotation_id for _, inst in CocoDataset(ann, images).instances(limit=3)] == \
         expected_usable(ann)[:3]
+    groups = list(CocoDataset(ann, images).image_groups())
+    assert [g[0] for g in groups] == [1, 2, 3, 4]
+    assert [inst.annotation_id for g in groups for inst in g[2]] == expected_usable(ann)
+    assert all(inst.image_id == image_id for image_id, _, found in groups for inst in found)
 
 
 def test_every_consumer_sees_the_same_instances(awkward_dataset, tmp_path):

@@ -145,7 +145,7 @@ def test_loader_workers_do_not_change_the_augmented_samples(tmp_path):
     # number of workers (like the number of ranks) cannot change what is trained on.
     runs = {}
     for workers in (1, 2):
-        values = overrides(tmp_path, f"w{workers}", augment=True, num_workers=workers, batch_size=4,
+        values = overrides(tmp_path, f"w{workers}", augment=True, loader_workers=workers, batch_size=4,
                            max_steps=3)
         train(TrainConfig(**values), quiet=True)
         runs[workers] = step_losses(tmp_path / f"w{workers}")

@@ -272,6 +272,26 @@ class CocoDataset:
                 if limit and count >= limit:
                     return
 
+    def image_groups(
+        self,
+        limit: int = 0,
+        skipped: SkipCounts | None = None,
+        image_ids: Iterable[int] | None = None,
+        progress: Callable[[list[int]], Iterable[int]] | None = None,
+    ) -> Iterator[tuple[int, np.ndarray, list[Instance]]]:
+        """``instances()`` grouped by image: (image id, RGB, its usable instances), for
+        consumers that work image by image (evaluation on whole frames, teacher caching)."""
+        current: tuple[int, np.ndarray, list[Instance]] | None = None
+        for rgb, instance in self.instances(limit, skipped, image_ids, progress=progress):
+            if current is not None and current[0] != instance.image_id:
+                yield current
+                current = None
+            if current is None:
+                current = (instance.image_id, rgb, [])
+            current[2].append(instance)
+        if current is not None:
+            yield current
+
     def shard_images(self, shard: int, num_shards: int) -> list[int]:
         """Shard ``shard`` of ``num_shards`` of ``annotated_image_ids()``: contiguous runs of images
         with about equal numbers of annotations, so the shards in order walk exactly what one

@@ -286,6 +286,25 @@ def build_cache(
     return load_cache(directory)
 
 
+def write_cache(out_dir: str | Path, masks: list[np.ndarray], ids: list[int], scores: list[float],
+                meta: dict) -> TeacherCache:
+    """Write a cache directory from soft masks in memory (tools that compute them elsewhere),
+    via a temporary sibling and a rename: never half-written."""
+    out_dir = Path(out_dir)
+    size = MODEL_INPUT_SIZE
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.save(tmp / "soft_masks.npy", np.stack(masks) if len(masks) else np.zeros((0, size, size), np.uint8))
+    np.save(tmp / "ann_ids.npy", np.asarray(ids, np.int64))
+    np.save(tmp / "scores.npy", np.asarray(scores, np.float32))
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return load_cache(out_dir)
+
+
 def _merge_when_complete(out_dir: Path) -> None:
     """After a shard: the last one to finish writes the manifest (the shard itself is done
     either way, so a refused merge is reported, not raised)."""
