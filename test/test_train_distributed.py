@@ -119,6 +119,17 @@ def test_two_processes_train_like_one_and_their_checkpoint_exports(tmp_path):
     assert exported.path.is_file() and exported.max_abs_diff < 1e-3
 
 
+def test_two_processes_stop_together_on_a_time_budget(tmp_path):
+    # Each rank reads rank 0's clock: they agree on the learning rate and on the last step
+    # (a rank that stopped alone would leave the other waiting in the gradient all-reduce).
+    values = overrides(tmp_path, "budget", max_steps=10_000, time_budget_min=0.05, batch_size=4)
+    result = run_torchrun(values)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((tmp_path / "budget" / "summary.json").read_text())
+    assert 1 <= summary["steps"] < 10_000
+    assert summary["rank_weight_digests"][0] == summary["rank_weight_digests"][1]
+
+
 def test_resume_inside_an_epoch_continues_its_sample_order(tmp_path):
     # lr = 0: the weights never change, so each step's loss (BatchNorm in training mode uses
     # the batch's statistics) is a fingerprint of the samples in that batch.
