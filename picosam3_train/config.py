@@ -87,6 +87,17 @@ class TrainConfig:
     loader_workers: int = 0
     seed: int = 0
     channels_last: bool = True
+    # distributed training and data loading (``torchrun ... picosam3_train train``; see
+    # picosam3_train/sampling.py). ``batch_size`` is the EFFECTIVE batch of one optimizer step:
+    # all processes and all accumulation steps together; each process computes micro-batches of
+    # batch_size / (world_size * grad_accum_steps) samples (it must divide). ``lr`` is the rate
+    # for that effective batch, so the same config optimises the same way on 1 CPU or 16 GPUs.
+    # Changing batch_size is a new recipe: as a starting point (not tuned here) scale lr by
+    # sqrt(new / old batch) for AdamW, with a longer warm-up (docs/distributed_training.md).
+    grad_accum_steps: int = 1
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    log_every: int = 20  # steps between metrics.jsonl records
+    checkpoint_every: int = 0  # steps between mid-epoch last.pt saves (0 = at the end of epochs only)
 
     def resolved_data_root(self) -> Path:
         return Path(self.data_root).expanduser() if self.data_root else DEFAULT_DATA_ROOT

@@ -2,7 +2,10 @@
 
 CPU is the scarce resource, so every image is decoded and every polygon/RLE is
 rasterised exactly once, into an on-disk cache under ``.cache/`` that is
-memory-mapped afterwards:
+memory-mapped afterwards. Instances come from the one COCO reader
+(``picosam3_ros.core.coco_dataset``: its usability rule, order and size), one image
+and one mask at a time, and the crops are streamed to disk (``npy_append``), so a
+full COCO/LVIS file is cached without holding its crops or masks in memory:
 
 * training: for each instance a *context crop*, the square of side 2x the padded
   box square (the standard crop's square) around the box centre, stored at
@@ -14,11 +17,12 @@ The crop rectangle always comes from ``picosam3_ros.core.crop.crop_rect_for_box`
 the jittered box goes through the one crop rule (padding, square, clipping to the
 image), and only the resampling reads the cached context instead of the JPEG.
 
-Teacher caches (written by ``picosam3_train cache-teacher``) are directories with
-``soft_masks.npy`` (uint8 [N,96,96], probability*255 in the standard crop frame
-of ``crop_rect_for_box(annotation bbox)``), ``ann_ids.npy`` (int64 [N]),
-``scores.npy`` (float32 [N], 0..1) and ``meta.json``. A cache is matched to a
-dataset by the annotation file named in ``meta.json`` (key ``dataset``, or a
+Teacher caches (written by ``picosam3_train cache-teacher``, read through
+``teachers.cache.load_cache``) are directories with ``soft_masks.npy`` (uint8
+[N,96,96], probability*255 in the standard crop frame of ``crop_rect_for_box(annotation
+bbox)``), ``ann_ids.npy`` (int64 [N]), ``scores.npy`` (float32 [N], 0..1) and
+``meta.json``, or shards of such directories joined by a ``manifest.json``. A cache is
+matched to a dataset by the annotation file named in its meta (key ``dataset``, or a
 list under ``datasets``/``dataset_files``; entries compared by file name).
 """
 
@@ -27,6 +31,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +41,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from picosam3_ros.core.coco_dataset import CocoDataset, SkipCounts
 from picosam3_ros.core.crop import (
     CROP_RULE_VERSION,
     MODEL_INPUT_SIZE,
@@ -43,9 +51,10 @@ from picosam3_ros.core.crop import (
     crop_rect_for_box,
 )
 from picosam3_ros.core.postprocess import box_keep_map
+from picosam3_train.npy_append import NpyAppender
 
 CROP_SIZE = MODEL_INPUT_SIZE  # the network input, defined once in the crop rule
-CACHE_VERSION = 3
+CACHE_VERSION = 4  # 4: instances, order and areas from core.coco_dataset
 CONTEXT_FACTOR = 2.0  # context side / padded-square side
 
 
@@ -55,39 +64,17 @@ class LoadStats:
     instances: int = 0
     crowd_skipped: int = 0
     degenerate_skipped: int = 0
-    missing_images: int = 0
+    missing_images: int = 0  # annotations of images that could not be read
+
+    @classmethod
+    def from_skips(cls, images: int, instances: int, skipped: SkipCounts) -> "LoadStats":
+        return cls(images, instances, skipped.crowd, skipped.degenerate_box + skipped.empty_mask,
+                   skipped.missing_image)
 
     def summary(self, name: str) -> str:
         return (f"{name}: {self.instances} instances from {self.images} images; skipped "
-                f"{self.degenerate_skipped} degenerate boxes, {self.crowd_skipped} crowd, "
-                f"{self.missing_images} missing images")
-
-
-def _load_coco(annotation_file: Path):
-    import contextlib
-    import io
-
-    from pycocotools.coco import COCO
-
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress chatter
-        return COCO(str(annotation_file))
-
-
-def _read_rgb(path: Path) -> np.ndarray | None:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def _valid_instance(ann: dict, image_size: tuple[int, int], mask: np.ndarray | None) -> bool:
-    """A usable instance: finite box of at least 1x1 px, a crop the rule accepts, a non-empty mask."""
-    x, y, w, h = (float(v) for v in ann["bbox"])
-    if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 1.0 or h < 1.0:
-        return False
-    try:
-        crop_rect_for_box((x, y, w, h), image_size)
-    except InvalidRoiError:
-        return False
-    return mask is None or bool(mask.any())
+                f"{self.degenerate_skipped} degenerate boxes or empty masks, {self.crowd_skipped} crowd, "
+                f"{self.missing_images} of missing images")
 
 
 def _cache_key(*parts: object) -> str:
@@ -162,63 +149,48 @@ class InstanceStore:
                 print(store.stats.summary(f"{annotation_file.name} (cached)"))
             return store
 
-        coco = _load_coco(annotation_file)
-        stats = LoadStats()
+        dataset = CocoDataset(annotation_file, image_dir)
+        skipped = SkipCounts()
         side_out = context_size if kind == "context" else CROP_SIZE
-        images, masks, boxes, sizes, contexts, ann_ids, areas = [], [], [], [], [], [], []
-        image_ids = sorted(coco.getImgIds())
-        for image_id in tqdm(image_ids, desc=f"decode {annotation_file.name}", disable=quiet, leave=False):
-            if limit and len(ann_ids) >= limit:
-                break
-            info = coco.loadImgs(image_id)[0]
-            anns = coco.loadAnns(coco.getAnnIds(imgIds=image_id))
-            if not anns:
-                continue
-            rgb = _read_rgb(image_dir / info["file_name"])
-            if rgb is None:
-                stats.missing_images += 1
-                continue
-            stats.images += 1
-            image_size = (rgb.shape[1], rgb.shape[0])
-            for ann in anns:
-                if limit and len(ann_ids) >= limit:
-                    break
-                if ann.get("iscrowd", 0):
-                    stats.crowd_skipped += 1
-                    continue
-                if not _valid_instance(ann, image_size, None):
-                    stats.degenerate_skipped += 1
-                    continue
-                mask = coco.annToMask(ann)
-                if mask.shape != rgb.shape[:2] or not mask.any():
-                    stats.degenerate_skipped += 1
-                    continue
-                box = [float(v) for v in ann["bbox"]]
-                if kind == "context":
-                    x0, y0, side = context_square(box)
-                    img_sq = _cut_square(rgb, x0, y0, side, border=0)
-                    mask_sq = _cut_square(mask * 255, x0, y0, side, border=0)
-                    images.append(cv2.resize(img_sq, (side_out, side_out), interpolation=cv2.INTER_LINEAR))
-                    # nearest, as the evaluation's ground truth (crop_and_resize with INTER_NEAREST)
-                    masks.append(cv2.resize(mask_sq, (side_out, side_out), interpolation=cv2.INTER_NEAREST))
-                    contexts.append((x0, y0, side))
-                else:
-                    rect = crop_rect_for_box(box, image_size)
-                    images.append(crop_and_resize(rgb, rect))
-                    masks.append(crop_and_resize(mask, rect, interpolation=cv2.INTER_NEAREST) * 255)
-                    contexts.append(rect.as_xywh())
-                boxes.append(box)
-                sizes.append(image_size)
-                ann_ids.append(int(ann["id"]))
-                areas.append(float(mask.sum()))
-                stats.instances += 1
-        if not ann_ids:
-            raise ValueError(f"{annotation_file} yielded no usable instances ({stats})")
-        tmp = directory.with_name(directory.name + ".tmp")
+        boxes, sizes, contexts, ann_ids, areas, image_ids = [], [], [], [], [], set()
+        # A unique scratch name: several processes (ranks, nodes sharing the cache) may build at once.
+        tmp = directory.with_name(f"{directory.name}.tmp-{socket.gethostname()}-{os.getpid()}")
         tmp.mkdir(parents=True, exist_ok=True)
+        images = NpyAppender(tmp / "images.npy", (side_out, side_out, 3), np.uint8)
+        masks = NpyAppender(tmp / "masks.npy", (side_out, side_out), np.uint8)
+
+        def bar(ids: list[int]):
+            return tqdm(ids, desc=f"decode {annotation_file.name}", disable=quiet, leave=False)
+
+        for rgb, instance in dataset.instances(limit, skipped, progress=bar):
+            box = list(instance.bbox)
+            mask = instance.mask.view(np.uint8)
+            image_size = (rgb.shape[1], rgb.shape[0])
+            if kind == "context":
+                x0, y0, side = context_square(box)
+                img_sq = _cut_square(rgb, x0, y0, side, border=0)
+                mask_sq = _cut_square(mask * 255, x0, y0, side, border=0)
+                images.append(cv2.resize(img_sq, (side_out, side_out), interpolation=cv2.INTER_LINEAR)[None])
+                # nearest, as the evaluation's ground truth (crop_and_resize with INTER_NEAREST)
+                masks.append(cv2.resize(mask_sq, (side_out, side_out), interpolation=cv2.INTER_NEAREST)[None])
+                contexts.append((x0, y0, side))
+            else:
+                rect = crop_rect_for_box(box, image_size)
+                images.append(crop_and_resize(rgb, rect)[None])
+                masks.append((crop_and_resize(mask, rect, interpolation=cv2.INTER_NEAREST) * 255)[None])
+                contexts.append(rect.as_xywh())
+            boxes.append(box)
+            sizes.append(image_size)
+            ann_ids.append(instance.annotation_id)
+            areas.append(float(instance.area))
+            image_ids.add(instance.image_id)
+        images.close()
+        masks.close()
+        stats = LoadStats.from_skips(len(image_ids), len(ann_ids), skipped)
+        if not ann_ids:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ValueError(f"{annotation_file} yielded no usable instances ({stats})")
         arrays = {
-            "images": np.stack(images).astype(np.uint8),
-            "masks": np.stack(masks).astype(np.uint8),
             "boxes": np.asarray(boxes, np.float32),
             "image_sizes": np.asarray(sizes, np.int32),
             "context": np.asarray(contexts, np.int64),
@@ -228,11 +200,12 @@ class InstanceStore:
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", array)
         (tmp / "stats.json").write_text(json.dumps(stats.__dict__))
-        if directory.exists():
-            import shutil
-
-            shutil.rmtree(directory)
-        tmp.rename(directory)
+        if directory.exists() and not (directory / "stats.json").is_file():
+            shutil.rmtree(directory, ignore_errors=True)  # left half-made by an older version
+        try:
+            tmp.rename(directory)
+        except OSError:  # another process finished the same store first: use that one
+            shutil.rmtree(tmp, ignore_errors=True)
         store = cls(directory, annotation_file.name)
         if not quiet:
             print(stats.summary(annotation_file.name))
@@ -247,26 +220,20 @@ class TeacherEntry:
 
 
 def load_teacher_caches(directories: list[str | Path], dataset_files: list[Path]) -> dict[str, TeacherEntry]:
-    """Map annotation file name -> teacher cache entry, from cache directories."""
+    """Map annotation file name -> teacher cache entry, from cache directories (sharded or not)."""
+    from picosam3_train.teachers.cache import load_cache
+
     result: dict[str, TeacherEntry] = {}
     names = {Path(f).name for f in dataset_files}
     for directory in directories:
-        directory = Path(directory)
-        meta_path = directory / "meta.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"teacher cache {directory} has no meta.json")
-        meta = json.loads(meta_path.read_text())
+        cache = load_cache(directory)
+        meta = cache.meta
         listed = meta.get("dataset") or meta.get("datasets") or meta.get("dataset_files") or []
         listed = [listed] if isinstance(listed, str) else list(listed)
         if isinstance(meta.get("dataset"), dict):  # {"annotations": ..., "images": ...}
             listed = [meta["dataset"].get("annotations", "")]
         matched = {Path(str(item)).name for item in listed} & names if listed else names
-        soft = np.load(directory / "soft_masks.npy", mmap_mode="r")
-        ids = np.load(directory / "ann_ids.npy")
-        scores = np.load(directory / "scores.npy").astype(np.float32)
-        if soft.shape[1:] != (CROP_SIZE, CROP_SIZE) or len(ids) != len(soft) or len(scores) != len(soft):
-            raise ValueError(f"teacher cache {directory} has inconsistent shapes")
-        entry = TeacherEntry(soft, scores, {int(a): i for i, a in enumerate(ids)})
+        entry = TeacherEntry(cache.soft_masks, cache.scores, {int(a): i for i, a in enumerate(cache.ann_ids)})
         for name in matched:
             result[name] = entry
     return result

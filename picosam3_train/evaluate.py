@@ -33,8 +33,6 @@ CLI: ``picosam3_train evaluate --checkpoint CKPT | --onnx FILE ... [--box-jitter
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import math
 import sys
@@ -47,6 +45,7 @@ import cv2
 import numpy as np
 
 from picosam3_ros.core.backend_api import CropSegmenter
+from picosam3_ros.core.coco_dataset import CocoDataset, SkipCounts
 from picosam3_ros.core.crop import (
     BORDER_RULES,
     MODEL_INPUT_SIZE,
@@ -136,7 +135,7 @@ class EvalImage:
     ann_ids: list[int]
     boxes: list[tuple[float, float, float, float]]  # xywh, as annotated
     masks: list[np.ndarray]  # bool (H, W)
-    areas: list[float]  # COCO 'area' (the size classes)
+    areas: list[float]  # GT mask pixels (``Instance.area``): the size classes
 
 
 def iter_eval_images(
@@ -146,67 +145,30 @@ def iter_eval_images(
     skipped: dict[str, int] | None = None,
     progress: bool = False,
 ) -> Iterator[EvalImage]:
-    """Every image with usable non-crowd instances (first ``limit`` instances if > 0), in
-    image-id then annotation-id order.
+    """Every image with usable instances (first ``limit`` instances if > 0), in image-id then
+    annotation-id order: the one reader's rule (``picosam3_ros.core.coco_dataset``).
 
     Skipped and counted in ``skipped``: crowd annotations, boxes under 1 px or whose crop
     the rule rejects, empty masks, unreadable images."""
-    from pycocotools.coco import COCO
-
-    annotation_file, image_dir = Path(annotation_file), Path(image_dir)
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(str(annotation_file))
-    if skipped is None:
-        skipped = {}
-    for key in ("crowd", "degenerate_box", "empty_mask", "missing_image"):
+    annotation_file = Path(annotation_file)
+    skipped = {} if skipped is None else skipped
+    counts = SkipCounts()
+    for key in counts.as_dict():
         skipped.setdefault(key, 0)
-    image_list = sorted(coco.getImgIds())
-    iterator: Iterable[int] = image_list
-    if progress:
+
+    def bar(ids: list[int]) -> Iterable[int]:
         from tqdm import tqdm
 
-        iterator = tqdm(image_list, desc=f"reading {annotation_file.name}", unit="img")
-    taken = 0
-    for image_id in iterator:
-        if limit and taken >= limit:
-            break
-        info = coco.imgs[image_id]
-        anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
-        if not anns:
-            continue
-        bgr = cv2.imread(str(image_dir / info["file_name"]), cv2.IMREAD_COLOR)
-        if bgr is None:
-            skipped["missing_image"] += len(anns)
-            continue
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        height, width = rgb.shape[:2]
-        image = EvalImage(int(image_id), rgb, [], [], [], [])
-        for ann in sorted(anns, key=lambda a: a["id"]):
-            if limit and taken >= limit:
-                break
-            if ann.get("iscrowd", 0):
-                skipped["crowd"] += 1
-                continue
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 1.0 or h < 1.0:
-                skipped["degenerate_box"] += 1
-                continue
-            try:
-                crop_rect_for_box((x, y, w, h), (width, height))
-            except InvalidRoiError:
-                skipped["degenerate_box"] += 1
-                continue
-            mask = coco.annToMask(ann).astype(bool)
-            if mask.shape != (height, width) or not mask.any():
-                skipped["empty_mask"] += 1
-                continue
-            image.ann_ids.append(int(ann["id"]))
-            image.boxes.append((x, y, w, h))
-            image.masks.append(mask)
-            image.areas.append(float(ann.get("area", mask.sum())))
-            taken += 1
-        if image.ann_ids:
-            yield image
+        return tqdm(ids, desc=f"reading {annotation_file.name}", unit="img")
+
+    dataset = CocoDataset(annotation_file, image_dir)
+    try:
+        for image_id, rgb, found in dataset.image_groups(limit, counts, progress=bar if progress else None):
+            yield EvalImage(image_id, rgb, [i.annotation_id for i in found], [i.bbox for i in found],
+                            [i.mask for i in found], [float(i.area) for i in found])
+    finally:
+        for key, value in counts.as_dict().items():
+            skipped[key] += value
 
 
 # --------------------------------------------------------------------------- predictors

@@ -20,18 +20,15 @@ CLI: ``picosam3_train quantize --checkpoint CKPT --out DIR [--imx500]``.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import cv2
 import numpy as np
 
-from picosam3_ros.core.crop import InvalidRoiError, crop_and_resize, crop_rect_for_box
+from picosam3_ros.core.coco_dataset import CocoDataset
+from picosam3_ros.core.crop import crop_and_resize, crop_rect_for_box
 from picosam3_ros.core.model_card import InputSpec
 
 TPC_VERSION = (
@@ -86,37 +83,19 @@ def calibration_crops(
     count: int = 256,
     seed: int = 0,
 ) -> np.ndarray:
-    """``count`` real standard crops (uint8 RGB, N x 96 x 96 x 3) of random non-crowd instances."""
-    from pycocotools.coco import COCO
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(str(annotation_file))
-    anns = [a for a in coco.dataset["annotations"] if not a.get("iscrowd", 0)]
-    order = np.random.default_rng(seed).permutation(len(anns))
-    chosen: dict[int, list[dict]] = {}
-    picked = 0
-    for k in order:
-        ann = anns[int(k)]
-        x, y, w, h = (float(v) for v in ann["bbox"])
-        if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 1 or h < 1:
-            continue
-        chosen.setdefault(int(ann["image_id"]), []).append(ann)
-        picked += 1
-        if picked >= count:
-            break
-    crops = []
-    for image_id, image_anns in sorted(chosen.items()):
-        info = coco.imgs[image_id]
-        bgr = cv2.imread(str(Path(image_dir) / info["file_name"]), cv2.IMREAD_COLOR)
-        if bgr is None:
-            continue
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        for ann in image_anns:
-            try:
-                rect = crop_rect_for_box(ann["bbox"], (rgb.shape[1], rgb.shape[0]))
-            except InvalidRoiError:
-                continue
-            crops.append(crop_and_resize(rgb, rect))
+    """``count`` real standard crops (uint8 RGB, N x 96 x 96 x 3) of random usable instances
+    (the one reader's rule, ``picosam3_ros.core.coco_dataset``)."""
+    dataset = CocoDataset(annotation_file, image_dir)
+    candidates = [int(a["id"]) for anns in dataset.annotations_by_image.values() for a in anns]
+    order = np.random.default_rng(seed).permutation(np.asarray(sorted(candidates), np.int64))
+    crops: list[np.ndarray] = []
+    start = 0
+    # Draw in rounds: a drawn annotation may still turn out unusable (box or mask).
+    while len(crops) < count and start < len(order):
+        chosen = {int(a) for a in order[start : start + count - len(crops)]}
+        start += len(chosen)
+        for rgb, instance in dataset.instances(annotation_ids=chosen):
+            crops.append(crop_and_resize(rgb, crop_rect_for_box(instance.bbox, (rgb.shape[1], rgb.shape[0]))))
     if not crops:
         raise ValueError(f"no calibration crops could be made from {annotation_file}")
     return np.stack(crops)

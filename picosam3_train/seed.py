@@ -8,11 +8,14 @@ import random
 import numpy as np
 
 
-def seed_everything(seed: int, deterministic: bool = False) -> None:
+def seed_everything(seed: int, deterministic: bool = False, rank: int = 0) -> None:
     """Seed every RNG the pipeline uses. ``deterministic`` also asks torch for
-    deterministic kernels (slower; CPU training here is deterministic anyway)."""
+    deterministic kernels (slower; CPU training here is deterministic anyway).
+    ``rank``: the process's rank in distributed training; each rank gets its own
+    streams (seed + rank), rank 0 those of a single process."""
     import torch
 
+    seed = seed + rank
     os.environ["PYTHONHASHSEED"] = str(seed)
     random.seed(seed)
     np.random.seed(seed % (2**32))

@@ -11,9 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
+from picosam3_ros.core.coco_dataset import read_rgb
 from picosam3_ros.core.crop import CropRect, InvalidRoiError, crop_and_resize, crop_rect_for_box, paste_back
 from picosam3_train.config import IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE
-from picosam3_train.data import CropDataset, InstanceStore, TeacherEntry, _load_coco, _read_rgb
+from picosam3_train.data import CropDataset, InstanceStore, TeacherEntry
 
 FIXTURES = Path(__file__).parent / "fixtures" / "train"
 
@@ -69,12 +70,14 @@ def train_store(tmp_path_factory):
 
 def test_unaugmented_sample_matches_the_crop_rule(train_store):
     dataset = CropDataset([train_store], IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE, augment=False)
-    coco = _load_coco(FIXTURES / "instances_fixture_train.json")
+    from pycocotools.coco import COCO  # an independent reader of the same file
+
+    coco = COCO(str(FIXTURES / "instances_fixture_train.json"))
     for i in range(len(dataset)):
         sample = dataset[i]
         ann = coco.loadAnns([int(train_store.ann_ids[i])])[0]
         info = coco.loadImgs(ann["image_id"])[0]
-        rgb = _read_rgb(FIXTURES / "images" / info["file_name"])
+        rgb = read_rgb(FIXTURES / "images" / info["file_name"])
         rect = crop_rect_for_box(ann["bbox"], (rgb.shape[1], rgb.shape[0]))
         expected_image = crop_and_resize(rgb, rect).astype(np.float32)
         expected_mask = crop_and_resize(coco.annToMask(ann), rect, interpolation=cv2.INTER_NEAREST) > 0

@@ -1,8 +1,26 @@
-"""COCO/LVIS-format instance annotations as evaluation frames (ROS-free).
+"""The one reader of COCO/LVIS-format instance annotations (ROS-free, no torch).
 
-One ``EvalFrame`` per image: the RGB image, its non-crowd instances as integer
-box prompts (ids = annotation ids) and their full-image masks. Shared by
-``coco_to_bag`` (which streams them into a bag) and the demo clip.
+Every consumer -- training's crop store, evaluation, INT8 calibration, teacher
+caching, ``coco_to_bag`` and the demo clip -- takes its instances from
+``CocoDataset``, so all of them see the same instances. An instance is *usable* when
+(``CocoDataset.image_instances``, the only place that decides):
+
+* it is not a crowd annotation;
+* its box is finite, at least 1x1 px, the crop rule (``crop_rect_for_box``) accepts
+  it, and its whole-pixel prompt box (``integer_box``) is not empty;
+* its decoded mask is not empty.
+
+Everything else is counted in ``SkipCounts``. Size classes (``metrics.size_bucket``)
+always come from ``Instance.area``, the pixel count of the decoded full-image mask:
+the one size that bag evaluation (which only has decoded masks) can also compute.
+
+Masks are decoded per instance, from polygons or RLE (pycocotools, imported only when
+a mask is decoded), while one image is in memory: a full COCO/LVIS file is read
+without holding every decoded mask. ``instances()`` walks image ids in ascending order
+and each image's annotations by id (the order of training stores, evaluation sets and
+teacher caches); ``shard_images`` splits that walk into contiguous, balanced parts.
+
+``frames()`` serves whole evaluation frames (``coco_to_bag``, the clip):
 
 Prompt order, which is also the ground-truth encoding order (value k = k-th
 prompt), is by decreasing mask area, so that where instances overlap the
@@ -15,7 +33,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -30,6 +48,29 @@ class DatasetError(ValueError):
     """The dataset cannot be read; one line for the user."""
 
 
+def read_rgb(path: Path | str) -> np.ndarray | None:
+    """uint8 HxWx3 RGB image, or None when it cannot be read."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return None if bgr is None else np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+@dataclass
+class SkipCounts:
+    """Annotations that are not usable instances, by reason."""
+
+    crowd: int = 0
+    degenerate_box: int = 0  # non-finite, under 1 px, or rejected by the crop rule
+    empty_mask: int = 0  # no segmentation, or it decodes to no pixel
+    missing_image: int = 0  # annotations of an image that cannot be read
+
+    def add(self, other: "SkipCounts") -> None:
+        for key, value in other.as_dict().items():
+            setattr(self, key, getattr(self, key) + value)
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
 @dataclass
 class Instance:
     annotation_id: int
@@ -37,9 +78,11 @@ class Instance:
     bbox: tuple[float, float, float, float]  # COCO float (x, y, w, h)
     box: tuple[int, int, int, int]  # integer prompt box (x, y, w, h) in image pixels
     mask: np.ndarray  # bool HxW
+    image_id: int = 0
 
     @property
     def area(self) -> int:
+        """Pixels of the full-image mask: the one size behind every size class."""
         return int(self.mask.sum())
 
 
@@ -96,6 +139,24 @@ def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
     return mask_utils.decode(rle).astype(bool)
 
 
+def prompt_box(
+    bbox, image_size: tuple[int, int]
+) -> tuple[tuple[float, float, float, float], tuple[int, int, int, int]] | None:
+    """(float box, whole-pixel box) of a usable annotation box in an image of (width, height), or None."""
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        return None
+    if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 1.0 or h < 1.0:
+        return None
+    try:
+        crop_rect_for_box((x, y, w, h), image_size)
+    except InvalidRoiError:
+        return None
+    box = integer_box((x, y, w, h), image_size[0], image_size[1])
+    return None if box is None else ((x, y, w, h), box)
+
+
 class CocoDataset:
     """Index of a COCO/LVIS-format JSON: images and their non-crowd instance annotations."""
 
@@ -113,63 +174,154 @@ class CocoDataset:
         except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise DatasetError(f"{self.annotation_file} is not a COCO-format JSON: {exc}") from None
         self.licenses = {int(lic["id"]): lic for lic in data.get("licenses", []) if "id" in lic}
+        self.images_by_id = {int(img["id"]): img for img in self.images}
+        # Non-crowd annotations by image, sorted by id; crowd ones are only counted.
         self.annotations_by_image: dict[int, list[dict]] = {}
+        self.crowd_by_image: dict[int, int] = {}
         for ann in annotations:
-            if ann.get("iscrowd", 0) or "segmentation" not in ann or "bbox" not in ann:
-                continue
-            self.annotations_by_image.setdefault(int(ann["image_id"]), []).append(ann)
+            image_id = int(ann["image_id"])
+            if ann.get("iscrowd", 0):
+                self.crowd_by_image[image_id] = self.crowd_by_image.get(image_id, 0) + 1
+            else:
+                self.annotations_by_image.setdefault(image_id, []).append(ann)
+        for anns in self.annotations_by_image.values():
+            anns.sort(key=lambda a: int(a["id"]))
 
     def image_ids_with_instances(self) -> list[int]:
         return [int(img["id"]) for img in self.images if int(img["id"]) in self.annotations_by_image]
 
     def image_info(self, image_id: int) -> dict:
-        for img in self.images:
-            if int(img["id"]) == image_id:
-                return img
-        raise DatasetError(f"no image with id {image_id}")
+        try:
+            return self.images_by_id[int(image_id)]
+        except KeyError:
+            raise DatasetError(f"no image with id {image_id}") from None
+
+    def annotated_image_ids(self) -> list[int]:
+        """Ids of images with any annotation (crowd included, so that skips are counted), ascending."""
+        ids = set(self.annotations_by_image) | set(self.crowd_by_image)
+        return sorted(i for i in ids if i in self.images_by_id)
+
+    @staticmethod
+    def file_name(image_info: dict) -> str:
+        return str(image_info.get("file_name") or Path(str(image_info.get("coco_url", ""))).name)
+
+    def image_path(self, image_info: dict) -> Path:
+        return self.image_dir / self.file_name(image_info)
+
+    def image_instances(
+        self,
+        image_info: dict,
+        image_rgb: np.ndarray,
+        skipped: SkipCounts | None = None,
+        annotation_ids: set[int] | None = None,
+    ) -> Iterator[Instance]:
+        """The usable instances of one image (see the module docstring), by annotation id;
+        each mask is decoded when its instance is reached. ``annotation_ids``: only these."""
+        skipped = skipped if skipped is not None else SkipCounts()
+        image_id = int(image_info["id"])
+        height, width = image_rgb.shape[:2]
+        if annotation_ids is None:
+            skipped.crowd += self.crowd_by_image.get(image_id, 0)
+        for ann in self.annotations_by_image.get(image_id, []):
+            if annotation_ids is not None and int(ann["id"]) not in annotation_ids:
+                continue
+            boxes = prompt_box(ann.get("bbox"), (width, height))
+            if boxes is None:
+                skipped.degenerate_box += 1
+                continue
+            segmentation = ann.get("segmentation")
+            mask = decode_segmentation(segmentation, height, width) if segmentation else None
+            if mask is None or mask.shape != (height, width) or not mask.any():
+                skipped.empty_mask += 1
+                continue
+            yield Instance(int(ann["id"]), int(ann.get("category_id", 0)), boxes[0], boxes[1], mask, image_id)
+
+    def instances(
+        self,
+        limit: int = 0,
+        skipped: SkipCounts | None = None,
+        image_ids: Iterable[int] | None = None,
+        annotation_ids: set[int] | None = None,
+        progress: Callable[[list[int]], Iterable[int]] | None = None,
+    ) -> Iterator[tuple[np.ndarray, Instance]]:
+        """(image RGB, instance) for every usable instance, image ids ascending, annotations by id.
+
+        ``limit`` > 0: the first ``limit`` only. ``image_ids``: walk these images (e.g. one
+        shard) instead of all. ``annotation_ids``: only these annotations. Unusable ones are
+        counted in ``skipped``. ``progress`` may wrap the list of image ids (a progress bar)."""
+        skipped = skipped if skipped is not None else SkipCounts()
+        ids = self.annotated_image_ids() if image_ids is None else [int(i) for i in image_ids]
+        count = 0
+        for image_id in progress(ids) if progress else ids:
+            if limit and count >= limit:
+                return
+            anns = self.annotations_by_image.get(image_id, [])
+            if annotation_ids is not None and not any(int(a["id"]) in annotation_ids for a in anns):
+                continue
+            info = self.image_info(image_id)
+            rgb = read_rgb(self.image_path(info))
+            if rgb is None:
+                if annotation_ids is None:
+                    skipped.missing_image += len(anns) + self.crowd_by_image.get(image_id, 0)
+                else:
+                    skipped.missing_image += sum(int(a["id"]) in annotation_ids for a in anns)
+                continue
+            for instance in self.image_instances(info, rgb, skipped, annotation_ids):
+                yield rgb, instance
+                count += 1
+                if limit and count >= limit:
+                    return
+
+    def image_groups(
+        self,
+        limit: int = 0,
+        skipped: SkipCounts | None = None,
+        image_ids: Iterable[int] | None = None,
+        progress: Callable[[list[int]], Iterable[int]] | None = None,
+    ) -> Iterator[tuple[int, np.ndarray, list[Instance]]]:
+        """``instances()`` grouped by image: (image id, RGB, its usable instances), for
+        consumers that work image by image (evaluation on whole frames, teacher caching)."""
+        current: tuple[int, np.ndarray, list[Instance]] | None = None
+        for rgb, instance in self.instances(limit, skipped, image_ids, progress=progress):
+            if current is not None and current[0] != instance.image_id:
+                yield current
+                current = None
+            if current is None:
+                current = (instance.image_id, rgb, [])
+            current[2].append(instance)
+        if current is not None:
+            yield current
+
+    def shard_images(self, shard: int, num_shards: int) -> list[int]:
+        """Shard ``shard`` of ``num_shards`` of ``annotated_image_ids()``: contiguous runs of images
+        with about equal numbers of annotations, so the shards in order walk exactly what one
+        process walks."""
+        if not 0 <= shard < num_shards:
+            raise ValueError(f"shard {shard} is not in 0..{num_shards - 1}")
+        ids = self.annotated_image_ids()
+        weights = np.array(
+            [len(self.annotations_by_image.get(i, [])) + self.crowd_by_image.get(i, 0) for i in ids], np.int64
+        )
+        ends = np.cumsum(weights)
+        total = int(ends[-1]) if len(ends) else 0
+        # image k belongs to the shard whose share of the annotations its last one falls in
+        owner = np.minimum((ends - 1) * num_shards // max(total, 1), num_shards - 1) if total else ends
+        return [i for i, o in zip(ids, owner) if int(o) == shard]
 
     def load_frame(self, image_info: dict, max_instances: int = MAX_INSTANCES_PER_FRAME) -> EvalFrame:
-        file_name = str(image_info.get("file_name") or Path(str(image_info.get("coco_url", ""))).name)
-        path = self.image_dir / file_name
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
+        path = self.image_path(image_info)
+        rgb = read_rgb(path)
+        if rgb is None:
             raise DatasetError(f"cannot read image {path}")
-        height, width = bgr.shape[:2]
+        height, width = rgb.shape[:2]
         if (int(image_info.get("height", height)), int(image_info.get("width", width))) != (height, width):
             raise DatasetError(
                 f"{path} is {width}x{height}, the JSON says {image_info['width']}x{image_info['height']}"
             )
-        instances = []
-        for ann in self.annotations_by_image.get(int(image_info["id"]), []):
-            # The instances picosam3_train evaluates: a finite box of at least 1x1 px
-            # whose crop the crop rule accepts, and a non-empty mask.
-            bbox = tuple(float(v) for v in ann["bbox"])
-            if not all(math.isfinite(v) for v in bbox) or bbox[2] < 1.0 or bbox[3] < 1.0:
-                continue
-            box = integer_box(bbox, width, height)
-            if box is None:
-                continue
-            try:
-                crop_rect_for_box(box, (width, height))
-            except InvalidRoiError:
-                continue
-            mask = decode_segmentation(ann["segmentation"], height, width)
-            if mask.shape != (height, width) or not mask.any():
-                continue
-            instances.append(
-                Instance(
-                    int(ann["id"]),
-                    int(ann.get("category_id", 0)),
-                    tuple(float(v) for v in ann["bbox"]),
-                    box,
-                    mask,
-                )
-            )
+        instances = list(self.image_instances(image_info, rgb))
         # Larger first, so smaller (usually occluding) instances win overlapping pixels.
         instances.sort(key=lambda inst: (-inst.area, inst.annotation_id))
-        return EvalFrame(
-            int(image_info["id"]), file_name, np.ascontiguousarray(bgr[:, :, ::-1]), instances[:max_instances]
-        )
+        return EvalFrame(int(image_info["id"]), self.file_name(image_info), rgb, instances[:max_instances])
 
     def frames(
         self, max_images: int | None = None, max_instances: int = MAX_INSTANCES_PER_FRAME
