@@ -31,7 +31,7 @@ import numpy as np
 from picosam3_ros.core.model_card import DEFAULT_MODELS_DIR, ModelCardError, load_model_card
 from picosam3_ros.core.pipeline import Status, compose_frame_mask
 from picosam3_ros.core.process_group import start_group, stop_group
-from picosam3_ros.evaluation.bag_evaluation import Evaluation, _results_from_segmentations
+from picosam3_ros.evaluation.bag_evaluation import Evaluation, results_from_segmentations
 from picosam3_ros.evaluation.bag_io import BagPrompt
 from picosam3_ros.evaluation.clip import DEFAULT_CLIP_DIR, Clip
 from picosam3_ros.evaluation.report import (
@@ -228,7 +228,7 @@ class DemoScorer:
             self.shown, self.latest = index, {}
         prompts = [BagPrompt(pid, box) for pid, box in image.prompts((width, height))]
         gt = image.ground_truth((width, height))
-        results = _results_from_segmentations(segmentation_array)
+        results = results_from_segmentations(segmentation_array)
         self.evaluation.frame_latency_ms.extend(r.latency_ms for r, _ in results if r.status == Status.OK)
         self.evaluation.add_frame(self.frames, stamp, time_ns, frame_rgb, prompts, results, gt, overlay=False)
         self.frames += 1

@@ -408,7 +408,7 @@ def _read_ground_truth(reader: BagReader, topic: str | None) -> dict[int, np.nda
     return truth
 
 
-def _results_from_segmentations(msg) -> list[tuple[PromptResult, str]]:
+def results_from_segmentations(msg) -> list[tuple[PromptResult, str]]:
     """PromptResults (crop mask, no logits) from a recorded SegmentationArray."""
     results = []
     for seg in msg.segmentations:
@@ -483,7 +483,7 @@ def evaluate_bag(
         recorded_times: list[int] = []
         if topics.segmentations:
             for item in reader.messages([topics.segmentations]):
-                recorded[stamp_ns(item.msg.header)] = _results_from_segmentations(item.msg)
+                recorded[stamp_ns(item.msg.header)] = results_from_segmentations(item.msg)
                 recorded_times.append(item.log_time_ns)
         total_frames = reader.message_count(topics.image)
         overlay_every = max(1, total_frames // max(1, max_overlays)) if max_overlays else 0
