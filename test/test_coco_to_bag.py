@@ -189,3 +189,25 @@ def test_bad_dataset_inputs(tmp_path, polygon_dataset, capsys):
     (tmp_path / "exists").mkdir()
     assert coco_to_bag_main([str(annotations), str(image_dir), str(tmp_path / "exists")]) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+def test_annotation_ids_beyond_uint32_become_prompt_ids(tmp_path, polygon_dataset):
+    # DAVIS 2016 here offsets its ids by 9e9 (past RoiPrompt.id's uint32): the bag keeps their low 32 bits.
+    annotations, image_dir = polygon_dataset
+    dataset = json.loads(annotations.read_text())
+    offset = 9_000_000_000
+    for image in dataset["images"]:
+        image["id"] += offset
+    for ann in dataset["annotations"]:
+        ann["id"] += offset
+        ann["image_id"] += offset
+    shifted = tmp_path / "shifted.json"
+    shifted.write_text(json.dumps(dataset))
+    bag = tmp_path / "bag"
+    assert coco_to_bag_main([str(shifted), str(image_dir), str(bag)]) == 0
+    with BagReader(bag) as reader:
+        arrays = [m.msg for m in reader.messages(["/prompts"])]
+    expected = [[inst.annotation_id & 0xFFFFFFFF for inst in frame.instances]
+                for frame in CocoDataset(shifted, image_dir).frames()]
+    assert [[p.id for p in a.prompts] for a in arrays] == expected
+    assert all(0 <= i < 2**32 for ids in expected for i in ids) and expected[0]

@@ -70,7 +70,7 @@ def write_frames_to_bag(
         for index, frame in enumerate(frames):
             frame: EvalFrame
             stamp = START_TIME_NS + index * period_ns
-            prompts = [(inst.annotation_id, inst.box) for inst in frame.instances]
+            prompts = [(prompt_id(inst.annotation_id), inst.box) for inst in frame.instances]
             writer.write(
                 prompt_topic,
                 stamp - prompt_lead_ns,
@@ -81,6 +81,12 @@ def write_frames_to_bag(
             n_frames += 1
             n_prompts += len(prompts)
     return {"frames": n_frames, "prompts": n_prompts}
+
+
+def prompt_id(annotation_id: int) -> int:
+    """The RoiPrompt id (uint32) for an annotation: its id, or its low 32 bits when it is larger
+    (DAVIS 2016 here offsets its ids by 9e9 so they never collide with COCO's)."""
+    return int(annotation_id) & 0xFFFFFFFF
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
