@@ -46,6 +46,16 @@ def random_init_model(directory: Path) -> Path:
     return directory
 
 
+def bench_model(given: str, tmp: Path) -> tuple[Path, str]:
+    """(model directory, how to name it): the given one, else the packaged one, else a random-init one."""
+    packaged = REPO / "picosam3_ros" / "models"
+    if given:
+        return Path(given), f"given ({given})"
+    if (packaged / "model_card.json").exists():
+        return packaged, "packaged (picosam3_ros/models)"
+    return random_init_model(tmp / "model"), "random-init PicoSAM3 (no packaged model yet)"
+
+
 def proc_stats(pid: int) -> tuple[float, float]:
     """(cpu seconds, rss MiB) of a process from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -159,14 +169,8 @@ def main() -> int:
     os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
     os.environ.update(profile_env)
 
-    packaged = REPO / "picosam3_ros" / "models"
     tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
-    if args.model:
-        model, model_name = Path(args.model), f"given ({args.model})"
-    elif (packaged / "model_card.json").exists():
-        model, model_name = packaged, "packaged (picosam3_ros/models)"
-    else:
-        model, model_name = random_init_model(tmp / "model"), "random-init PicoSAM3 (no packaged model yet)"
+    model, model_name = bench_model(args.model, tmp)
     cmd = node_command(
         "picosam3_ros.nodes.sensor_node",
         {

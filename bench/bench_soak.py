@@ -28,7 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "test"))
 
-from bench_node import proc_stats, random_init_model  # noqa: E402
+from bench_node import bench_model, proc_stats  # noqa: E402
 from node_helpers import RosClient, large_images_env, node_command, ros_env, running  # noqa: E402
 
 DOMAIN = 87
@@ -176,14 +176,8 @@ def main() -> int:
     profile_env = large_images_env()  # 0.9 MB frames: both ends need the profile (README)
     os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
     os.environ.update(profile_env)
-    packaged = REPO / "picosam3_ros" / "models"
     tmp = Path(tempfile.mkdtemp(prefix="bench_soak_"))
-    if args.model:
-        model, model_name = Path(args.model), f"given ({args.model})"
-    elif (packaged / "model_card.json").exists():
-        model, model_name = packaged, "packaged (picosam3_ros/models)"
-    else:
-        model, model_name = random_init_model(tmp / "model"), "random-init PicoSAM3 (no packaged model yet)"
+    model, model_name = bench_model(args.model, tmp)
     params = {"model": str(model), "camera": "none", "backend": "onnx", "threads": args.threads}
     cmd = node_command("picosam3_ros.nodes.sensor_node", params, REPO / "config" / "sensor.yaml")
     with running(cmd, ros_env(DOMAIN, profile_env), tmp / "node.log") as proc:
