@@ -31,6 +31,7 @@ import numpy as np
 from picosam3_ros.core.model_card import DEFAULT_MODELS_DIR, ModelCardError, load_model_card
 from picosam3_ros.core.pipeline import Status, compose_frame_mask
 from picosam3_ros.core.process_group import start_group, stop_group
+from picosam3_ros.demo.viewer import DemoError, DemoViewer
 from picosam3_ros.evaluation.bag_evaluation import Evaluation, results_from_segmentations
 from picosam3_ros.evaluation.bag_io import BagPrompt
 from picosam3_ros.evaluation.clip import DEFAULT_CLIP_DIR, Clip
@@ -50,10 +51,6 @@ NAMESPACE = "/picosam3_demo"
 # (README "Large images over DDS"), so it streams the node's default 640x480.
 DEFAULT_STREAM_SIZE = (640, 480)
 LEAD_IN_SECONDS = 4.0  # the first image is held longer while the processes discover each other
-
-
-class DemoError(RuntimeError):
-    """The demo cannot run; one line for the user."""
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -181,13 +178,6 @@ def stop(proc: subprocess.Popen) -> None:
     stop_group(proc)
 
 
-def log_tail(path: Path, lines: int = 5) -> str:
-    try:
-        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
 class DemoScorer:
     """Scores received frames + segmentations against the clip and renders the overlays (ROS-free)."""
 
@@ -277,138 +267,6 @@ class DemoScorer:
 
     def grid(self) -> np.ndarray:
         return image_grid([self.tiles[i] for i in sorted(self.tiles)], columns=4, cell_width=320)
-
-
-def run_viewer(
-    scorer: DemoScorer,
-    domain_id: int | None,
-    frame_images: list[int],
-    frame_log: FrameLog,
-    timeout: float,
-    children: list[tuple[subprocess.Popen, Path]],
-) -> dict:
-    """Subscribe in this process and feed the scorer until the clip has played (or the timeout)."""
-    import rclpy
-    from rclpy.qos import QoSProfile, qos_profile_sensor_data
-    from sensor_msgs.msg import Image
-
-    from picosam3_msgs.msg import RoiPromptArray, SegmentationArray
-    from picosam3_ros.core.image_conversion import image_to_rgb
-
-    context = rclpy.Context()
-    if domain_id is not None:
-        rclpy.init(context=context, domain_id=domain_id)
-    else:
-        rclpy.init(context=context)
-    node = rclpy.create_node("picosam3_demo_viewer", namespace=NAMESPACE, context=context)
-    shown: dict[int, int] = {}  # image_raw stamp -> clip image index
-    frames: dict[int, np.ndarray] = {}  # recent image_raw frames by stamp
-    pending: dict[int, tuple[object, int]] = {}  # segmentations by stamp, with their arrival time
-    counts = {
-        "image_raw": 0,
-        "segmentations": 0,
-        "prompts": 0,
-        "recognition_disagrees": 0,
-        "unattributed": 0,
-    }
-    first_seg = [None, None]
-    stream_size = [None]
-
-    def stamp_of(header) -> int:
-        return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-
-    def image_callback(msg: Image) -> None:
-        counts["image_raw"] += 1
-        stamp = stamp_of(msg.header)
-        rgb = image_to_rgb(msg)
-        shown[stamp] = scorer.clip.match(rgb)[0]
-        frames[stamp] = rgb
-        stream_size[0] = (rgb.shape[1], rgb.shape[0])
-        for old in sorted(frames)[:-40]:
-            del frames[old]
-
-    def segmentations_callback(msg) -> None:
-        counts["segmentations"] += 1
-        now = time.monotonic_ns()
-        first_seg[0] = first_seg[0] or now
-        first_seg[1] = now
-        pending[stamp_of(msg.header)] = (msg, now)
-
-    def prompts_callback(msg) -> None:
-        counts["prompts"] += 1
-
-    def flush(final: bool) -> None:
-        """Score results in stamp order once the camera's frame log covers them.
-
-        Which clip image a frame showed comes from the emulated camera's frame log
-        (exact). image_raw is best effort and large frames are often lost between
-        processes on a loaded machine, so it is used for the picture when it
-        arrived and as a cross-check (``recognition_disagrees`` must stay 0).
-        """
-        for stamp in sorted(pending):
-            msg, arrival = pending[stamp]
-            sequence = frame_log.sequence(stamp)
-            if sequence is None and not final and time.monotonic_ns() - arrival < 2_000_000_000:
-                break  # the log line may not be written yet
-            del pending[stamp]
-            if sequence is None or not 0 <= sequence < len(frame_images):
-                counts["unattributed"] += 1
-                continue
-            index = frame_images[sequence]
-            if stamp in shown and shown[stamp] != index:
-                counts["recognition_disagrees"] += 1
-            rgb = frames.get(stamp)
-            if rgb is None:
-                size = stream_size[0] or (640, 480)
-                rgb = cv2.resize(scorer.clip.images[index].image_rgb, size, interpolation=cv2.INTER_AREA)
-            scorer.add(rgb, stamp, arrival, msg, index)
-
-    node.create_subscription(Image, "image_raw", image_callback, qos_profile_sensor_data)
-    node.create_subscription(
-        SegmentationArray, "segmentations", segmentations_callback, QoSProfile(depth=100)
-    )
-    node.create_subscription(RoiPromptArray, "prompts", prompts_callback, QoSProfile(depth=10))
-    started = time.monotonic()
-    last_beat = started
-    last_count = 0
-    try:
-        while time.monotonic() - started < timeout:
-            _spin_once(node, context)
-            flush(final=False)
-            if counts["segmentations"] != last_count:
-                last_count, last_beat = counts["segmentations"], time.monotonic()
-            for proc, log in children:
-                if proc.poll() is not None:
-                    raise DemoError(f"{log.stem} exited with code {proc.returncode}: {log_tail(log)}")
-            if counts["segmentations"] >= len(frame_images):
-                break
-            # The clip is over when results stop (the emulated camera reached its end).
-            if last_count and time.monotonic() - last_beat > 5.0:
-                break
-            if not last_count and time.monotonic() - started > 90.0:
-                raise DemoError(f"no results from the sensor node within 90 s: {log_tail(children[0][1])}")
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:  # the last results in flight
-            _spin_once(node, context)
-        flush(final=True)
-    finally:
-        node.destroy_node()
-        rclpy.shutdown(context=context)
-    span = (first_seg[1] - first_seg[0]) / 1e9 if first_seg[0] and first_seg[1] else 0.0
-    counts["fps"] = (counts["segmentations"] - 1) / span if span > 0 else 0.0
-    counts["wall_s"] = time.monotonic() - started
-    return counts
-
-
-def _spin_once(node, context) -> None:
-    import rclpy
-
-    executor = getattr(node, "_demo_executor", None)
-    if executor is None:
-        executor = rclpy.executors.SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        node._demo_executor = executor
-    executor.spin_once(timeout_sec=0.1)
 
 
 def serve_until_interrupted(port: int, children: list[tuple[subprocess.Popen, Path]]) -> None:
@@ -507,7 +365,8 @@ def run(args: argparse.Namespace) -> dict:
             teleop = node_cmd("picosam3_ros.nodes.teleop_ui_node", teleop_params)
             children.append((start(teleop, teleop_log, env), teleop_log))
             print(f"demo: operator page on http://127.0.0.1:{args.teleop}/ (log {teleop_log})")
-        counts = run_viewer(scorer, args.domain_id, frame_images, frame_log, args.timeout, children)
+        viewer = DemoViewer(scorer, args.domain_id, NAMESPACE, frame_images, frame_log)
+        counts = viewer.run(args.timeout, children)
         if args.teleop is not None:
             serve_until_interrupted(args.teleop, children)
     finally:
