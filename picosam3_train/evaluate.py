@@ -69,6 +69,7 @@ from picosam3_ros.core.pipeline import Prompt, Status, segment_frame
 from picosam3_ros.core.postprocess import (
     RAW_POSTPROCESS,
     Postprocess,
+    add_postprocess_arguments,
     grid_mask,
     mask_from_logits,
 )
@@ -862,21 +863,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grabcut-iterations", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="first N instances only (0 = all)")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = default)")
-    parser.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        help="the node's object probability threshold (default: the model card's, else 0.5)",
-    )
-    parser.add_argument(
-        "--box-margin",
-        type=float,
-        default=None,
-        help="the node's box margin, fraction of the box (default: the model card's, else none)",
-    )
-    parser.add_argument(
-        "--no-box-clip", action="store_true", help="evaluate the node's output without the box clip"
-    )
+    add_postprocess_arguments(parser)
     parser.add_argument(
         "--box-jitter",
         type=float,
@@ -923,12 +910,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("nothing to evaluate: give --checkpoint, --onnx or --baselines")
     # The node's post-processing comes with a model card; a bare checkpoint has none (yet).
     card = args.model_card or (Path(args.onnx[0]).parent if args.onnx else None)
-    if card:
-        node = postprocess_in_use(card, args.threshold, args.box_margin)
-    else:
-        node = RAW_POSTPROCESS.with_overrides(args.threshold, args.box_margin)
-    if args.no_box_clip:
-        node = Postprocess(node.threshold, None)
+    node = postprocess_in_use(card, args.threshold, args.box_margin, not args.no_box_clip, card=bool(card))
     settings = {"node": node, "raw": RAW_POSTPROCESS}
     sweep = {}
     if args.sweep:

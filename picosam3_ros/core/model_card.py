@@ -193,14 +193,20 @@ def postprocess_in_use(
     directory: Path | str | None = DEFAULT_MODELS_DIR,
     threshold: float | None = None,
     box_margin: float | None = None,
+    box_clip: bool = True,
+    card: bool = True,
 ) -> Postprocess:
     """The threshold and box margin a runtime uses: the given overrides (None = not set) over
-    the card's ``postprocess`` block; without a readable card, over the plain network output."""
-    try:
-        recommended = load_model_card(directory or DEFAULT_MODELS_DIR).postprocess
-    except ModelCardError:
-        recommended = RAW_POSTPROCESS
-    return recommended.with_overrides(threshold, box_margin)
+    the card's ``postprocess`` block; without a readable card (or with ``card=False``: a bare
+    ONNX file or checkpoint), over the plain network output. ``box_clip=False`` drops the clip."""
+    recommended = RAW_POSTPROCESS
+    if card:
+        try:
+            recommended = load_model_card(directory or DEFAULT_MODELS_DIR).postprocess
+        except ModelCardError:
+            pass
+    chosen = recommended.with_overrides(threshold, box_margin)
+    return chosen if box_clip else Postprocess(chosen.threshold, None)
 
 
 def write_model_card(

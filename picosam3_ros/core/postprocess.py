@@ -57,6 +57,17 @@ class Postprocess:
         return f"p>{self.threshold:g}, {margin}"
 
 
+def add_postprocess_arguments(parser) -> None:
+    """``--threshold``, ``--box-margin`` and ``--no-box-clip``, for every tool that runs the
+    node's post-processing (bag_eval, ``picosam3_train evaluate``); see postprocess_in_use."""
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="the node's object probability threshold (default: the model card's, else 0.5)")
+    parser.add_argument("--box-margin", type=float, default=None,
+                        help="clip masks to the prompt box grown by this fraction of its size "
+                        "(default: the model card's, else no clip)")
+    parser.add_argument("--no-box-clip", action="store_true", help="keep the network's whole output")
+
+
 # The network's plain output: logits > 0, nothing clipped (the papers' protocol).
 RAW_POSTPROCESS = Postprocess(0.5, None)
 

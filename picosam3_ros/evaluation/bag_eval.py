@@ -23,6 +23,7 @@ import os
 import sys
 from pathlib import Path
 
+from picosam3_ros.core.postprocess import add_postprocess_arguments
 from picosam3_ros.evaluation.bag_io import BagError
 
 BACKEND_CHOICES = ("onnx", "imx500")
@@ -54,19 +55,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "--precision", choices=("fp32", "int8"), default="fp32", help="which ONNX of the card"
     )
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="onnx")
-    parser.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        help="mask probability threshold (0..1); default: the model card's, else 0.5",
-    )
-    parser.add_argument(
-        "--box-margin",
-        type=float,
-        default=None,
-        help="clip masks to the prompt box grown by this fraction of its size; default: the model card's",
-    )
-    parser.add_argument("--no-box-clip", action="store_true", help="keep the network's whole output")
+    add_postprocess_arguments(parser)
     parser.add_argument(
         "--box-jitter",
         type=float,
@@ -106,7 +95,6 @@ def _model_args(model: Path | None) -> tuple[Path | None, str]:
 def run(args: argparse.Namespace) -> dict:
     from picosam3_ros.backends import BackendError
     from picosam3_ros.core.model_card import postprocess_in_use
-    from picosam3_ros.core.postprocess import RAW_POSTPROCESS, Postprocess
     from picosam3_ros.evaluation.bag_evaluation import cpu_segmenter, evaluate_bag
     from picosam3_ros.evaluation.report import markdown_summary, write_figures, write_json
 
@@ -126,12 +114,9 @@ def run(args: argparse.Namespace) -> dict:
         raise BagError(f"no bag at {args.bag}")
     if not args.segmentations_topic:
         model_dir, onnx_file = _model_args(args.model)
-        if args.model is not None and model_dir is None:  # a bare ONNX file brings no card
-            post = RAW_POSTPROCESS.with_overrides(args.threshold, args.box_margin)
-        else:
-            post = postprocess_in_use(model_dir, args.threshold, args.box_margin)
-        if args.no_box_clip:
-            post = Postprocess(post.threshold, None)
+        # A bare ONNX file brings no card.
+        post = postprocess_in_use(model_dir, args.threshold, args.box_margin, not args.no_box_clip,
+                                  card=args.model is None or model_dir is not None)
         try:
             if args.backend == "onnx":
                 segment, model_path = cpu_segmenter(
