@@ -210,20 +210,14 @@ def serialisation_ms(width: int, height: int, repeats: int = 30) -> tuple[float,
     return 1e3 * float(np.median(ser)), 1e3 * float(np.median(de))
 
 
-def run_option(name: str, args, tmp: Path, raw: bool) -> dict:
-    env = ros_env(DOMAIN)
-    for key in CLEARED:
-        env.pop(key, None)
-    base_env = dict(env)
-    env.update(OPTIONS[name])
-    pub_env = base_env if ONE_SIDE.get(name) == "sub" else env
-    sub_env = base_env if ONE_SIDE.get(name) == "pub" else env
+def measure(name: str, sub_args: list[str], pub_args: list[str], sub_env: dict, pub_env: dict, args,
+            tmp: Path) -> dict:
+    """Run a subscriber process, then a publisher of ``args.frames`` frames; the subscriber's counts."""
     result = tmp / f"{name}.json"
     result.unlink(missing_ok=True)
     me = [sys.executable, str(Path(__file__).resolve())]
-    size = f"{args.width}x{args.height}"
-    sub_cmd = me + ["--role", "sub", "--result", str(result)] + (["--raw"] if raw else [])
-    pub_cmd = me + ["--role", "pub", "--frames", str(args.frames), "--rate", str(args.rate), "--size", size]
+    sub_cmd = me + ["--role", "sub", "--result", str(result)] + sub_args
+    pub_cmd = me + ["--role", "pub", "--frames", str(args.frames), "--rate", str(args.rate)] + pub_args
     with running(sub_cmd, sub_env, tmp / f"{name}_sub.log") as sub:
         time.sleep(1.0)
         with running(pub_cmd, pub_env, tmp / f"{name}_pub.log") as pub:
@@ -234,43 +228,43 @@ def run_option(name: str, args, tmp: Path, raw: bool) -> dict:
         if result.exists():
             break
         time.sleep(0.1)
-    data = json.loads(result.read_text()) if result.exists() else {"received": -1, "callback_s": 0.0}
+    missing = {"received": -1, "lost": -1, "callback_s": 0.0}
+    return json.loads(result.read_text()) if result.exists() else missing
+
+
+def clean_env() -> dict:
+    env = ros_env(DOMAIN)
+    for key in CLEARED:
+        env.pop(key, None)
+    return env
+
+
+def run_option(name: str, args, tmp: Path, raw: bool) -> dict:
+    base_env = clean_env()
+    env = {**base_env, **OPTIONS[name]}
+    pub_env = base_env if ONE_SIDE.get(name) == "sub" else env
+    sub_env = base_env if ONE_SIDE.get(name) == "pub" else env
+    size = f"{args.width}x{args.height}"
+    data = measure(name, ["--raw"] if raw else [], ["--size", size], sub_env, pub_env, args, tmp)
     return {
         "option": name + (" (raw sub)" if raw else ""),
         "env": (" ".join(f"{k}={v}" for k, v in OPTIONS[name].items()) or "-")
         + (f" ({ONE_SIDE[name]} only)" if name in ONE_SIDE else ""),
         "received": data["received"],
-        "callback_ms": 1e3 * data["callback_s"] / max(1, data["received"]),
+        "callback_ms": 1e3 * data.get("callback_s", 0.0) / max(1, data["received"]),
         "load": os.getloadavg()[0],
     }
 
 
 def run_case(pub_qos: str, sub_qos: str, profile: bool, size: str, compressed: bool, args, tmp: Path) -> dict:
     """One matrix row: a driver-like publisher and a node-like subscriber in two processes."""
-    env = ros_env(DOMAIN)
-    for key in CLEARED:
-        env.pop(key, None)
+    env = clean_env()
     if profile:
         env.update(OPTIONS["profile"])
     name = f"{pub_qos}_{sub_qos}_{int(profile)}_{size}_{int(compressed)}"
-    result = tmp / f"{name}.json"
-    result.unlink(missing_ok=True)
-    me = [sys.executable, str(Path(__file__).resolve())]
     extra = ["--compressed"] if compressed else []
-    sub_cmd = me + ["--role", "sub", "--result", str(result), "--sub-qos", sub_qos] + extra
-    pub_cmd = me + ["--role", "pub", "--frames", str(args.frames), "--rate", str(args.rate), "--size", size,
-                    "--pub-qos", pub_qos] + extra
-    with running(sub_cmd, env, tmp / f"{name}_sub.log") as sub:
-        time.sleep(1.0)
-        with running(pub_cmd, env, tmp / f"{name}_pub.log") as pub:
-            pub.wait(timeout=args.frames / args.rate + 60)
-        if sub.poll() is not None:
-            raise RuntimeError(f"subscriber exited early: {(tmp / f'{name}_sub.log').read_text()[-2000:]}")
-    for _ in range(50):
-        if result.exists():
-            break
-        time.sleep(0.1)
-    data = json.loads(result.read_text()) if result.exists() else {"received": -1, "lost": -1}
+    data = measure(name, ["--sub-qos", sub_qos] + extra, ["--size", size, "--pub-qos", pub_qos] + extra,
+                   env, env, args, tmp)
     return {"pub": pub_qos, "sub": sub_qos, "profile": "both" if profile else "none",
             "input": f"{size} {'jpeg' if compressed else 'rgb8'}", "received": data["received"],
             "lost": data.get("lost", -1), "load": os.getloadavg()[0]}
