@@ -1,14 +1,14 @@
-"""Carry decoded training/evaluation crops to a machine without the dataset (a lent GPU box).
+"""Carry decoded training crops to a machine without the dataset (a lent GPU box).
 
-    python tools/gpu_train/pack_stores.py pack OUT_DIR --datasets SPEC [SPEC ...] [--val SPEC]
+    python tools/gpu_train/pack_stores.py pack OUT_DIR --datasets SPEC [SPEC ...]
     python tools/gpu_train/pack_stores.py unpack OUT_DIR STORES_DIR
 
 ``pack`` builds the same ``InstanceStore`` caches training builds (``picosam3_train.data``;
 specs as in the training config, relative to ../shared/data) and writes each as one
-``.npz``: the crops JPEG-encoded (quality 85 for training crops, 95 for evaluation crops;
-the raw stores are ~10x larger), masks PNG-encoded,
-the small arrays as they are. ``unpack`` restores store directories that a training config
-names directly (``train_datasets: [DIR, ...]``, ``val_dataset: DIR``).
+``.npz``: the crops JPEG-encoded (quality 85; the raw stores are ~10x larger), masks
+PNG-encoded, the small arrays as they are. ``unpack`` restores store directories that a
+training config names directly (``train_datasets: [DIR, ...]``). Evaluation reads the images
+themselves (``picosam3_train evaluate``), so it runs where the data is.
 """
 
 from __future__ import annotations
@@ -47,8 +47,7 @@ def _decode_all(blob: np.ndarray, offsets: np.ndarray, flags: int) -> np.ndarray
 
 def pack(store: InstanceStore, kind: str, out: Path) -> None:
     images_bgr = np.asarray(store.images)[..., ::-1]
-    quality = 95 if kind == "standard" else 85  # evaluation crops stay close to exact
-    jpeg, jpeg_offsets = _encode_all(images_bgr, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, quality])
+    jpeg, jpeg_offsets = _encode_all(images_bgr, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 85])
     png, png_offsets = _encode_all(np.asarray(store.masks), ".png", [])
     np.savez(out, jpeg=jpeg, jpeg_offsets=jpeg_offsets, png=png, png_offsets=png_offsets,
              meta=np.frombuffer(json.dumps({"name": store.name, "kind": kind,
@@ -79,7 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pack")
     p.add_argument("out_dir", type=Path)
     p.add_argument("--datasets", nargs="+", required=True, help="training specs (context crops)")
-    p.add_argument("--val", help="evaluation spec (standard crops)")
     p.add_argument("--context-size", type=int, default=TrainConfig.context_size)
     u = sub.add_parser("unpack")
     u.add_argument("packed_dir", type=Path)
@@ -88,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pack":
         config = TrainConfig()
         args.out_dir.mkdir(parents=True, exist_ok=True)
-        jobs = [(spec, "context") for spec in args.datasets] + ([(args.val, "standard")] if args.val else [])
+        jobs = [(spec, "context") for spec in args.datasets]
         for spec, kind in jobs:
             ann, images = config.resolve_dataset(spec)
             store = InstanceStore.build(ann, images, config.resolved_cache_dir(), kind, args.context_size)

@@ -66,10 +66,20 @@ for stem in $stems; do
 done
 wait
 echo "done $(date +%T)"
-# Results: metrics, summaries and logs of every run, and the checkpoints (2 per file: 16 MiB cap).
+# Results: metrics, summaries and logs of every run, and the checkpoints (2 per file: 16 MiB cap),
+# as model-only copies (last.pt also holds the optimizer state, three times the weights).
 (cd "$RUNS" && tar czf "$OUT/results.tgz" gpu.txt ./*.log */summary.json */metrics.jsonl */config.yaml \
   teacher_caches/*/meta.json 2>/dev/null)
-pack() { local out=$1; shift; (cd "$RUNS" && tar cf "$OUT/$out" $(for r in "$@"; do [ -f "$r/last.pt" ] && echo "$r/last.pt"; done)); }
+slim() {  # run -> run/model.pt: the weights and config of last.pt, no optimizer
+  $PY -c 'import sys; from picosam3_train.checkpoint import load_checkpoint, save_checkpoint
+m, c, e = load_checkpoint(sys.argv[1]); save_checkpoint(sys.argv[2], m, c, {k: v for k, v in e.items() if k != "optimizer"})' \
+    "$RUNS/$1/last.pt" "$RUNS/$1/model.pt"
+}
+pack() {
+  local out=$1 files=(); shift
+  for r in "$@"; do [ -f "$RUNS/$r/last.pt" ] && slim "$r" && files+=("$r/model.pt"); done
+  [ ${#files[@]} -gt 0 ] && (cd "$RUNS" && tar cf "$OUT/$out" "${files[@]}")
+}
 pack ckpt_a1.tar a_s2 a_s1
 pack ckpt_a2.tar a_s2_nomargin a_s2_olddata
 pack ckpt_a3.tar a_pico2
