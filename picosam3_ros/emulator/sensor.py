@@ -45,6 +45,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -93,6 +94,8 @@ class EmulatorSettings:
     upload_seconds: simulated duration of the network firmware upload.
     fail_after_frames: the on-sensor network stops delivering tensors after this many frames (-1: never).
     ground_truth_log: JSON-lines file: one line per exposed frame with its sequence, timestamp and ROI.
+    clock: the monotonic clock (ns) frames and ROI writes are stamped with; None = time.monotonic_ns.
+        Step mode only (a replay's virtual clock, see the module docstring).
     """
 
     source: object = ""
@@ -104,6 +107,7 @@ class EmulatorSettings:
     upload_seconds: float = 0.0
     fail_after_frames: int = -1
     ground_truth_log: str = ""
+    clock: Callable[[], int] | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -113,6 +117,8 @@ class EmulatorSettings:
             raise ValueError(f"emulator fps must be > 0, got {self.fps}")
         if self.roi_delay_frames < 0:
             raise ValueError("roi_delay_frames must be >= 0")
+        if self.clock is not None and self.mode != "step":
+            raise ValueError("an emulator clock of its own needs mode 'step'")
 
 
 class _Network:
@@ -177,6 +183,7 @@ class EmulatedSensor:
         self.main_format = "RGB888"
         self.scaler_crop = (0, 0, *SENSOR_SIZE)
         self._log = open(settings.ground_truth_log, "a") if settings.ground_truth_log else None  # noqa: SIM115
+        self._now = settings.clock or time.monotonic_ns
 
     # --- network -------------------------------------------------------------------------------
     def load_network(self, network_file: Path) -> None:
@@ -197,7 +204,7 @@ class EmulatedSensor:
     def set_roi(self, roi: tuple[int, int, int, int]) -> None:
         """Write the ROI control now (monotonic clock, the clock of SensorTimestamp)."""
         with self._lock:
-            now = time.monotonic_ns()
+            now = self._now()
             self._roi_history.append((now, tuple(int(v) for v in roi)))
             # Forget entries that no future frame can use any more.
             horizon = now - (self.settings.roi_delay_frames + 2) * self.frame_duration_ns
@@ -232,7 +239,7 @@ class EmulatedSensor:
                 return
             self._running = True
             self._stop_error = None
-            self._t0_ns = time.monotonic_ns()
+            self._t0_ns = self._now()
             self._next_step_ns = self._t0_ns
             self._latest, self._returned_seq = None, -1  # a restarted camera streams from its new t0
         if self.settings.mode == "realtime":
@@ -286,8 +293,8 @@ class EmulatedSensor:
                 if not self._running:
                     raise RuntimeError("camera is not started")
                 sequence, start = self._next_seq, self._next_step_ns
-            now = time.monotonic_ns()
-            if start > now:
+            now = self._now()
+            if start > now and self.settings.clock is None:
                 # Never expose a frame before its time: the ROI latch of a frame must lie in the past.
                 time.sleep((start - now) / 1e9)
             else:

@@ -259,6 +259,9 @@ SENSOR_PARAMS = ParamTable(
               "transpose the sensor output (picamera2's Fortran-order reshape)"),
         Param("roi_policy", "staleness", "which prompt the sensor serves next: round_robin | staleness",
               POLICIES, True),
+        Param("follow", True,
+              "prompts follow their object from frame to frame (the box moves with the masks; "
+              "RoiPrompt.follow overrides it per prompt; docs/following.md)", None, True),
         Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.1, 60.0)),
         Param("emulator.source", "",
               "emulator frames: image folder/file, video, rosbag, '' = synthetic scene"),
@@ -302,6 +305,7 @@ class NodeConfig:
     roi_apply_delay_frames: int = 2
     imx500_output_transpose: bool = True
     roi_policy: str = "staleness"
+    follow: bool = True
     diagnostics_period: float = 1.0
     emulator: dict = field(default_factory=dict)
 

@@ -37,7 +37,7 @@ from picosam3_ros.core.image_conversion import (
     image_to_rgb,
 )
 from picosam3_ros.core.input_monitor import InputMonitor, choose_image_reliability
-from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask
+from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask, frame_box
 from picosam3_ros.core.prompt_wire import WireFormatError, read_prompt_array
 from picosam3_ros.core.prompts import MAX_MESSAGE_PROMPTS, PromptChange, PromptStore
 from picosam3_ros.nodes.node_config import SENSOR_PARAMS, ConfigError, NodeConfig, declare_and_read
@@ -109,6 +109,7 @@ class SensorNode(Node):
                 cfg.roi_policy,
                 warn=self.get_logger().warning,
                 box_margin=self.postprocess.box_margin,
+                follow=cfg.follow,
             )
         except (ModelLoadError, BackendError) as exc:
             raise StartupError(str(exc)) from exc
@@ -200,6 +201,8 @@ class SensorNode(Node):
             self.store.configure(cfg.max_prompts, cfg.prompt_timeout)
         if "roi_policy" in changes:
             self.server.scheduler = RoiScheduler(cfg.roi_policy)
+        if "follow" in changes:
+            self.server.followers.default_follow = cfg.follow
         if "threshold" in changes or "box_margin" in changes:
             self.postprocess = cfg.postprocess()
             self.server.threshold = self.postprocess.threshold
@@ -233,7 +236,9 @@ class SensorNode(Node):
         except WireFormatError as exc:
             self._log_prompt_problems(PromptChange(1, [f"prompts message ignored: {exc}"]))
             return
-        prompts = [Prompt(p.prompt_id, p.box_xywh, now, p.frame_id or wire.frame_id) for p in wire.prompts]
+        prompts = [
+            Prompt(p.prompt_id, p.box_xywh, now, p.frame_id or wire.frame_id, p.follow) for p in wire.prompts
+        ]
         self._log_prompt_problems(self.store.set_all(prompts, unread=wire.total - len(prompts)))
 
     def _log_prompt_problems(self, change: PromptChange) -> None:
@@ -311,7 +316,9 @@ class SensorNode(Node):
                 continue
             failures = 0
             # Program the next ROI at once: the sooner it is written, the sooner it is in effect.
-            roi_error = self.server.program_next_roi(self.store.snapshot(), self.config.frame_id)
+            roi_error = self.server.program_next_roi(
+                self.store.snapshot(), self.config.frame_id, frame.sequence
+            )
             frame.error = frame.error or roi_error or None
             header = Header(frame_id=self.config.frame_id)
             stamp_ns = frame.sensor_timestamp_ns + self._clock_offset_ns
@@ -413,6 +420,9 @@ class SensorNode(Node):
                     width=result.crop.width,
                     height=result.crop.height,
                 )
+            box = frame_box(result.box, (width, height))
+            if box is not None:
+                seg.box = RegionOfInterest(x_offset=box[0], y_offset=box[1], width=box[2], height=box[3])
             seg.mask.header = entry_header
             if result.status in (Status.OK, Status.NOT_SERVED) and result.crop_mask is not None:
                 fill_image(seg.mask, result.crop_mask, "mono8")
