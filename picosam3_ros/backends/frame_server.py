@@ -199,6 +199,8 @@ class FrameServer:
         if self.followers.any_followed(prompts):
             plan = self.followers.prepare(prompts, frame.image_rgb, frame.sequence)
             prompts = [self._as_sensor_served(p, f, inference) for p, f in zip(prompts, plan)]
+        else:
+            self.followers.retain(prompts)
         active = [i for i, p in enumerate(prompts) if p is not None]
         served = sensor_frame_results(
             frame,
@@ -231,6 +233,7 @@ class FrameServer:
                 PromptResult(p.prompt_id, Status.BACKEND_ERROR, backend="none", detail=why) for p in prompts
             ]
         if not self.followers.any_followed(prompts):
+            self.followers.retain(prompts)
             return segment_frame(
                 self.segmenter, image_rgb, prompts, self.threshold, arrival_ns, self.box_margin
             )

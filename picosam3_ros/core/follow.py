@@ -87,6 +87,9 @@ class FollowSettings:
     second_pass: CPU path: segment again on the corrected box and publish that mask.
     lost_after: frames in a row without a credible object before the prompt is LOST (0 = never).
     lost_area_fraction: a mask under this fraction of the calibrated area is not credible.
+    min_score_ratio: nor is one whose mean probability is under this fraction of the calibrated one
+        (on DAVIS the network's confidence is ~0.85 on objects, ~0.69 on background boxes; a flat
+        grey frame gets a blob of ~0.68).
     flow_points / flow_window / flow_levels: Lucas-Kanade points per prompt, window (px), pyramid levels.
     flow_max_side: the flow window around the prompt is scaled down to at most this many pixels a side.
     erode_px: the mask is eroded by this much before points are taken from it (edges move with the
@@ -104,6 +107,7 @@ class FollowSettings:
     second_pass: bool = True
     lost_after: int = 15
     lost_area_fraction: float = 0.05
+    min_score_ratio: float = 0.85
     flow_points: int = 60
     flow_window: int = 15
     flow_levels: int = 3
@@ -200,15 +204,18 @@ def track_points(
 
 @dataclass(frozen=True)
 class Measurement:
-    """What the network's whole-crop mask says: centroid (frame px) and area (frame px^2)."""
+    """What the network's whole-crop mask says: centroid (frame px), area (frame px^2) and its
+    mean object probability (the network's confidence; lower on background than on objects)."""
 
     centroid: tuple[float, float]
     area: float
+    score: float
 
 
 def measure(logits: np.ndarray, crop: CropRect, threshold: float) -> Measurement | None:
-    """Centroid and area of the unclipped mask (logits above ``threshold`` on the network's grid)."""
-    logits = np.asarray(logits)
+    """Centroid, area and mean probability of the unclipped mask (logits above ``threshold`` on the
+    network's grid)."""
+    logits = np.asarray(logits, np.float32)
     inside = logits > logit_threshold(threshold)
     count = int(inside.sum())
     if count == 0:
@@ -217,7 +224,8 @@ def measure(logits: np.ndarray, crop: CropRect, threshold: float) -> Measurement
     rows, cols = np.nonzero(inside)
     sx, sy = crop.width / grid_w, crop.height / grid_h
     centroid = (crop.x + (cols.mean() + 0.5) * sx, crop.y + (rows.mean() + 0.5) * sy)
-    return Measurement((float(centroid[0]), float(centroid[1])), count * sx * sy)
+    score = float(np.mean(1.0 / (1.0 + np.exp(-np.clip(logits[inside], -60.0, 60.0)))))
+    return Measurement((float(centroid[0]), float(centroid[1])), count * sx * sy, score)
 
 
 def _centre_size(box: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -235,6 +243,7 @@ class _Reference:
     offset: np.ndarray  # (box centre - mask centroid) / box size, on the given box
     area: float
     size: np.ndarray
+    score: float
 
 
 class BoxFollower:
@@ -318,9 +327,8 @@ class BoxFollower:
             if found is None:
                 return self._miss()
             used_centre, used_size = _centre_size(box_used)
-            self._reference = _Reference(
-                (used_centre - np.array(found.centroid)) / used_size, found.area, used_size.copy()
-            )
+            offset = (used_centre - np.array(found.centroid)) / used_size
+            self._reference = _Reference(offset, found.area, used_size.copy(), found.score)
             self._accepted_area = found.area
             self.fresh = False
             self.misses = 0
@@ -328,12 +336,18 @@ class BoxFollower:
         reference = self._reference
         if found is None or found.area < self.settings.lost_area_fraction * reference.area:
             return self._miss()
-        self.misses = 0
+        # A mask the network is unsure of (background gets ~0.69, objects ~0.85) still corrects the
+        # box, the object may only be half in it, but counts towards LOST.
+        credible = found.score >= self.settings.min_score_ratio * reference.score
+        if credible:
+            self.misses = 0
+        else:
+            self._miss()
         low, high = self.settings.area_gate
         ratio = found.area / max(self._accepted_area, 1e-6)
         if not low <= ratio <= high and self._rejected < self.settings.gate_patience:
             self._rejected += 1  # a jump: a leak or an occluder; no correction from this mask
-            return True
+            return credible
         self._rejected = 0
         self._accepted_area = found.area
         used_centre, _ = _centre_size(box_used)
@@ -342,7 +356,7 @@ class BoxFollower:
         area_size = reference.size * math.sqrt(found.area / reference.area)
         step = self.settings.max_scale_step
         self.size = self.size * np.clip(area_size / self.size, 1.0 / step, step) ** self.settings.scale_gain
-        return True
+        return credible
 
     def keep_region(self, crop: CropRect, crop_mask: np.ndarray) -> None:
         """The published mask of this frame: the next frame's flow points come from inside it."""
@@ -463,6 +477,15 @@ class Followers:
                 del self._followers[prompt_id]
             self._previous = motion
         return out
+
+    def retain(self, prompts: Sequence) -> None:
+        """Forget the followers of prompts not in ``prompts`` (a frame with no followed prompt)."""
+        with self._lock:
+            live = {p.prompt_id for p in prompts if self.wants(getattr(p, "follow", FOLLOW_DEFAULT))}
+            for prompt_id in [k for k in self._followers if k not in live]:
+                del self._followers[prompt_id]
+            if not self._followers:
+                self._previous = None
 
     def boxes_for(self, prompts: Sequence, sequence: int) -> list[Box | None]:
         """Each prompt's box on a future frame ``sequence`` (the sensor's ROI); None: LOST.
