@@ -84,7 +84,7 @@ def test_prompt_every_thins_the_prompt_messages_like_a_slow_detector(video_bag, 
 def test_bag_eval_follow_on_both_backends(video_bag, tmp_path):
     held = run_bag_eval(video_bag, tmp_path, "--prompt-every", "0")
     followed = run_bag_eval(video_bag, tmp_path, "--prompt-every", "0", "--follow")
-    assert followed["instances"] == 16 and followed["follow"]["settings"]["second_pass"] is True
+    assert followed["instances"] == 16 and followed["follow"]["settings"]["centre_gain"] == 1.0
     assert followed["miou_full"] >= held["miou_full"] + 0.1, (followed["miou_full"], held["miou_full"])
     sensor = run_bag_eval(video_bag, tmp_path, "--prompt-every", "0", "--follow", "--backend", "imx500",
                           "--roi-apply-delay", "2")

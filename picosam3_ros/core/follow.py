@@ -26,8 +26,8 @@ Per frame (``Followers.prepare`` / ``observe`` / ``finish``):
    centre correction has a gain (``centre_gain``) and the size follows slowly and in bounded
    steps (``scale_gain``, ``max_scale_step``). A mask whose area jumps (``area_gate``: a leak
    into the background, an occluder) corrects nothing.
-4. **Second pass** (CPU path, ``second_pass``): the frame is segmented again on the corrected
-   box, and that mask is the result; its box is the one ``Segmentation.box`` reports.
+4. **Second pass** (CPU path, ``second_pass``, off by default): the frame is segmented again on
+   the corrected box, and that mask is the result; its box is the one ``Segmentation.box`` reports.
 5. **LOST** (``lost_after``): after that many frames in a row without a credible object (no
    mask, or one under ``lost_area_fraction`` of the calibrated area, or the box left the frame)
    the prompt is LOST: it is not segmented and reports status LOST until a new box arrives.
@@ -84,7 +84,8 @@ class FollowSettings:
         ratio is clipped to it before ``scale_gain`` applies.
     area_gate: (low, high) mask area relative to the last accepted one outside which the mask
         corrects nothing; ``gate_patience`` rejections in a row accept it anyway (a real change).
-    second_pass: CPU path: segment again on the corrected box and publish that mask.
+    second_pass: CPU path: segment again on the corrected box and publish that mask (off: it doubles
+        the network's work and bought nothing measurable on the tuning half, docs/following.md).
     lost_after: frames in a row without a credible object before the prompt is LOST (0 = never).
     lost_area_fraction: a mask under this fraction of the calibrated area is not credible.
     min_score_ratio: nor is one whose mean probability is under this fraction of the calibrated one
@@ -104,7 +105,7 @@ class FollowSettings:
     max_scale_step: float = 1.1
     area_gate: tuple[float, float] = (0.7, 1.4)
     gate_patience: int = 5
-    second_pass: bool = True
+    second_pass: bool = False
     lost_after: int = 15
     lost_area_fraction: float = 0.05
     min_score_ratio: float = 0.85
