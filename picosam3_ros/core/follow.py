@@ -90,7 +90,8 @@ class FollowSettings:
     lost_area_fraction: a mask under this fraction of the calibrated area is not credible.
     min_score_ratio: nor is one whose mean probability is under this fraction of the calibrated one
         (on DAVIS the network's confidence is ~0.85 on objects, ~0.69 on background boxes; a flat
-        grey frame gets a blob of ~0.68).
+        grey frame gets a blob of ~0.68). The reference is the calibrated confidence, then a moving
+        average of the credible frames' (``score_smoothing``: weight of the newest).
     flow_points / flow_window / flow_levels: Lucas-Kanade points per prompt, window (px), pyramid levels.
     flow_max_side: the flow window around the prompt is scaled down to at most this many pixels a side.
     erode_px: the mask is eroded by this much before points are taken from it (edges move with the
@@ -109,6 +110,7 @@ class FollowSettings:
     lost_after: int = 15
     lost_area_fraction: float = 0.05
     min_score_ratio: float = 0.85
+    score_smoothing: float = 0.1
     flow_points: int = 60
     flow_window: int = 15
     flow_levels: int = 3
@@ -342,6 +344,10 @@ class BoxFollower:
         credible = found.score >= self.settings.min_score_ratio * reference.score
         if credible:
             self.misses = 0
+            # The reference confidence follows slow changes (a turning object, a lagging box);
+            # a sudden drop (the object gone, background in the box) stays below it.
+            alpha = self.settings.score_smoothing
+            reference.score = (1.0 - alpha) * reference.score + alpha * found.score
         else:
             self._miss()
         low, high = self.settings.area_gate
