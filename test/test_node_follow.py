@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 
 import numpy as np
-from node_helpers import REPO, RosClient, node_command, ros_env, running, set_parameter
+from node_helpers import prompt_array, sensor_node_and_client, set_parameter
 from test_follow import FRAMES, load, tight_box
 
 from picosam3_ros.core.metrics import mask_iou
@@ -29,64 +29,51 @@ def test_node_follows_a_prompt_given_once_and_kept_alive(tmp_path):
     frame_id = f"camera_{uuid.uuid4().hex[:8]}"
     video = [load(k) for k in range(FRAMES)]
     given = tuple(int(v) for v in tight_box(video[0][1]))
-    cmd = node_command(
-        "picosam3_ros.nodes.sensor_node",
-        {"camera": "none", "backend": "onnx", "threads": 1},
-        REPO / "config" / "sensor.yaml",
-    )
-    with running(cmd, ros_env(DOMAIN), tmp_path / "node.log") as proc:
-        client = RosClient(DOMAIN)
-        try:
-            segs = client.collect(SegmentationArray, "segmentations")
-            image_pub = client.node.create_publisher(Image, "image", 10)
-            prompt_pub = client.node.create_publisher(RoiPromptArray, "prompts", 10)
-            array = RoiPromptArray()
-            array.header.frame_id = frame_id
-            for prompt_id, follow in ((1, RoiPrompt.FOLLOW_DEFAULT), (2, RoiPrompt.FIXED)):
-                prompt = RoiPrompt(id=prompt_id, follow=follow)
-                prompt.roi.x_offset, prompt.roi.y_offset, prompt.roi.width, prompt.roi.height = given
-                array.prompts.append(prompt)
+    params = {"camera": "none", "backend": "onnx", "threads": 1}
+    with sensor_node_and_client(DOMAIN, params, tmp_path / "node.log") as (proc, client):
+        segs = client.collect(SegmentationArray, "segmentations")
+        image_pub = client.node.create_publisher(Image, "image", 10)
+        prompt_pub = client.node.create_publisher(RoiPromptArray, "prompts", 10)
+        array = prompt_array({1: given, 2: given}, frame_id, follow={2: RoiPrompt.FIXED})
 
-            def frame(k: int, stamp: int):
-                msg = Image()
-                msg.header.frame_id = frame_id
-                msg.header.stamp.sec = stamp
-                fill_image(msg, video[k][0], "rgb8")
-                return msg
+        def frame(k: int, stamp: int):
+            msg = Image()
+            msg.header.frame_id = frame_id
+            msg.header.stamp.sec = stamp
+            fill_image(msg, video[k][0], "rgb8")
+            return msg
 
-            def answer(stamp: int):
-                found = [m for m in segs if m.header.frame_id == frame_id and m.header.stamp.sec == stamp
-                         and len(m.segmentations) == 2]
-                return found[0] if found else None
+        def answer(stamp: int):
+            found = [m for m in segs if m.header.frame_id == frame_id and m.header.stamp.sec == stamp
+                     and len(m.segmentations) == 2]
+            return found[0] if found else None
 
-            # Discovery on a loaded machine: repeat frame 0 (stamp 1) until the node answers it.
-            for _ in range(300):
-                prompt_pub.publish(array)
-                image_pub.publish(frame(0, 1))
-                if client.wait_for(lambda: answer(1) is not None, timeout=0.2, proc=proc) or proc.poll():
+        # Discovery on a loaded machine: repeat frame 0 (stamp 1) until the node answers it.
+        for _ in range(300):
+            prompt_pub.publish(array)
+            image_pub.publish(frame(0, 1))
+            if client.wait_for(lambda: answer(1) is not None, timeout=0.2, proc=proc) or proc.poll():
+                break
+        assert answer(1) is not None, (tmp_path / "node.log").read_text()[-2000:]
+        answers = [answer(1)]
+        def send(k: int, stamp: int):
+            for _ in range(50):
+                image_pub.publish(frame(k, stamp))
+                if client.wait_for(lambda: answer(stamp) is not None, timeout=0.5, proc=proc):
                     break
-            assert answer(1) is not None, (tmp_path / "node.log").read_text()[-2000:]
-            answers = [answer(1)]
-            def send(k: int, stamp: int):
-                for _ in range(50):
-                    image_pub.publish(frame(k, stamp))
-                    if client.wait_for(lambda: answer(stamp) is not None, timeout=0.5, proc=proc):
-                        break
-                got = answer(stamp)
-                assert got is not None, f"frame {k}: " + (tmp_path / "node.log").read_text()[-2000:]
-                return got
+            got = answer(stamp)
+            assert got is not None, f"frame {k}: " + (tmp_path / "node.log").read_text()[-2000:]
+            return got
 
-            for k in range(1, FRAMES):
-                if k % 4 == 0:
-                    prompt_pub.publish(array)  # the same set again: a keep-alive
-                answers.append(send(k, k + 1))
+        for k in range(1, FRAMES):
+            if k % 4 == 0:
+                prompt_pub.publish(array)  # the same set again: a keep-alive
+            answers.append(send(k, k + 1))
 
-            # follow can be switched off at run time: the followed prompt goes back to its given box.
-            result = set_parameter(client, "/picosam3_sensor", "follow", False)
-            assert result.successful, result.reason
-            after_switch = send(FRAMES - 1, FRAMES + 1)
-        finally:
-            client.close()
+        # follow can be switched off at run time: the followed prompt goes back to its given box.
+        result = set_parameter(client, "/picosam3_sensor", "follow", False)
+        assert result.successful, result.reason
+        after_switch = send(FRAMES - 1, FRAMES + 1)
 
     def box(seg):
         return (seg.box.x_offset, seg.box.y_offset, seg.box.width, seg.box.height)

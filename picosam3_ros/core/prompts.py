@@ -23,6 +23,8 @@ Rules (documented in the README):
   repeat their set (the teleop page and the demo's stand-in detector every second).
 * A prompt whose ``frame_id`` is set and differs from the frame's gets
   INVALID_ROI on that frame (its pixels refer to another image).
+* Followed prompts (``core/follow.py``): the store keeps the box as given; a message repeating
+  it only refreshes the stamp (a keep-alive), the followers keep the box on the object.
 """
 
 from __future__ import annotations

@@ -40,6 +40,29 @@ EXTRA_FRAMES = 30
 REPLAY_FPS = 200.0
 
 
+def emulated_imx500(model_dir, network_file: str, size: tuple[int, int], fps: float, roi_apply_delay: int,
+                    source: FrameSource, clock=None):
+    """The real ``imx500`` backend, started, on the emulated camera in step mode showing ``source``
+    (``clock``: a virtual clock shared by the emulator and the backend, see :class:`FollowReplay`)."""
+    from picosam3_ros.backends import BackendConfig, create_backend
+
+    emulator = {"source": source, "mode": "step", "loop": True}
+    if clock is not None:
+        emulator["clock"] = clock
+    config = BackendConfig(
+        model_dir=model_dir,
+        network_file=network_file,
+        camera="emulator",
+        stream_size=size,
+        frame_rate=fps,
+        roi_apply_delay_frames=roi_apply_delay,
+        emulator=emulator,
+    )
+    backend = create_backend("imx500", config)
+    backend.start()
+    return backend
+
+
 class HeldFrame(FrameSource):
     """An endless source that shows whatever frame is set (the bag frame under evaluation)."""
 
@@ -81,19 +104,8 @@ class SensorReplay:
         if self.backend is not None:
             self.backend.set_stream_size(size)
             return
-        from picosam3_ros.backends import BackendConfig, create_backend
-
-        config = BackendConfig(
-            model_dir=self.model_dir,
-            network_file=self.network_file,
-            camera="emulator",
-            stream_size=size,
-            frame_rate=self.fps,
-            roi_apply_delay_frames=self.roi_apply_delay,
-            emulator={"source": self.source, "mode": "step", "loop": True},
-        )
-        self.backend = create_backend("imx500", config)
-        self.backend.start()
+        self.backend = emulated_imx500(self.model_dir, self.network_file, size, self.fps,
+                                       self.roi_apply_delay, self.source)
 
     def segment(self, frame_rgb: np.ndarray, prompts: list[Prompt]) -> list[PromptResult]:
         height, width = frame_rgb.shape[:2]
@@ -203,19 +215,8 @@ class FollowReplay:
             if tuple(self.backend.stream_size) != size:
                 self.backend.set_stream_size(size)
             return
-        from picosam3_ros.backends import BackendConfig, create_backend
-
-        config = BackendConfig(
-            model_dir=self.model_dir,
-            network_file=self.network_file,
-            camera="emulator",
-            stream_size=size,
-            frame_rate=self.fps,
-            roi_apply_delay_frames=self.roi_apply_delay,
-            emulator={"source": self.source, "mode": "step", "loop": True, "clock": self.clock},
-        )
-        self.backend = create_backend("imx500", config)
-        self.backend.start()
+        self.backend = emulated_imx500(self.model_dir, self.network_file, size, self.fps,
+                                       self.roi_apply_delay, self.source, self.clock)
         self.server = self._make_server(self.backend)
 
     def segment(self, frame_rgb: np.ndarray, prompts: list[Prompt]) -> list[PromptResult]:
