@@ -119,6 +119,15 @@ def resolve_network_file(config: BackendConfig) -> Path:
     return path
 
 
+def logits_from_outputs(outputs: list, transpose: bool) -> np.ndarray:
+    """picamera2's ``get_outputs`` -> the (H, W) logit map: the one output, squeezed, transposed
+    when the sensor's map arrives width-fastest (picamera2's Fortran-order reshape gives (W, H))."""
+    logits = np.squeeze(np.asarray(outputs[0], np.float32))
+    if logits.ndim != 2:
+        raise BackendError(f"expected one 2-D output map, got shape {np.shape(outputs[0])}")
+    return np.ascontiguousarray(logits.T if transpose else logits)
+
+
 @dataclass
 class _RoiWrite:
     t_before_ns: int
@@ -306,13 +315,7 @@ class Imx500Backend(PicameraSource):
         outputs = self.imx500.get_outputs(metadata, add_batch=True)
         if not outputs:
             return None
-        logits = np.squeeze(np.asarray(outputs[0], np.float32))
-        if logits.ndim != 2:
-            raise BackendError(f"expected one 2-D output map, got shape {np.shape(outputs[0])}")
-        if self.config.output_transpose:
-            # picamera2 reshapes in Fortran order: a row-major (H, W) map arrives as (W, H).
-            logits = logits.T
-        logits = np.ascontiguousarray(logits)
+        logits = logits_from_outputs(outputs, self.config.output_transpose)
         kpi = self.imx500.get_kpi_info(metadata)
         write = self._roi_in_effect(timestamp - self.roi_apply_delay_frames * duration_ns)
         if write is None:  # ambiguous: a write straddled the latch instant
