@@ -31,7 +31,9 @@ def test_imx500_check_recovers_the_emulated_delay_and_layout(tmp_path, capsys, d
     result = json.loads(out_json.read_text())
     assert result["roi_apply_delay_frames"] == delay and result["output_transpose"] is transposed, printed
     assert result["output_fraction"] == 1.0 and result["dnn_ms"] == pytest.approx(11.82)
-    assert result["frame_rate"] == pytest.approx(30.0, rel=0.01)
+    # The emulator paces frames on the wall clock, so a loaded machine delivers fewer (speed
+    # belongs in benchmarks): the measured rate is reported, and never above the set 30 fps.
+    assert 0.0 < result["frame_rate"] <= 30.0 * 1.01
     params = yaml.safe_load(out_yaml.read_text())["/**/picosam3_sensor"]["ros__parameters"]
     assert params["roi_apply_delay_frames"] == delay and params["imx500_output_transpose"] is transposed
     assert "roi_apply_delay_frames" in printed and "frames with an output" in printed
