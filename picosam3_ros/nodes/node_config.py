@@ -262,13 +262,13 @@ IMAGE_INPUT_PARAMS = (
 def _threshold_check(value: float) -> str | None:
     if 0.0 <= value < 1.0:
         return None
-    return "parameter 'threshold' must be 0 (the model card's) or between 0 and 1"
+    return "parameter 'threshold' must be 0.0 (the model card's) or between 0 and 1"
 
 
 def _box_margin_check(value: float) -> str | None:
     if value == -1.0 or value >= 0.0:
         return None
-    return f"parameter 'box_margin' is {value}; use -1 (the model card's) or a value >= 0"
+    return f"parameter 'box_margin' is {value}; use -1.0 (the model card's) or a value >= 0"
 
 
 def _sensor_cross_check(values: Mapping[str, Any]) -> str | None:
@@ -287,15 +287,16 @@ SENSOR_PARAMS = ParamTable(
               PRECISION_CHOICES),
         Param("onnx_model", "", "explicit ONNX file for the CPU backend (overrides the card's file)"),
         Param("network_file", "", "IMX500 network (.rpk); '' = from the model card"),
-        Param("threshold", 0.0, "object probability threshold (0..1); 0 = the model card's (0.5 without one)",
+        Param("threshold", 0.0,
+              "object probability threshold (0..1); 0.0 = the model card's (0.5 without one)",
               (0.0, 1.0), True, _threshold_check),
         Param("box_margin", -1.0,
               "masks are clipped to the prompt box grown by this fraction of its size; "
-              "-1 = the model card's (no clip without one); 1000 = keep all the network outputs",
+              "-1.0 = the model card's (no clip without one); 1000.0 = keep all the network outputs",
               (-1.0, 1000.0), True, _box_margin_check),
         Param("max_prompts", 16, "prompts kept at once; more are reported TOO_MANY_PROMPTS", (1, 255), True),
         Param("prompt_timeout", 2.0,
-              "seconds after which an unrefreshed prompt is stale and dropped (0 = never; publishers "
+              "seconds after which an unrefreshed prompt is stale and dropped (0.0 = never; publishers "
               "repeat their sets)", (0.0, 86400.0), True),
         Param("threads", 0, "ONNX Runtime intra-op threads (0 = ONNX Runtime's default)", (0, 64)),
         Param("overlay", False, "also publish `overlay` (rgb8 frame with the masks tinted)", None, True),
