@@ -29,7 +29,19 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from node_helpers import REPO, RosClient, node_command, ros_env, running, set_parameter, start_process
+from node_helpers import (
+    INTERFACES,
+    REPO,
+    RosClient,
+    build_interfaces,
+    node_command,
+    ros_env,
+    running,
+    set_parameter,
+    start_process,
+    stop_process,
+    with_prefix,
+)
 
 from picosam3_ros.core.pipeline import Status
 from picosam3_ros.nodes.node_config import SENSOR_PARAMS
@@ -88,12 +100,13 @@ def test_parameter_table_defaults_are_the_codes():
 
 # --- running the launch file ------------------------------------------------------------------------
 @contextlib.contextmanager
-def launched(tmp_path: Path, arguments: list[str], ready: int = 1, env_extra: dict | None = None):
-    """``ros2 launch picosam3_ros sensor.launch.py ARGS``; yields (process, log path) once ``ready``
-    nodes said so; Ctrl-C at the end must stop everything cleanly."""
+def launched(tmp_path: Path, arguments: list[str], ready: int = 1, env: dict | None = None,
+             cmd: list[str] | None = None):
+    """``ros2 launch picosam3_ros sensor.launch.py ARGS`` (or ``cmd``); yields (process, log path)
+    once ``ready`` nodes said so; Ctrl-C at the end must stop everything cleanly."""
     log = tmp_path / f"launch_{uuid.uuid4().hex[:6]}.log"
-    env = ros_env(DOMAIN, env_extra)
-    proc = start_process([*LAUNCH, "picosam3_ros", "sensor.launch.py", *arguments], env, log)
+    cmd = cmd or [*LAUNCH, "picosam3_ros", "sensor.launch.py", *arguments]
+    proc = start_process(cmd, env or ros_env(DOMAIN), log)
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and proc.poll() is None and len(ready_lines(log)) < ready:
@@ -118,15 +131,16 @@ def ready_lines(log: Path) -> list[str]:
 
 
 def answers(client: RosClient, base: str, transport: str = "raw", namespace: str = "",
-            also=lambda: True) -> bool:
+            also=lambda: True, nonce: str = "", prompts_from_test: bool = True, expected: int = 1) -> bool:
     """A frame on the launched node's input and a prompt in its frame get an OK segmentation
-    (frames keep coming until ``also()`` holds too)."""
+    (frames keep coming until ``also()`` holds too); ``expected`` OK entries when the prompts
+    come from elsewhere (a detector publishing in frame ``nonce``)."""
     from sensor_msgs.msg import CompressedImage, Image
 
     from picosam3_msgs.msg import RoiPrompt, RoiPromptArray, SegmentationArray
     from picosam3_ros.core.image_conversion import encode_compressed, fill_image
 
-    nonce = f"cam-{uuid.uuid4().hex[:8]}"
+    nonce = nonce or f"cam-{uuid.uuid4().hex[:8]}"
     rgb = np.full((240, 320, 3), 30, np.uint8)
     rgb[80:160, 120:200] = (230, 40, 40)
     segs = client.collect(SegmentationArray, f"{namespace}/segmentations")
@@ -145,12 +159,14 @@ def answers(client: RosClient, base: str, transport: str = "raw", namespace: str
     array.prompts = [prompt]
 
     def answered() -> bool:
-        return any(m.header.frame_id == nonce and [s.status for s in m.segmentations] == [Status.OK]
+        return any(m.header.frame_id == nonce
+                   and [s.status for s in m.segmentations] == [Status.OK] * expected
                    for m in segs)
 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (answered() and also()):
-        prompts.publish(array)
+        if prompts_from_test:
+            prompts.publish(array)
         frame.header.stamp = client.node.get_clock().now().to_msg()
         pub.publish(frame)
         time.sleep(0.2)
@@ -182,7 +198,7 @@ def test_every_readme_launch_line_and_param_set_works(tmp_path):
     for command in commands:
         arguments = dict(a.split(":=", 1) for a in launch_arguments(command))
         if arguments.get("detections") == "true":
-            continue  # needs vision_msgs: test_readme_detector_examples
+            continue  # needs vision_msgs: test_readme_detector_examples_work
         namespace = "/" + arguments["namespace"] if arguments.get("namespace") else ""
         topic = arguments.get("image_topic", "image_raw")
         base = topic if topic.startswith("/") else f"{namespace}/{topic}"
@@ -318,3 +334,54 @@ def test_launch_arguments_of_the_readme_are_declared():
     for command in readme_commands("ros2 launch picosam3_ros sensor.launch.py"):
         for argument in launch_arguments(command):
             assert argument.split(":=")[0] in declared, command
+
+
+def test_readme_detector_examples_work(tmp_path):
+    """The launch line with detections:=true and the `ros2 run ... detections_adapter` line, with
+    vision_msgs and yolo_msgs built from test/interfaces (no wheels): the detector's boxes become
+    prompts of the classes asked for, and the sensor node answers them."""
+    from picosam3_msgs.msg import RoiPromptArray
+
+    install = build_interfaces({"vision_msgs": INTERFACES / "picosam3_test_vision_msgs",
+                                "yolo_msgs": INTERFACES / "yolo_msgs"})
+    env = with_prefix(ros_env(DOMAIN), install)
+    peer = [sys.executable, str(REPO / "test" / "readme_detector_peer.py")]
+    (launch_line,) = [c for c in readme_commands("ros2 launch picosam3_ros sensor.launch.py")
+                      if "detections:=true" in c]
+    arguments = dict(a.split(":=", 1) for a in launch_arguments(launch_line))
+    nonce = f"cam-{uuid.uuid4().hex[:8]}"
+    with launched(tmp_path, launch_arguments(launch_line), ready=2, env=env) as (_, log):
+        detector = start_process([*peer, "vision", arguments["detections_topic"], nonce], env,
+                                 tmp_path / "vision_peer.log")
+        client = RosClient(DOMAIN)
+        try:  # person, cup and dog: every class (the default), each answered
+            ok = answers(client, "/image_raw", nonce=nonce, prompts_from_test=False, expected=3)
+            assert ok, (log.read_text(), (tmp_path / "vision_peer.log").read_text())
+        finally:
+            client.close()
+            stop_process(detector)
+
+    (run_line,) = readme_commands("ros2 run picosam3_ros detections_adapter")
+    package, executable, *args = shlex.split(run_line)[2:]
+    from ament_index_python.packages import get_package_prefix
+
+    cmd = [str(Path(get_package_prefix(package)) / "lib" / package / executable), *args]  # what ros2 run does
+    topic = next(a.split(":=", 1)[1] for a in args if a.startswith("detections:="))
+    with launched(tmp_path, [], env=env, cmd=cmd) as (_, log):
+        detector = start_process([*peer, "yolo", topic, nonce], env, tmp_path / "yolo_peer.log")
+        client = RosClient(DOMAIN)
+        try:
+            arrays = client.collect(RoiPromptArray, "/prompts")
+
+            def prompted() -> bool:
+                return any(a.header.frame_id == nonce for a in arrays)
+
+            peer_log = tmp_path / "yolo_peer.log"
+            assert client.wait_for(prompted, timeout=60), (log.read_text(), peer_log.read_text())
+            with client.lock:
+                latest = [a for a in arrays if a.header.frame_id == nonce][-1]
+        finally:
+            client.close()
+            stop_process(detector)
+    boxes = sorted((p.roi.x_offset, p.roi.y_offset, p.roi.width, p.roi.height) for p in latest.prompts)
+    assert boxes == [(40, 40, 40, 40), (120, 80, 80, 80)], boxes  # person and cup; not the dog
