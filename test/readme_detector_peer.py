@@ -19,19 +19,10 @@ DETECTIONS = [("person", 0.9, (160.0, 120.0, 80.0, 80.0)), ("cup", 0.8, (60.0, 6
 
 
 def vision_message(nonce: str):
-    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
+    import vision_msgs.msg
+    from detections_peer import vision_array
 
-    out = Detection2DArray()
-    out.header.frame_id = nonce
-    for class_id, score, (cx, cy, w, h) in DETECTIONS:
-        det = Detection2D(header=out.header)
-        det.bbox.center.position.x, det.bbox.center.position.y = cx, cy
-        det.bbox.size_x, det.bbox.size_y = w, h
-        hypothesis = ObjectHypothesisWithPose()
-        hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = class_id, score
-        det.results.append(hypothesis)
-        out.detections.append(det)
-    return out
+    return vision_array(vision_msgs.msg, nonce, [(c, score, "", box) for c, score, box in DETECTIONS])
 
 
 def yolo_message(nonce: str):
