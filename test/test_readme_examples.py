@@ -199,6 +199,8 @@ def test_every_readme_launch_line_and_param_set_works(tmp_path):
         arguments = dict(a.split(":=", 1) for a in launch_arguments(command))
         if arguments.get("detections") == "true":
             continue  # needs vision_msgs: test_readme_detector_examples_work
+        if arguments.get("camera") == "picamera2":
+            continue  # the Raspberry Pi AI Camera itself (its arguments: test_launch_arguments_...)
         namespace = "/" + arguments["namespace"] if arguments.get("namespace") else ""
         topic = arguments.get("image_topic", "image_raw")
         base = topic if topic.startswith("/") else f"{namespace}/{topic}"
