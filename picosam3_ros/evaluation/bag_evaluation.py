@@ -117,6 +117,8 @@ class Evaluation:
     frames_with_ground_truth: int = 0
     prompts: int = 0  # (prompt, frame) pairs offered to the pipeline
     prompt_messages: int = 0
+    bad_frames: int = 0  # frames the node would drop too (bad encoding, a decompression bomb): skipped
+    bad_frame_reason: str = ""  # the first one's
     status_counts: dict[str, int] = field(default_factory=dict)
     unmatched_results: int = 0  # recorded mode: results whose prompt is not in the bag's prompt set
     instances: list[InstanceScore] = field(default_factory=list)
@@ -233,6 +235,8 @@ class Evaluation:
             "frames_with_ground_truth": self.frames_with_ground_truth,
             "prompts": self.prompts,
             "prompt_messages": self.prompt_messages,
+            "bad_frames": self.bad_frames,
+            "bad_frame_reason": self.bad_frame_reason,
             "instances": len(self.instances),
             "miou_crop": _nan_to_none(mean_iou(ious_crop)),
             "miou_full": _nan_to_none(mean_iou(ious_full)),
@@ -500,7 +504,12 @@ def evaluate_bag(
             stamp = stamp_ns(item.msg.header)
             if not prompts:
                 continue
-            frame_rgb = frame_to_rgb(item.msg)
+            try:  # the node's conversion and payload guard: what it drops is skipped and counted
+                frame_rgb = frame_to_rgb(item.msg)
+            except BagError as exc:
+                evaluation.bad_frames += 1
+                evaluation.bad_frame_reason = evaluation.bad_frame_reason or f"frame {index}: {exc}"
+                continue
             frame_prompts = jittered_prompts(prompts, box_jitter, seed, index) if box_jitter > 0 else prompts
             node_prompts = [
                 Prompt(p.id, tuple(float(v) for v in p.box), item.log_time_ns) for p in frame_prompts

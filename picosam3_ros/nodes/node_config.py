@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from picosam3_ros.backends.roi_scheduler import POLICIES
 from picosam3_ros.core.backend_api import BackendConfig
+from picosam3_ros.core.compressed_guard import DEFAULT_MAX_PIXELS
 from picosam3_ros.core.model_card import postprocess_in_use
 from picosam3_ros.core.postprocess import Postprocess
 
@@ -247,6 +248,9 @@ SENSOR_PARAMS = ParamTable(
               "QoS of image_raw, camera_info, mask, segmentations, overlay: reliable (what default "
               "subscribers such as rviz and recorders ask for; best-effort ones match too) | sensor_data",
               OUTPUT_QOS_CHOICES),
+        Param("max_image_pixels", DEFAULT_MAX_PIXELS,
+              "input frames larger than this (width x height, from a compressed payload's header before "
+              "decoding) are dropped as bad images; the default is 4096x4096", (1, 2**30), True),
         Param("input_warn_fraction", 0.5,
               "WARN on /diagnostics (and log the fix once) when fewer than this fraction of the "
               "publisher's frames arrive", (0.0, 1.0), True),
@@ -294,6 +298,7 @@ class NodeConfig:
     image_transport: str = "raw"
     image_qos: str = "auto"
     output_qos: str = "reliable"
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
     input_warn_fraction: float = 0.5
     frame_id: str = "camera"
     stream_width: int = 640

@@ -348,14 +348,22 @@ class SensorNode(Node):
                 )
 
     def _process_image(self, msg: Image | CompressedImage, arrival_ns: int) -> None:
+        limit = self.config.max_image_pixels
+        damage: list[str] = []
         try:
-            rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+            if isinstance(msg, CompressedImage):  # the header is checked before anything is decoded
+                rgb = compressed_to_rgb(msg, limit, damage)
+            else:
+                rgb = image_to_rgb(msg, limit)
         except ImageConversionError as exc:
             with self.stats.lock:
                 self.stats.bad_images += 1
                 self.stats.last_error = f"image: {exc}"
             self._warn_limited("image", f"image dropped: {exc}")
             return
+        if damage:  # decoded, with the decoder's complaint (what libjpeg/libpng would have printed)
+            said = "; ".join(damage)[:300]
+            self._warn_limited("decoder", f"image decoded with damage, used anyway: {said}")
         plan = self.store.plan(time.monotonic_ns(), msg.header.frame_id)
         served = self.server.serve_image(rgb, plan.prompts, arrival_ns)
         self._publish(msg.header, rgb, served.results + self._reports(plan.reports), arrival_ns)
