@@ -92,7 +92,7 @@ def test_bare_mcap_without_metadata(tmp_path, dataset):
 def test_bombs_in_a_bag_are_skipped_and_counted(tmp_path, dataset):
     """bag_eval reads frames through the node's payload guard: a decompression bomb is a bad
     frame, skipped and counted, and the rest of the bag scores as without it."""
-    from test_compressed_guard import jpeg_bomb, png_bomb
+    from payloads import jpeg_bomb, png_bomb
 
     from picosam3_ros.evaluation.bag_io import COMPRESSED_IMAGE_TYPE, BagWriter, make_header, msg_class
 

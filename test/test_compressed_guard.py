@@ -18,6 +18,7 @@ from types import SimpleNamespace as NS
 import cv2
 import numpy as np
 import pytest
+from payloads import encode, jpeg_bomb, picture, png_bomb
 
 from picosam3_ros.core.compressed_guard import (
     MAX_SCANS,
@@ -33,41 +34,6 @@ from picosam3_ros.core.image_conversion import (
     fill_image,
     image_to_rgb,
 )
-
-
-def picture(width: int = 40, height: int = 30) -> np.ndarray:
-    yy, xx = np.mgrid[0:height, 0:width]
-    return np.stack([xx * 255 // width, yy * 255 // height, (xx + yy) % 256], -1).astype(np.uint8)
-
-
-def encode(ext: str, image: np.ndarray, params=()) -> bytes:
-    ok, data = cv2.imencode(ext, image, list(params))
-    assert ok, ext
-    return data.tobytes()
-
-
-def jpeg_bomb(size: int = 785, side: int = 32000) -> bytes:
-    """A valid 8x8 JPEG whose frame header says side x side, padded with a comment to ``size`` bytes."""
-    data = bytearray(encode(".jpg", picture(8, 8)))
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5: sof + 9] = struct.pack(">HH", side, side)
-    pad = size - len(data) - 4
-    assert pad >= 0
-    return bytes(data[:2] + b"\xff\xfe" + struct.pack(">H", pad + 2) + bytes(pad) + data[2:])
-
-
-def png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def png_bomb(side: int = 20000) -> bytes:
-    """A grey side x side PNG of zeros: 400 MB of pixels in about 389 KB (streamed, never held)."""
-    packer = zlib.compressobj(9)
-    row = bytes(side + 1)  # filter byte + pixels
-    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    chunks = png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
-    return b"\x89PNG\r\n\x1a\n" + chunks
 
 
 def message(data: bytes, fmt: str) -> NS:
