@@ -259,12 +259,14 @@ def test_slow_and_stalled_clients_are_capped_and_timed_out(teleop):
         time.sleep(1.0)  # let the server accept what it will
         # One thread per served connection, and no more than the cap (plus the node's own threads).
         assert threads_of(proc.pid) <= base_threads + MAX_CONNECTIONS + 4
-        # Past the cap, a new client is told at once instead of hanging.
+        # Past the cap, a new client is served: the slow client that has waited longest made room
+        # (test_teleop_budget.py: prompt edits too; test_teleop_connections.py: when 503 is left).
         answer = page.raw(b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
         head, _, body = answer.partition(b"\r\n\r\n")
-        assert f"Content-Length: {len(body)}".encode() in head and json.loads(body)["ok"] is False
-        # The stalled connections are closed after the read timeout.
+        assert f"Content-Length: {len(body)}".encode() in head
+        assert json.loads(body)["connections"]["evicted"] > 0
+        # The stalled connections are closed (answered 408) within the request deadline.
         deadline = time.monotonic() + TIMEOUT_S + WAIT_S
         open_socks = list(slow)
         while open_socks and time.monotonic() < deadline:

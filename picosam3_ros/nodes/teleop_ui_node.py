@@ -24,7 +24,7 @@ from picosam3_ros.core.image_conversion import ImageConversionError, image_array
 from picosam3_ros.nodes.node_config import ConfigError, Param, ParamTable
 from picosam3_ros.nodes.node_main import run_node
 from picosam3_ros.teleop.frames import FrameHub, PromptResult
-from picosam3_ros.teleop.prompt_book import PromptBook, RateLimiter
+from picosam3_ros.teleop.prompt_book import PromptBook, RateLimiter, describe_stream
 from picosam3_ros.teleop.server import ServerConfig, TeleopServer
 
 STATUS_NAMES = {
@@ -100,7 +100,7 @@ class TeleopUiNode(Node):
             self.hub, self.book, RateLimiter(cfg.max_prompt_rate, cfg.prompt_burst),
             on_change=self.publish_prompts, log=self.get_logger().info,
         )
-        self._stream_size = (0, 0)
+        self._stream: tuple[int, int, str] = (0, 0, "")
         self._bad_mask_logged = False
         self.hub.start()
         self.server.start()
@@ -124,15 +124,17 @@ class TeleopUiNode(Node):
         if not self.hub.put_frame(stamp, msg):  # invalid: it changes neither the stream nor the prompts
             self.get_logger().warning(self.hub.last_error, throttle_duration_sec=5.0)
             return
-        size = (msg.width, msg.height)
-        if size != self._stream_size:
-            if self._stream_size != (0, 0):
-                self.get_logger().warning(f"stream size changed {self._stream_size} -> {size}")
-            self._stream_size = size
-            gone = self.book.drop_outside(*size)
-            if gone:
-                self.get_logger().warning(f"removed prompts {gone}: they do not fit the new frame size")
-                self.publish_prompts()
+        stream = self.hub.stream_key()
+        if stream != self._stream:
+            # The prompts stay with the stream they were drawn on (and its frame_id): one odd
+            # frame, or another camera on the topic, must not delete the operator's prompts.
+            prompts_stream = self.book.stream
+            if prompts_stream is not None and prompts_stream != stream:
+                self.get_logger().warning(
+                    f"the stream changed from {describe_stream(prompts_stream)} to "
+                    f"{describe_stream(stream)}; the prompts stay as they are until the operator clears "
+                    "them", throttle_duration_sec=5.0)
+            self._stream = stream
 
     def mask_callback(self, msg: Image) -> None:
         try:
@@ -169,10 +171,12 @@ class TeleopUiNode(Node):
 
     def publish_prompts(self) -> None:
         """Publish the whole prompt set (called from the HTTP threads and the timer)."""
+        stream, prompts = self.book.view()
         msg = RoiPromptArray()
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = self.hub.frame_id
-        for prompt_id, box in self.book.snapshot():
+        # The frame_id of the stream the prompts were drawn on, whatever frame came last.
+        msg.header.frame_id = stream[2] if stream is not None else self.hub.frame_id
+        for prompt_id, box in prompts:
             prompt = RoiPrompt()
             prompt.header = msg.header
             prompt.id = prompt_id
