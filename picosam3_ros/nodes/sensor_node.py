@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data, qos_profile_system_default
@@ -125,11 +126,16 @@ class SensorNode(Node):
         self.overlay_pub = self.create_publisher(Image, "overlay", self.output_qos) if cfg.overlay else None
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.image_raw_pub = self.camera_info_pub = None
-        self.image_sub = None
+        self.image_sub = None  # the subscription frames are taken from
         self.image_reliability = ""
+        self._pending_sub: tuple[Any, str] | None = None  # a new QoS, until its first frame arrives
+        self._retired_subs: list = []  # replaced subscriptions, destroyed on the next timer tick
+        self._last_sequence: dict[bytes, int] = {}  # writer -> last publication sequence number taken
         self.input_topic = ""
         self.input_monitor: InputMonitor | None = None
         self._input_warned = False
+        self._started = time.monotonic()
+        self._clock_warned = False
         if cfg.camera == "none":
             compressed = cfg.image_transport == "compressed"
             # image_transport's naming: the base topic (after remapping) plus "/compressed".
@@ -146,7 +152,10 @@ class SensorNode(Node):
         self.create_subscription(
             RoiPromptArray, "prompts", self.prompts_callback, QoSProfile(depth=10), raw=True
         )
-        self.create_timer(cfg.diagnostics_period, self.diagnostics_callback)
+        # The wall clock: with use_sim_time and no /clock, a ROS-time timer never fires (no
+        # /diagnostics, no QoS re-check); the stamps stay ROS time.
+        self.create_timer(cfg.diagnostics_period, self.diagnostics_callback,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         SENSOR_PARAMS.watch(self, lambda: self.config.values(), self.parameters_changed)
 
         self._worker = threading.Thread(target=self._work_loop, name="picosam3-worker", daemon=True)
@@ -164,7 +173,13 @@ class SensorNode(Node):
         )
 
     def _subscribe_image(self) -> None:
-        """(Re)create the input subscription with the QoS image_qos asks for (auto: the publishers')."""
+        """(Re)subscribe with the QoS image_qos asks for (auto: the publishers').
+
+        Make before break: a new QoS gets its own subscription while the old one keeps
+        delivering; the first frame through the new one makes it the source, and the old one
+        goes on the next timer tick (replacing it at once lost 1-3 s of frames while the new
+        reader was matched, and the silence read as a QoS mismatch).
+        """
         mode = self.config.image_qos
         if mode == "auto":
             infos = self.get_publishers_info_by_topic(self.input_topic)
@@ -176,22 +191,59 @@ class SensorNode(Node):
             )
         else:
             reliability = {"sensor_data": "best_effort", "reliable": "reliable"}.get(mode, "system_default")
+        pending = self._pending_sub
+        if pending is not None and pending[1] == reliability:
+            return  # waiting for its first frame
+        if pending is not None:  # the publishers changed again before it delivered
+            self._retired_subs.append(pending[0])
+            self._pending_sub = None
         if reliability == self.image_reliability:
             return
-        if self.image_sub is not None:
-            self.destroy_subscription(self.image_sub)
+        subscription = self._image_subscription(reliability)
+        if self.image_sub is None:
+            self.image_sub, self.image_reliability = subscription, reliability
+            self.get_logger().info(f"subscribed to {self.input_topic} ({reliability}, image_qos={mode})")
+        else:
+            self._pending_sub = (subscription, reliability)
+            self.get_logger().info(
+                f"subscribing to {self.input_topic} {reliability} (image_qos={mode}, as its publishers "
+                f"are); frames come through the {self.image_reliability} subscription until then")
+
+    def _image_subscription(self, reliability: str):
         if reliability == "reliable":  # depth 2: the worker's one-slot buffer drops the rest anyway
             qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
         elif reliability == "best_effort":
             qos = qos_profile_sensor_data
         else:
             qos = qos_profile_system_default
-        self.image_sub = self.create_subscription(
-            self.input_type, self.input_topic, self.image_callback, qos,
-            event_callbacks=SubscriptionEventCallbacks(message_lost=self.message_lost_callback),
-        )
-        self.image_reliability = reliability
-        self.get_logger().info(f"subscribed to {self.input_topic} ({reliability}, image_qos={mode})")
+        holder: list = []  # the subscription, for its callbacks to know where a frame came from
+
+        def frame(msg, info) -> None:
+            self._frame_from(holder[0], msg, info)
+
+        def lost(info) -> None:
+            if holder[0] is self.image_sub:  # a retired or pending reader's losses are not ours
+                self.message_lost_callback(info)
+
+        holder.append(self.create_subscription(
+            self.input_type, self.input_topic, frame, qos,
+            event_callbacks=SubscriptionEventCallbacks(message_lost=lost),
+        ))
+        return holder[0]
+
+    def _frame_from(self, subscription, msg, info) -> None:
+        if subscription is not self.image_sub:
+            pending = self._pending_sub
+            if pending is None or subscription is not pending[0]:
+                return  # a replaced subscription's last frames
+            old = self.image_reliability
+            self._retired_subs.append(self.image_sub)
+            self.image_sub, self.image_reliability = pending
+            self._pending_sub = None
+            self.get_logger().info(
+                f"subscribed to {self.input_topic} ({self.image_reliability}, image_qos="
+                f"{self.config.image_qos}); the {old} subscription is closed")
+        self.image_callback(msg, info)
 
     def parameters_changed(self, changes: dict[str, Any]) -> None:
         """Run-time parameters accepted by the table's validation take effect here."""
@@ -208,13 +260,20 @@ class SensorNode(Node):
             self.overlay_pub = self.create_publisher(Image, "overlay", self.output_qos)
         if not cfg.carry_results:
             self.last_results.clear()
-        self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v}" for k, v in changes.items()))
 
     # --- callbacks (executor thread: cheap only) -------------------------------------------
-    def image_callback(self, msg: Image | CompressedImage) -> None:
+    def image_callback(self, msg: Image | CompressedImage, info: dict | None = None) -> None:
         arrival = time.monotonic_ns()
+        gid = (info or {}).get("publisher_gid") or {}
+        writer, sequence = bytes(gid.get("data") or b""), (info or {}).get("publication_sequence_number")
+        if sequence is not None:
+            if sequence <= self._last_sequence.get(writer, 0):
+                return  # this frame came already (through the other subscription, while switching)
+            if len(self._last_sequence) > 64:  # writers come and go with drivers: keep it bounded
+                self._last_sequence.clear()
+            self._last_sequence[writer] = sequence
         self.stats.frames_in.tick()
-        self.input_monitor.frame(arrival, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+        self.input_monitor.frame(arrival, writer, sequence)
         if self._slot.put(("image", msg, arrival)):
             with self.stats.lock:
                 self.stats.drops += 1
@@ -259,6 +318,9 @@ class SensorNode(Node):
         self.get_logger().warning(message)
 
     def diagnostics_callback(self) -> None:
+        while self._retired_subs:  # replaced by a subscription that delivers (make before break)
+            self.destroy_subscription(self._retired_subs.pop())
+        self._check_clock()
         level, message, values = self.stats.summary()
         if self.input_monitor is not None:
             if self.config.image_qos == "auto":
@@ -290,6 +352,19 @@ class SensorNode(Node):
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(array)
+
+    def _check_clock(self) -> None:
+        """Say it once when use_sim_time is on and no /clock has come (ROS time stays 0)."""
+        clock = self.get_clock()
+        if self._clock_warned or not getattr(clock, "ros_time_is_active", False):
+            return
+        if clock.now().nanoseconds == 0 and time.monotonic() - self._started > 3.0:
+            self._clock_warned = True
+            self.get_logger().warning(
+                "use_sim_time is true but no /clock has arrived: the stamps of /diagnostics (and of "
+                "image_raw when the node owns the camera) are 0 until it does; /diagnostics and the "
+                "input QoS check run on the wall clock meanwhile. Publish /clock (e.g. ros2 bag play "
+                "--clock) or set use_sim_time:=false")
 
     # --- camera thread ------------------------------------------------------------------------
     def _camera_loop(self) -> None:

@@ -13,6 +13,7 @@ import dataclasses
 import threading
 from dataclasses import dataclass
 
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
@@ -92,8 +93,9 @@ class TeleopUiNode(Node):
         self.create_subscription(Image, cfg.image_topic, self.image_callback, qos_profile_sensor_data)
         self.create_subscription(Image, "mask", self.mask_callback, results_qos)
         self.create_subscription(SegmentationArray, "segmentations", self.segmentations_callback, results_qos)
-        if cfg.republish_period > 0:
-            self.create_timer(cfg.republish_period, self.republish_callback)
+        if cfg.republish_period > 0:  # the wall clock: under use_sim_time without /clock too
+            self.create_timer(cfg.republish_period, self.republish_callback,
+                              clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.server = TeleopServer(
             ServerConfig(cfg.bind_address, cfg.port, cfg.min_box_size,
                          self.resolve_topic_name(cfg.image_topic)),
