@@ -225,9 +225,13 @@ class SensorNode(Node):
             if holder[0] is self.image_sub:  # a retired or pending reader's losses are not ours
                 self.message_lost_callback(info)
 
+        def matched(info) -> None:  # a driver came or went: follow it now, not at the next tick
+            if holder[0] is self.image_sub and self.config.image_qos == "auto":
+                self._subscribe_image()
+
         holder.append(self.create_subscription(
             self.input_type, self.input_topic, frame, qos,
-            event_callbacks=SubscriptionEventCallbacks(message_lost=lost),
+            event_callbacks=SubscriptionEventCallbacks(message_lost=lost, matched=matched),
         ))
         return holder[0]
 
