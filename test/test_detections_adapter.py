@@ -25,6 +25,7 @@ from node_helpers import (
     ros_env,
     set_parameter,
     start_process,
+    status_mb,
     stop_process,
 )
 
@@ -236,13 +237,6 @@ def test_numbers_ids_and_duplicates_in_the_core():
     assert select(many, DetectionFilter((), 0.0, 8)) == sorted(many, key=lambda d: -d.score)[:8]
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    raise AssertionError("no VmRSS")
-
-
 def test_hostile_detections_against_the_adapter_process(tmp_path, interfaces):
     from picosam3_msgs.msg import RoiPromptArray
     from picosam3_ros.core.detections import TRACK_ID_BASE
@@ -292,10 +286,10 @@ def test_hostile_detections_against_the_adapter_process(tmp_path, interfaces):
         since = phase("A")
         assert client.wait_for(lambda: any(len(a.prompts) == 1 for a in mine(since)), proc=adapter)
         # 5,000 unique 100 kB track ids: the adapter's memory stays bounded.
-        rss_before = rss_mb(adapter.pid)
+        rss_before = status_mb(adapter.pid)
         since = phase("ids")
         assert client.wait_for(lambda: len(mine(since)) >= 5000 // 30 + 5, timeout=240, proc=adapter)
-        growth = rss_mb(adapter.pid) - rss_before
+        growth = status_mb(adapter.pid) - rss_before
         phase("empty")
         assert growth < 100.0, f"RSS grew by {growth:.0f} MB"
         assert adapter.poll() is None

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
-from node_helpers import REPO, RosClient, node_command, ros_env, running, write_red_model
+from node_helpers import REPO, RosClient, node_command, ros_env, running, status_mb, write_red_model
 from payloads import encode, hostile_payloads, jpeg_bomb, png_bomb
 from test_node_fuzz import BOX, expected_mask, rss_mb, scene
 
@@ -33,10 +32,7 @@ DECODER_LINES = ("libpng", "Corrupt JPEG", "Premature end of JPEG")
 
 
 def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    raise AssertionError("no VmHWM")
+    return status_mb(pid, "VmHWM")
 
 
 class Client:
@@ -48,6 +44,8 @@ class Client:
         from picosam3_msgs.msg import RoiPromptArray, SegmentationArray
 
         self.client, self.nonce = client, nonce
+        # Its own prompt id: an answer computed with an earlier test's prompt set never passes for ours.
+        self.prompt_id = uuid.uuid4().int % 60_000 + 1_000
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pub = client.node.create_publisher(CompressedImage, "image/compressed", reliable)
         self.prompt_pub = client.node.create_publisher(RoiPromptArray, "prompts", 10)
@@ -60,7 +58,7 @@ class Client:
 
         array = RoiPromptArray()
         array.header.frame_id = self.nonce
-        prompt = RoiPrompt(id=7)
+        prompt = RoiPrompt(id=self.prompt_id)
         prompt.roi.x_offset, prompt.roi.y_offset, prompt.roi.width, prompt.roi.height = BOX
         array.prompts.append(prompt)
         self.prompt_pub.publish(array)
@@ -80,7 +78,7 @@ class Client:
 
     def answer(self, stamp: int):
         return next((m for m in self.segs if m.header.frame_id == self.nonce and m.header.stamp.sec == stamp
-                     and any(s.prompt_id == 7 for s in m.segmentations)), None)
+                     and any(s.prompt_id == self.prompt_id for s in m.segmentations)), None)
 
     def diagnostic(self, key: str) -> int:
         values = [int(kv.value) for m in self.diagnostics for status in m.status for kv in status.values
@@ -114,9 +112,9 @@ def node(tmp_path_factory):
             client.close()
 
 
-def check_probe(msg, want: np.ndarray, what: str) -> None:
-    seg = next(s for s in msg.segmentations if s.prompt_id == 7)
-    assert seg.status == Status.OK, what
+def check_probe(c: Client, msg, want: np.ndarray, what: str) -> None:
+    seg = next(s for s in msg.segmentations if s.prompt_id == c.prompt_id)
+    assert seg.status == Status.OK, f"{what}: status {seg.status}, {len(msg.segmentations)} entries"
     got = np.frombuffer(bytes(seg.mask.data), np.uint8).reshape(seg.mask.height, seg.mask.width)
     np.testing.assert_array_equal(got, want, err_msg=what)
 
@@ -127,7 +125,7 @@ def test_bombs_among_a_10_fps_jpeg_stream_are_refused(node):
     rgb = scene()
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     valid = encode(".jpg", bgr)
-    check_probe(c.probe(proc, 1, encode(".png", bgr)), expected_mask(rgb), "warm-up")
+    check_probe(c, c.probe(proc, 1, encode(".png", bgr)), expected_mask(rgb), "warm-up")
     assert client.wait_for(lambda: c.diagnostic("bad_images") >= 0, WAIT_S, proc)
     with client.lock:
         bad_before = c.diagnostic("bad_images")
@@ -168,7 +166,7 @@ def test_fuzzed_compressed_payloads_never_reach_the_decoder_unchecked(node):
     rgb = scene()
     want = expected_mask(rgb)
     probe_png = encode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    check_probe(c.probe(proc, 1, probe_png), want, "warm-up")
+    check_probe(c, c.probe(proc, 1, probe_png), want, "warm-up")
     rss_start = rss_mb(proc.pid)
     log_start = len(log_path.read_text(errors="replace").splitlines())
     started = time.monotonic()
@@ -184,7 +182,7 @@ def test_fuzzed_compressed_payloads_never_reach_the_decoder_unchecked(node):
         c.frame(stamp, data, fmt)
         if index % 30 == 29:
             stamp += 1
-            check_probe(c.probe(proc, stamp, probe_png), want, f"probe after payload {index} ({what})")
+            check_probe(c, c.probe(proc, stamp, probe_png), want, f"probe after payload {index} ({what})")
     elapsed = time.monotonic() - started
     assert len(refused_stamps) > 200
     time.sleep(1.0)

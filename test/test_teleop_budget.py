@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import re
 import socket
 import threading
 import time
@@ -19,8 +18,7 @@ import uuid
 
 import numpy as np
 import pytest
-from node_helpers import RosClient, node_command, ros_env, running
-from test_teleop_hardening import Page, drag, wait_until
+from test_teleop_hardening import Page, drag, ended, frames_flowing, teleop_process, wait_until
 
 from picosam3_ros.core.image_conversion import fill_image
 from picosam3_ros.teleop.server import ServerConfig
@@ -41,51 +39,8 @@ def frame(frame_id: str, width: int = WIDTH, height: int = HEIGHT):
 
 @pytest.fixture(scope="module")
 def teleop(tmp_path_factory):
-    from sensor_msgs.msg import Image
-
-    from picosam3_msgs.msg import RoiPromptArray
-
-    tmp = tmp_path_factory.mktemp("teleop_budget")
-    params = {"port": 0, "image_topic": "image", "republish_period": 0.3, "max_prompt_rate": 100.0,
-              "prompt_burst": 100}
-    log_path = tmp / "teleop.log"
-    cmd = node_command("picosam3_ros.nodes.teleop_ui_node", params)
-    with running(cmd, ros_env(DOMAIN), log_path) as proc:
-        client = RosClient(DOMAIN, "teleop_budget_client")
-        try:
-            url = wait_until(lambda: re.search(r"http://127\.0\.0\.1:(\d+)/", log_path.read_text()),
-                             "the page's URL in the log", proc)
-            page = Page(int(url.group(1)))
-            prompt_sets = client.collect(RoiPromptArray, "prompts")
-            image_pub = client.node.create_publisher(Image, "image", 10)
-            yield page, proc, client, image_pub, prompt_sets, log_path
-        finally:
-            client.close()
-
-
-def ended(socks: list[socket.socket], seconds: float) -> int:
-    """How many of ``socks`` the server closed (EOF or reset), reading all of them for ``seconds``."""
-    import selectors
-
-    selector = selectors.DefaultSelector()
-    for sock in socks:
-        sock.setblocking(False)
-        selector.register(sock, selectors.EVENT_READ)
-    closed = 0
-    deadline = time.monotonic() + seconds
-    while selector.get_map() and time.monotonic() < deadline:
-        for key, _ in selector.select(timeout=0.1):
-            try:
-                data = key.fileobj.recv(1 << 16)
-            except BlockingIOError:
-                continue
-            except OSError:
-                data = b""
-            if not data:
-                closed += 1
-                selector.unregister(key.fileobj)
-    selector.close()
-    return closed
+    with teleop_process(tmp_path_factory.mktemp("teleop_budget"), DOMAIN, republish_period=0.3) as rig:
+        yield rig
 
 
 def edit(page: Page, body: dict) -> tuple[int, dict]:
@@ -105,76 +60,49 @@ def test_viewers_and_slow_clients_cannot_lock_out_prompt_edits(teleop):
     page, proc, client, image_pub, prompt_sets, _ = teleop
     nonce = f"budget_{uuid.uuid4().hex[:8]}"
     ready(page, image_pub, proc, nonce)
-    stop = threading.Event()
-
-    def publish_frames():
-        while not stop.is_set():
-            image_pub.publish(frame(nonce))
-            time.sleep(0.05)
-
-    publisher = threading.Thread(target=publish_frames, daemon=True)
-    publisher.start()
     viewers: list[socket.socket] = []
     slow: list[socket.socket] = []
-    try:
-        for _ in range(VIEWERS):
-            sock = socket.create_connection(("127.0.0.1", page.port), timeout=30)
-            sock.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            viewers.append(sock)
-        request = b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-        for _ in range(SLOW_CLIENTS):
-            sock = socket.create_connection(("127.0.0.1", page.port), timeout=30)
-            sock.sendall(request[:1])
-            slow.append(sock)
+    request = b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with frames_flowing(image_pub, nonce) as stop:
+        try:
+            for _ in range(VIEWERS):
+                sock = socket.create_connection(("127.0.0.1", page.port), timeout=30)
+                sock.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                viewers.append(sock)
+            for _ in range(SLOW_CLIENTS):
+                sock = socket.create_connection(("127.0.0.1", page.port), timeout=30)
+                sock.sendall(request[:1])
+                slow.append(sock)
 
-        def trickle():  # one byte every 2 s: each recv is within any per-read timeout
-            for i in range(1, len(request)):
-                if stop.wait(2.0):
-                    return
-                for sock in slow:
-                    try:
-                        sock.sendall(request[i:i + 1])
-                    except OSError:
-                        pass
+            def trickle():  # one byte every 2 s: each recv is within any per-read timeout
+                for i in range(1, len(request)):
+                    if stop.wait(2.0):
+                        return
+                    for sock in slow:
+                        try:
+                            sock.sendall(request[i:i + 1])
+                        except OSError:
+                            pass
 
-        threading.Thread(target=trickle, daemon=True).start()
-        time.sleep(2.5)
-        # Every prompt edit is answered, with all of them open.
-        status, added = edit(page, {"action": "add", **json.loads(drag(8, 8, 40, 30))})
-        assert status == 200 and added["ok"], added
-        status, second = edit(page, {"action": "add", **json.loads(drag(2, 2, 20, 20))})
-        assert status == 200 and second["ok"], second
-        assert edit(page, {"action": "remove", "id": added["id"]})[0] == 200
-        status, reply = edit(page, {"action": "clear"})
-        assert status == 200 and reply["state"]["prompts"] == []
-        connections = reply["state"]["connections"]
-        assert connections["streams"] <= ServerConfig.max_streams and connections["evicted"] > 0
-        # The viewers past the stream cap were closed by the server, the newest ones still stream.
-        closed = ended(viewers, seconds=3.0)
-        assert closed >= VIEWERS - ServerConfig.max_streams
-        # The slow clients are answered 408 (or closed) within the deadline, not served forever.
-        deadline = time.monotonic() + ServerConfig.request_timeout_s + 30
-        pending = list(slow)
-        while pending and time.monotonic() < deadline:
-            still = []
-            for sock in pending:
-                sock.settimeout(0.01)
-                try:
-                    data = sock.recv(4096)
-                    if data == b"" or data.startswith(b"HTTP/1.1 408"):
-                        continue
-                except TimeoutError:
-                    still.append(sock)
-                except OSError:
-                    continue
-            pending = still
-            time.sleep(0.2)
-        assert not pending, f"{len(pending)} slow clients never closed"
-    finally:
-        stop.set()
-        publisher.join(timeout=5)
-        for sock in viewers + slow:
-            sock.close()
+            threading.Thread(target=trickle, daemon=True).start()
+            time.sleep(2.5)
+            # Every prompt edit is answered, with all of them open.
+            status, added = edit(page, {"action": "add", **json.loads(drag(8, 8, 40, 30))})
+            assert status == 200 and added["ok"], added
+            status, second = edit(page, {"action": "add", **json.loads(drag(2, 2, 20, 20))})
+            assert status == 200 and second["ok"], second
+            assert edit(page, {"action": "remove", "id": added["id"]})[0] == 200
+            status, reply = edit(page, {"action": "clear"})
+            assert status == 200 and reply["state"]["prompts"] == []
+            connections = reply["state"]["connections"]
+            assert connections["streams"] <= ServerConfig.max_streams and connections["evicted"] > 0
+            # The viewers past the stream cap were closed by the server, the newest ones still stream.
+            assert ended(viewers, seconds=3.0) >= VIEWERS - ServerConfig.max_streams
+            # The slow clients are answered 408 and closed within the deadline, not served forever.
+            assert ended(slow, ServerConfig.request_timeout_s + 30) == len(slow)
+        finally:
+            for sock in viewers + slow:
+                sock.close()
     assert proc.poll() is None
 
 
