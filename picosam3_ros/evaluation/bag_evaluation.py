@@ -492,6 +492,7 @@ def evaluate_bag(
         total_frames = reader.message_count(topics.image)
         overlay_every = max(1, total_frames // max(1, max_overlays)) if max_overlays else 0
         prompts: list[BagPrompt] = []
+        read_frames = 0  # frames converted (the others are counted in bad_frames)
         for item in reader.messages([topics.prompt, topics.image]):
             if item.topic == topics.prompt:
                 prompts = prompts_from_msg(item.msg, item.msgtype)
@@ -510,6 +511,7 @@ def evaluate_bag(
                 evaluation.bad_frames += 1
                 evaluation.bad_frame_reason = evaluation.bad_frame_reason or f"frame {index}: {exc}"
                 continue
+            read_frames += 1
             frame_prompts = jittered_prompts(prompts, box_jitter, seed, index) if box_jitter > 0 else prompts
             node_prompts = [
                 Prompt(p.id, tuple(float(v) for v in p.box), item.log_time_ns) for p in frame_prompts
@@ -542,6 +544,8 @@ def evaluate_bag(
             )
         if topics.segmentations and len(recorded_times) > 1:
             evaluation.bag_duration_s = (max(recorded_times) - min(recorded_times)) / 1e9
+    if evaluation.bad_frames and not read_frames:  # the topic is unreadable (a depth topic, say)
+        raise BagError(f"no frame of {topics.image} could be read: {evaluation.bad_frame_reason}")
     return evaluation
 
 
