@@ -236,6 +236,14 @@ class RosClient:
         self._thread.join(timeout=2.0)
 
 
+def status_mb(pid: int, key: str = "VmRSS") -> float:
+    """A memory figure of a process from /proc (VmRSS: now; VmHWM: its peak so far), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024.0
+    raise AssertionError(f"no {key} for process {pid}")
+
+
 def set_parameter(client: RosClient, node: str, name: str, value, timeout: float = 30.0):
     """``ros2 param set`` from the test process: the SetParametersResult (successful, reason)."""
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue

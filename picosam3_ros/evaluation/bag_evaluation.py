@@ -117,6 +117,8 @@ class Evaluation:
     frames_with_ground_truth: int = 0
     prompts: int = 0  # (prompt, frame) pairs offered to the pipeline
     prompt_messages: int = 0
+    bad_frames: int = 0  # frames the node would drop too (bad encoding, a decompression bomb): skipped
+    bad_frame_reason: str = ""  # the first one's
     status_counts: dict[str, int] = field(default_factory=dict)
     unmatched_results: int = 0  # recorded mode: results whose prompt is not in the bag's prompt set
     instances: list[InstanceScore] = field(default_factory=list)
@@ -233,6 +235,8 @@ class Evaluation:
             "frames_with_ground_truth": self.frames_with_ground_truth,
             "prompts": self.prompts,
             "prompt_messages": self.prompt_messages,
+            "bad_frames": self.bad_frames,
+            "bad_frame_reason": self.bad_frame_reason,
             "instances": len(self.instances),
             "miou_crop": _nan_to_none(mean_iou(ious_crop)),
             "miou_full": _nan_to_none(mean_iou(ious_full)),
@@ -488,6 +492,7 @@ def evaluate_bag(
         total_frames = reader.message_count(topics.image)
         overlay_every = max(1, total_frames // max(1, max_overlays)) if max_overlays else 0
         prompts: list[BagPrompt] = []
+        read_frames = 0  # frames converted (the others are counted in bad_frames)
         for item in reader.messages([topics.prompt, topics.image]):
             if item.topic == topics.prompt:
                 prompts = prompts_from_msg(item.msg, item.msgtype)
@@ -500,7 +505,13 @@ def evaluate_bag(
             stamp = stamp_ns(item.msg.header)
             if not prompts:
                 continue
-            frame_rgb = frame_to_rgb(item.msg)
+            try:  # the node's conversion and payload guard: what it drops is skipped and counted
+                frame_rgb = frame_to_rgb(item.msg)
+            except BagError as exc:
+                evaluation.bad_frames += 1
+                evaluation.bad_frame_reason = evaluation.bad_frame_reason or f"frame {index}: {exc}"
+                continue
+            read_frames += 1
             frame_prompts = jittered_prompts(prompts, box_jitter, seed, index) if box_jitter > 0 else prompts
             node_prompts = [
                 Prompt(p.id, tuple(float(v) for v in p.box), item.log_time_ns) for p in frame_prompts
@@ -533,6 +544,8 @@ def evaluate_bag(
             )
         if topics.segmentations and len(recorded_times) > 1:
             evaluation.bag_duration_s = (max(recorded_times) - min(recorded_times)) / 1e9
+    if evaluation.bad_frames and not read_frames:  # the topic is unreadable (a depth topic, say)
+        raise BagError(f"no frame of {topics.image} could be read: {evaluation.bad_frame_reason}")
     return evaluation
 
 

@@ -6,8 +6,10 @@ Each node lists its parameters as :class:`Param` rows in a :class:`ParamTable`. 
   unless the row is ``runtime``) and validates the start-up values (:class:`ConfigError`
   says which parameter and what is allowed);
 * keeps the run-time ones tunable: :meth:`ParamTable.watch` rejects a bad
-  ``set_parameters`` value with a reason (the old value stays) and hands accepted changes
-  to the node. Start-up-only parameters are read-only and their descriptions say so;
+  ``set_parameters`` value with a reason (the old value stays), hands accepted changes
+  to the node and logs them in batches (:class:`ChangeLog`: one line per 2 s at most, where
+  1,000 changes in 8 s wrote 1,007 lines). Start-up-only parameters are read-only and their
+  descriptions say so;
 * takes a whole number for a double parameter (:meth:`ParamTable.coerce`), at start-up
   (YAML, ``-p``, launch files) and at run time: ROS 2 types ``0`` as an integer, and
   ``prompt_timeout: 0`` or ``ros2 param set ... box_margin 1000`` must not stop the node or
@@ -23,12 +25,14 @@ own files.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from picosam3_ros.backends.roi_scheduler import POLICIES
 from picosam3_ros.core.backend_api import BackendConfig
+from picosam3_ros.core.compressed_guard import DEFAULT_MAX_PIXELS
 from picosam3_ros.core.model_card import postprocess_in_use
 from picosam3_ros.core.postprocess import Postprocess
 
@@ -61,6 +65,39 @@ class Param:
         if self.limits and all(isinstance(v, str) for v in self.limits):
             return tuple(self.limits)
         return None
+
+
+class ChangeLog:
+    """Accepted parameter changes as log lines: the first at once, then at most one per ``period_s``
+    with every change since (the latest value of each parameter and how many changes). ROS-free:
+    the caller passes the time and logs what comes back."""
+
+    MAX_NAMES = 12  # names in one line; more are counted
+
+    def __init__(self, period_s: float = 2.0):
+        self.period_s = period_s
+        self._pending: dict[str, Any] = {}
+        self._changes = 0
+        self._last = -math.inf
+
+    def add(self, changes: Mapping[str, Any], now: float) -> str | None:
+        self._pending.update(changes)
+        self._changes += len(changes)
+        return self.flush(now)
+
+    def flush(self, now: float) -> str | None:
+        """The line to log now, or None (nothing pending, or the last line is too recent)."""
+        if not self._pending or now - self._last < self.period_s:
+            return None
+        names = list(self._pending.items())
+        shown = ", ".join(f"{k}={v}" for k, v in names[: self.MAX_NAMES])
+        if len(names) > self.MAX_NAMES:
+            shown += f", and {len(names) - self.MAX_NAMES} more"
+        extra = ""
+        if self._changes > len(names):
+            extra = f" ({self._changes} changes since the last line; the latest values)"
+        self._pending, self._changes, self._last = {}, 0, now
+        return f"parameters changed{extra}: {shown}"
 
 
 class ParamTable:
@@ -187,13 +224,21 @@ class ParamTable:
 
     def watch(self, node, current: Callable[[], Mapping[str, Any]],
               on_change: Callable[[dict[str, Any]], None]) -> None:
-        """Validate ``set_parameters`` calls on ``node``; accepted changes go to ``on_change``.
+        """Validate ``set_parameters`` calls on ``node``; accepted changes go to ``on_change``
+        and to the log, batched (:class:`ChangeLog`, flushed on a wall-clock timer).
 
         ``current`` returns the values in force (to check rules across parameters). A refused
         value keeps the old one and the caller gets the reason.
         """
         from rcl_interfaces.msg import SetParametersResult
+        from rclpy.clock import Clock, ClockType
         from rclpy.parameter import Parameter
+
+        change_log = ChangeLog()
+
+        def log_changes(line: str | None) -> None:
+            if line is not None:
+                node.get_logger().info(line)
 
         def validate_callback(parameters) -> SetParametersResult:
             merged = dict(current())
@@ -225,10 +270,13 @@ class ParamTable:
             changes = {p.name: p.value for p in parameters if p.name in self.params}
             if changes:
                 on_change(changes)
+                log_changes(change_log.add(changes, time.monotonic()))
 
         node.add_pre_set_parameters_callback(coerce_callback)
         node.add_on_set_parameters_callback(validate_callback)
         node.add_post_set_parameters_callback(changed_callback)
+        node.create_timer(change_log.period_s, lambda: log_changes(change_log.flush(time.monotonic())),
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
 
 
 # --- the sensor node ---------------------------------------------------------------------------
@@ -308,6 +356,9 @@ SENSOR_PARAMS = ParamTable(
               "QoS of image_raw, camera_info, mask, segmentations, overlay: reliable (what default "
               "subscribers such as rviz and recorders ask for; best-effort ones match too) | sensor_data",
               OUTPUT_QOS_CHOICES),
+        Param("max_image_pixels", DEFAULT_MAX_PIXELS,
+              "input frames larger than this (width x height, from a compressed payload's header before "
+              "decoding) are dropped as bad images; the default is 4096x4096", (1, 2**30), True),
         Param("input_warn_fraction", 0.5,
               "WARN on /diagnostics (and log the fix once) when fewer than this fraction of the "
               "publisher's frames arrive", (0.0, 1.0), True),
@@ -355,6 +406,7 @@ class NodeConfig:
     image_transport: str = "raw"
     image_qos: str = "auto"
     output_qos: str = "reliable"
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
     input_warn_fraction: float = 0.5
     frame_id: str = "camera"
     stream_width: int = 640

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
@@ -40,7 +40,7 @@ from picosam3_ros.core.input_monitor import InputMonitor
 from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask
 from picosam3_ros.core.prompt_wire import WireFormatError, read_prompt_array
 from picosam3_ros.core.prompts import MAX_MESSAGE_PROMPTS, FramePlan, PromptChange, PromptStore
-from picosam3_ros.nodes.image_input import ImageInput
+from picosam3_ros.nodes.image_input import ImageInput, frame_writer
 from picosam3_ros.nodes.node_config import SENSOR_PARAMS, ConfigError, NodeConfig, declare_and_read
 from picosam3_ros.nodes.node_main import run_node
 
@@ -129,10 +129,12 @@ class SensorNode(Node):
         self.image_input: ImageInput | None = None
         self.input_monitor: InputMonitor | None = None
         self._input_warned = False
+        self._started = time.monotonic()
+        self._clock_warned = False
         if cfg.camera == "none":
             self.image_input = ImageInput(
                 self, "image", cfg.image_transport, cfg.image_qos, self.image_callback,
-                SubscriptionEventCallbacks(message_lost=self.message_lost_callback), cfg.diagnostics_period,
+                self.message_lost_callback, cfg.diagnostics_period,
             )
             self.input_monitor = InputMonitor(self.image_input.topic, INPUT_FIX)
         else:
@@ -147,7 +149,10 @@ class SensorNode(Node):
         self.create_subscription(
             RoiPromptArray, "prompts", self.prompts_callback, QoSProfile(depth=10), raw=True
         )
-        self.create_timer(cfg.diagnostics_period, self.diagnostics_callback)
+        # The wall clock: with use_sim_time and no /clock, a ROS-time timer never fires (no
+        # /diagnostics, no QoS re-check); the stamps stay ROS time.
+        self.create_timer(cfg.diagnostics_period, self.diagnostics_callback,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         SENSOR_PARAMS.watch(self, lambda: self.config.values(), self.parameters_changed)
 
         self._worker = threading.Thread(target=self._work_loop, name="picosam3-worker", daemon=True)
@@ -179,13 +184,13 @@ class SensorNode(Node):
             self.overlay_pub = self.create_publisher(Image, "overlay", self.output_qos)
         if not cfg.carry_results:
             self.last_results.clear()
-        self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v}" for k, v in changes.items()))
 
     # --- callbacks (executor thread: cheap only) -------------------------------------------
-    def image_callback(self, msg: Image | CompressedImage) -> None:
+    def image_callback(self, msg: Image | CompressedImage, info: dict | None = None) -> None:
         arrival = time.monotonic_ns()
+        writer, sequence = frame_writer(info)
         self.stats.frames_in.tick()
-        self.input_monitor.frame(arrival, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+        self.input_monitor.frame(arrival, writer, sequence)
         if self._slot.put(("image", msg, arrival)):
             with self.stats.lock:
                 self.stats.drops += 1
@@ -233,6 +238,7 @@ class SensorNode(Node):
         self.get_logger().warning(message)
 
     def diagnostics_callback(self) -> None:
+        self._check_clock()
         level, message, values = self.stats.summary()
         if self.image_input is not None:
             health = self.input_monitor.assess(
@@ -262,6 +268,19 @@ class SensorNode(Node):
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(array)
+
+    def _check_clock(self) -> None:
+        """Say it once when use_sim_time is on and no /clock has come (ROS time stays 0)."""
+        clock = self.get_clock()
+        if self._clock_warned or not getattr(clock, "ros_time_is_active", False):
+            return
+        if clock.now().nanoseconds == 0 and time.monotonic() - self._started > 3.0:
+            self._clock_warned = True
+            self.get_logger().warning(
+                "use_sim_time is true but no /clock has arrived: the stamps of /diagnostics (and of "
+                "image_raw when the node owns the camera) are 0 until it does; /diagnostics and the "
+                "input QoS check run on the wall clock meanwhile. Publish /clock (e.g. ros2 bag play "
+                "--clock) or set use_sim_time:=false")
 
     # --- camera thread ------------------------------------------------------------------------
     def _camera_loop(self) -> None:
@@ -320,14 +339,22 @@ class SensorNode(Node):
                 )
 
     def _process_image(self, msg: Image | CompressedImage, arrival_ns: int) -> None:
+        limit = self.config.max_image_pixels
+        damage: list[str] = []
         try:
-            rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+            if isinstance(msg, CompressedImage):  # the header is checked before anything is decoded
+                rgb = compressed_to_rgb(msg, limit, damage)
+            else:
+                rgb = image_to_rgb(msg, limit)
         except ImageConversionError as exc:
             with self.stats.lock:
                 self.stats.bad_images += 1
                 self.stats.last_error = f"image: {exc}"
             self._warn_limited("image", f"image dropped: {exc}")
             return
+        if damage:  # decoded, with the decoder's complaint (what libjpeg/libpng would have printed)
+            said = "; ".join(damage)[:300]
+            self._warn_limited("decoder", f"image decoded with damage, used anyway: {said}")
         plan = self._plan(msg.header.frame_id)
         served = self.server.serve_image(rgb, plan.prompts, arrival_ns)
         self._publish(msg.header, rgb, served.results + self._reports(plan.reports), arrival_ns)

@@ -15,6 +15,7 @@ import dataclasses
 import threading
 from dataclasses import dataclass
 
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
@@ -24,15 +25,13 @@ from picosam3_msgs.msg import RoiPrompt, RoiPromptArray, Segmentation, Segmentat
 from picosam3_ros.core.carry import stamp_age_ms
 from picosam3_ros.core.image_conversion import (
     ImageConversionError,
-    compressed_to_rgb,
-    fill_image,
     image_array,
 )
 from picosam3_ros.nodes.image_input import ImageInput
 from picosam3_ros.nodes.node_config import IMAGE_INPUT_PARAMS, ConfigError, Param, ParamTable
 from picosam3_ros.nodes.node_main import run_node
 from picosam3_ros.teleop.frames import FrameHub, PromptResult
-from picosam3_ros.teleop.prompt_book import PromptBook, RateLimiter
+from picosam3_ros.teleop.prompt_book import PromptBook, RateLimiter, describe_stream
 from picosam3_ros.teleop.server import ServerConfig, TeleopServer
 
 STATUS_NAMES = {
@@ -104,14 +103,15 @@ class TeleopUiNode(Node):
                                       self.image_callback)
         self.create_subscription(Image, "mask", self.mask_callback, results_qos)
         self.create_subscription(SegmentationArray, "segmentations", self.segmentations_callback, results_qos)
-        if cfg.republish_period > 0:
-            self.create_timer(cfg.republish_period, self.republish_callback)
+        if cfg.republish_period > 0:  # the wall clock: under use_sim_time without /clock too
+            self.create_timer(cfg.republish_period, self.republish_callback,
+                              clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.server = TeleopServer(
             ServerConfig(cfg.bind_address, cfg.port, cfg.min_box_size, self.image_input.topic),
             self.hub, self.book, RateLimiter(cfg.max_prompt_rate, cfg.prompt_burst),
             on_change=self.publish_prompts, log=self.get_logger().info,
         )
-        self._stream_size = (0, 0)
+        self._stream: tuple[int, int, str] = (0, 0, "")
         self._bad_mask_logged = False
         self.hub.start()
         self.server.start()
@@ -130,35 +130,24 @@ class TeleopUiNode(Node):
         self.hub.mask_alpha = self.config.mask_alpha
 
     # ---- ROS callbacks: hand data to the hub, nothing heavy here -------------------------------
-    def image_callback(self, msg: Image | CompressedImage) -> None:
+    def image_callback(self, msg: Image | CompressedImage, info=None) -> None:
+        # A compressed frame goes to the hub as it is: decoded (behind the payload guard) only
+        # when it is shown, on the hub's thread, never here on the executor.
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        if isinstance(msg, CompressedImage):
-            msg = self._decoded(msg)
-            if msg is None:
-                return
         if not self.hub.put_frame(stamp, msg):  # invalid: it changes neither the stream nor the prompts
             self.get_logger().warning(self.hub.last_error, throttle_duration_sec=5.0)
             return
-        size = (msg.width, msg.height)
-        if size != self._stream_size:
-            if self._stream_size != (0, 0):
-                self.get_logger().warning(f"stream size changed {self._stream_size} -> {size}")
-            self._stream_size = size
-            gone = self.book.drop_outside(*size)
-            if gone:
-                self.get_logger().warning(f"removed prompts {gone}: they do not fit the new frame size")
-                self.publish_prompts()
-
-    def _decoded(self, msg: CompressedImage) -> Image | None:
-        """A compressed frame as the rgb8 Image the hub shows (None, logged, when it cannot be read)."""
-        try:
-            rgb = compressed_to_rgb(msg)
-        except ImageConversionError as exc:
-            self.hub.frames_rejected += 1
-            self.hub.last_error = f"frame on the image topic not shown: {exc}"
-            self.get_logger().warning(self.hub.last_error, throttle_duration_sec=5.0)
-            return None
-        return fill_image(Image(header=msg.header), rgb, "rgb8")
+        stream = self.hub.stream_key()
+        if stream != self._stream:
+            # The prompts stay with the stream they were drawn on (and its frame_id): one odd
+            # frame, or another camera on the topic, must not delete the operator's prompts.
+            prompts_stream = self.book.stream
+            if prompts_stream is not None and prompts_stream != stream:
+                self.get_logger().warning(
+                    f"the stream changed from {describe_stream(prompts_stream)} to "
+                    f"{describe_stream(stream)}; the prompts stay as they are until the operator clears "
+                    "them", throttle_duration_sec=5.0)
+            self._stream = stream
 
     def mask_callback(self, msg: Image) -> None:
         try:
@@ -195,10 +184,12 @@ class TeleopUiNode(Node):
 
     def publish_prompts(self) -> None:
         """Publish the whole prompt set (called from the HTTP threads and the timer)."""
+        stream, prompts = self.book.view()
         msg = RoiPromptArray()
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = self.hub.frame_id
-        for prompt_id, box in self.book.snapshot():
+        # The frame_id of the stream the prompts were drawn on, whatever frame came last.
+        msg.header.frame_id = stream[2] if stream is not None else self.hub.frame_id
+        for prompt_id, box in prompts:
             prompt = RoiPrompt()
             prompt.header = msg.header
             prompt.id = prompt_id
