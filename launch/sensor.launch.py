@@ -6,8 +6,12 @@
     ros2 launch picosam3_ros sensor.launch.py backend:=auto camera:=picamera2
     ros2 launch picosam3_ros sensor.launch.py camera:=emulator teleop:=true
     ros2 launch picosam3_ros sensor.launch.py detections:=true detections_topic:=/detections
+    ros2 launch picosam3_ros sensor.launch.py image_topic:=/camera/camera/color/image_raw objects_3d:=true \
+        depth_topic:=/camera/camera/aligned_depth_to_color/image_raw \
+        depth_info_topic:=/camera/camera/aligned_depth_to_color/camera_info
+    ros2 launch picosam3_ros sensor.launch.py lifecycle:=true    # a managed node: configure/activate it
 
-backend, camera, model, image_transport and image_qos override the config file (config_file,
+backend, camera, model, image_transport, image_qos and lifecycle override the config file (config_file,
 default config/sensor.yaml, keyed `/**/picosam3_sensor` so namespace:= keeps it). The node's
 `image` input is remapped to image_topic (with image_transport:=compressed it reads
 `<image_topic>/compressed`, as image_transport does). Unless you already chose a Fast DDS
@@ -49,6 +53,10 @@ ARGUMENTS = {
     "detections": ("false", "also start detections_adapter (detector boxes -> prompts)"),
     "detections_topic": ("detections", "the detector's output topic"),
     "detection_type": ("vision_msgs/msg/Detection2DArray", "its type (or yolo_msgs/msg/DetectionArray)"),
+    "lifecycle": ("false", "the sensor node as a managed (lifecycle) node: it waits for configure/activate"),
+    "objects_3d": ("false", "also start objects_3d (masks + aligned depth -> objects in 3D)"),
+    "depth_topic": ("aligned_depth_to_color/image_raw", "objects_3d: depth aligned to image_topic"),
+    "depth_info_topic": ("aligned_depth_to_color/camera_info", "objects_3d: that depth image's camera_info"),
 }
 
 
@@ -73,7 +81,7 @@ def generate_launch_description():
     ]
     overrides = {
         name: LaunchConfiguration(name)
-        for name in ("backend", "camera", "model", "image_transport", "image_qos")
+        for name in ("backend", "camera", "model", "image_transport", "image_qos", "lifecycle")
     }
     image_topic = LaunchConfiguration("image_topic")
     sensor = Node(
@@ -111,6 +119,17 @@ def generate_launch_description():
         output="screen",
         condition=IfCondition(LaunchConfiguration("detections")),
     )
+    objects_3d = Node(
+        package="picosam3_ros",
+        executable="objects_3d",
+        name="picosam3_objects_3d",
+        namespace=LaunchConfiguration("namespace"),
+        parameters=[PathJoinSubstitution([FindPackageShare("picosam3_ros"), "config", "objects_3d.yaml"])],
+        remappings=[("depth", LaunchConfiguration("depth_topic")),
+                    ("depth/camera_info", LaunchConfiguration("depth_info_topic"))],
+        output="screen",
+        condition=IfCondition(LaunchConfiguration("objects_3d")),
+    )
     return LaunchDescription(
-        [*arguments, OpaqueFunction(function=large_images_profile), sensor, teleop, detections]
+        [*arguments, OpaqueFunction(function=large_images_profile), sensor, teleop, detections, objects_3d]
     )
