@@ -89,12 +89,16 @@ class FrameOutcome:
 
 
 def run_rgbd_frames(client, frames, proc_alive=lambda: True, frame_id: str = "camera_color_optical_frame",
-                    timeout_s: float = 30.0, stamp_base: int = 1_000_000) -> list[FrameOutcome]:
-    """Publish each (rgb, box, mask) as a camera + detector would and wait for its objects.
+                    timeout_s: float = 30.0, stamp_base: int = 1_000_000,
+                    on_outcome=None) -> list[FrameOutcome]:
+    """Publish each (rgb, box, mask) of ``frames`` (any iterable) as a camera + detector would
+    and wait for its objects.
 
     Per frame: the GT box as the only prompt (id = index + 1), then the 16UC1 depth (object
-    1.0 m, background 2.0 m, 2% holes), the camera_info and the rgb8 image, all with one stamp;
-    the next frame goes out once this one's Object3DArray is in (or after ``timeout_s``).
+    1.0 m, background 2.0 m, 2% holes; ``depth_mm(mask, seed=index)``), the camera_info and the
+    rgb8 image, all with one stamp; the next frame goes out once this one's Object3DArray is in
+    (or after ``timeout_s``). ``on_outcome(outcome, frame)``, when given, sees each frame's
+    outcome with its frame (then neither is kept by this function's caller unless it wants).
     """
     from builtin_interfaces.msg import Time
     from rclpy.qos import QoSProfile
@@ -163,6 +167,11 @@ def run_rgbd_frames(client, frames, proc_alive=lambda: True, frame_id: str = "ca
                     c = mine[0].centroid
                     outcome.centroid = (c.x, c.y, c.z)
                     outcome.error_m = float(np.linalg.norm(np.array([c.x, c.y, c.z]) - gt_centroid(mask)))
+        with client.lock:  # what is measured is kept in the outcome; the messages go
+            received["segmentations"].pop(stamp.sec, None)
+            received["objects"].pop(stamp.sec, None)
+        if on_outcome is not None:
+            on_outcome(outcome, (rgb, box, mask))
         outcomes.append(outcome)
         if not proc_alive():
             break

@@ -267,3 +267,17 @@ def test_sensor_and_objects_3d_on_real_frames_with_detections(tmp_path, interfac
         assert (detection["bbox"]["size_x"], detection["bbox"]["size_y"]) == (w, h)
         score = detection["results"][0]["hypothesis"]["score"]
         assert score == pytest.approx(outcomes[index].score, abs=1e-6)
+
+
+def test_every_objects_3d_parameter_is_documented_and_in_the_config():
+    from picosam3_ros.nodes.objects_3d_node import PARAMS
+
+    doc = (REPO / "docs" / "objects_3d.md").read_text()
+    table = doc.split("## Parameters", 1)[1].split("\n## ", 1)[0]
+    yaml = (REPO / "config" / "objects_3d.yaml").read_text()
+    for name, param in PARAMS.params.items():
+        assert f"`{name}`" in table, name
+        assert f"    {name}: " in yaml, name
+        row = next(line for line in table.splitlines() if f"`{name}`" in line)
+        assert ("| yes |" in row) == param.runtime, name
+    assert "objects_3d.md" in (REPO / "README.md").read_text()

@@ -22,6 +22,7 @@ import dataclasses
 import sys
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from builtin_interfaces.msg import Time
@@ -99,7 +100,7 @@ class Objects3dNode(Node):
             self._seconds_ns("stamp_tolerance"), self._seconds_ns("match_timeout"), self.params["depth_queue"]
         )
         self.lock = threading.Lock()
-        self.camera_info: CameraInfo | None = None
+        self.camera_infos: deque[CameraInfo] = deque(maxlen=self.params["depth_queue"])
         self._slot = FrameSlot()
         self._running = True
         self._warned: dict[str, float] = {}
@@ -112,9 +113,10 @@ class Objects3dNode(Node):
         self.detections_pub = None
         if self.detections is not None:
             self.detections_pub = self.create_publisher(self.detections.array, "objects/detections", out_qos)
-        self.create_subscription(SegmentationArray, "segmentations", self.segmentations_callback, qos)
-        self.create_subscription(Image, "depth", self.depth_callback, qos)
+        # In this order: when all three are waiting, the executor takes the info and the depth first.
         self.create_subscription(CameraInfo, "depth/camera_info", self.camera_info_callback, qos)
+        self.create_subscription(Image, "depth", self.depth_callback, qos)
+        self.create_subscription(SegmentationArray, "segmentations", self.segmentations_callback, qos)
         self.create_timer(0.05, self.expiry_callback)
         self._worker = threading.Thread(target=self._work_loop, name="objects3d-worker", daemon=True)
         self._worker.start()
@@ -153,7 +155,14 @@ class Objects3dNode(Node):
             self._queue(segmentations, depth)
 
     def camera_info_callback(self, msg: CameraInfo) -> None:
-        self.camera_info = msg
+        self.camera_infos.append(msg)
+
+    def _camera_info_for(self, depth: Image) -> CameraInfo | None:
+        """The camera_info with the depth image's stamp (drivers send them together), else the latest."""
+        infos = list(self.camera_infos)
+        stamp = _stamp_ns(depth.header.stamp)
+        same = [info for info in infos if _stamp_ns(info.header.stamp) == stamp]
+        return same[-1] if same else (infos[-1] if infos else None)
 
     def expiry_callback(self) -> None:
         with self.lock:
@@ -167,7 +176,7 @@ class Objects3dNode(Node):
                        f"{self.params['match_timeout']} s: objects are NO_DEPTH_IMAGE")
 
     def _queue(self, segmentations: SegmentationArray, depth: Image) -> None:
-        if self._slot.put((segmentations, depth, self.camera_info)):
+        if self._slot.put((segmentations, depth)):
             self._warn("dropped", "the depth work falls behind: a frame's objects were dropped")
 
     def _warn(self, kind: str, message: str, period_s: float = 5.0) -> None:
@@ -183,9 +192,10 @@ class Objects3dNode(Node):
             item = self._slot.get(timeout=0.5)
             if item is None:
                 continue
-            segmentations, depth, info = item
+            segmentations, depth = item
             try:
-                self._publish(depth.header, segmentations, self._measure(segmentations, depth, info))
+                objects = self._measure(segmentations, depth, self._camera_info_for(depth))
+                self._publish(depth.header, segmentations, objects)
             except Exception as exc:  # never let one frame kill the worker
                 self.get_logger().error(
                     f"frame failed: {type(exc).__name__}: {exc}", throttle_duration_sec=2.0)
