@@ -10,9 +10,9 @@ picosam3_test_vision_msgs/Detection2DArray on ``detections`` every 0.1 s, header
 from __future__ import annotations
 
 import sys
-import threading
 
 import rclpy
+from node_helpers import spin_until_stdin_closes
 from picosam3_test_vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
 from rclpy.qos import QoSProfile
 
@@ -55,19 +55,12 @@ def main() -> int:
     pub = node.create_publisher(Detection2DArray, "detections", QoSProfile(depth=10))
     phase = ["A"]
 
-    def read_stdin() -> None:
-        for line in sys.stdin:
-            if line.strip() in PHASES:
-                phase[0] = line.strip()
-        rclpy.try_shutdown()
+    def set_phase(line: str) -> None:
+        if line in PHASES:
+            phase[0] = line
 
-    threading.Thread(target=read_stdin, daemon=True).start()
     node.create_timer(0.1, lambda: pub.publish(message(nonce, phase[0])))
-    try:
-        rclpy.spin(node)
-    except Exception:  # the context shut down by EOF on stdin
-        pass
-    rclpy.try_shutdown()
+    spin_until_stdin_closes(node, set_phase)
     return 0
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-import threading
 
 import rclpy
+from node_helpers import spin_until_stdin_closes
 from rclpy.qos import QoSProfile
 
 
@@ -42,16 +42,7 @@ def main() -> int:
 
     node.create_subscription(msg_type, topic, callback, QoSProfile(depth=50))
 
-    def wait_for_eof() -> None:
-        sys.stdin.read()
-        rclpy.try_shutdown()
-
-    threading.Thread(target=wait_for_eof, daemon=True).start()
-    try:
-        rclpy.spin(node)
-    except Exception:  # the context shut down by EOF on stdin
-        pass
-    rclpy.try_shutdown()
+    spin_until_stdin_closes(node)
     return 0
 
 
