@@ -17,6 +17,7 @@ import dataclasses
 import sys
 import threading
 import time
+import traceback
 from typing import Any
 
 import numpy as np
@@ -137,8 +138,9 @@ class SensorNode(LifecycleNodeMixin, Node):
             return TransitionCallbackReturn.SUCCESS
         except StartupError as exc:
             self._failure, code = str(exc), TransitionCallbackReturn.FAILURE
-        except Exception as exc:  # a bug, not bad input: say what it was (rclpy would swallow it)
+        except Exception as exc:  # a bug, not bad input: show it (rclpy would swallow it)
             self._failure, code = f"{type(exc).__name__}: {exc}", TransitionCallbackReturn.ERROR
+            self.get_logger().error(f"{name}: {traceback.format_exc()}")
         if self.config.lifecycle:  # plain mode says it once, on exit
             self.get_logger().error(f"{name} failed: {self._failure}")
         undo()
