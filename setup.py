@@ -37,6 +37,7 @@ setup(
         "console_scripts": [
             "sensor_node = picosam3_ros.nodes.sensor_node:main",
             "bag_eval = picosam3_ros.evaluation.bag_eval:main",
+            "imx500_check = picosam3_ros.evaluation.imx500_check:main",
             "coco_to_bag = picosam3_ros.evaluation.coco_to_bag:main",
             "prompt_publisher = picosam3_ros.nodes.prompt_publisher_node:main",
             "teleop_ui = picosam3_ros.nodes.teleop_ui_node:main",

@@ -10,10 +10,10 @@ picosam3_test_vision_msgs/Detection2DArray on ``detections`` every 0.1 s, header
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import rclpy
 from node_helpers import spin_until_stdin_closes
-from picosam3_test_vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
 from rclpy.qos import QoSProfile
 
 # phase -> [(class, score, track id, (centre x, centre y, width, height))]
@@ -33,26 +33,34 @@ PHASES = {
 }
 
 
-def message(nonce: str, phase: str) -> Detection2DArray:
-    out = Detection2DArray()
+def vision_array(msgs: Any, nonce: str, detections: list) -> Any:
+    """A Detection2DArray of ``msgs`` (a vision_msgs 4.x layout message module) in frame ``nonce``
+    from (class, score, track id, (centre x, centre y, width, height)) tuples."""
+    out = msgs.Detection2DArray()
     out.header.frame_id = nonce
-    for class_id, score, track, (cx, cy, w, h) in PHASES[phase]:
-        det = Detection2D(id=track)
+    for class_id, score, track, (cx, cy, w, h) in detections:
+        det = msgs.Detection2D(id=track)
         det.header = out.header
         det.bbox.center.position.x, det.bbox.center.position.y = cx, cy
         det.bbox.size_x, det.bbox.size_y = w, h
-        hypothesis = ObjectHypothesisWithPose()
+        hypothesis = msgs.ObjectHypothesisWithPose()
         hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = class_id, score
         det.results.append(hypothesis)
         out.detections.append(det)
     return out
 
 
+def message(nonce: str, phase: str) -> Any:
+    import picosam3_test_vision_msgs.msg as msgs
+
+    return vision_array(msgs, nonce, PHASES[phase])
+
+
 def main() -> int:
     nonce = sys.argv[1]
     rclpy.init()
     node = rclpy.create_node("detections_peer")
-    pub = node.create_publisher(Detection2DArray, "detections", QoSProfile(depth=10))
+    pub = node.create_publisher(type(message(nonce, "A")), "detections", QoSProfile(depth=10))
     phase = ["A"]
 
     def set_phase(line: str) -> None:

@@ -3,14 +3,11 @@
 vision_msgs has no wheel here, so the adapter is tested with ``picosam3_test_vision_msgs``
 (test/interfaces/): the vision_msgs 4.x Detection2DArray field layout under another package
 name. It is built once with colcon into build/test_interfaces/<hash of its files>/ (about a
-minute; later runs reuse it) and never installed with the workspace.
+minute; later runs reuse it; node_helpers.build_interfaces) and never installed with the workspace.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import os
 import subprocess
 import sys
 import uuid
@@ -19,19 +16,21 @@ from types import SimpleNamespace as NS
 
 import pytest
 from node_helpers import (
+    INTERFACES,
     REPO,
     RosClient,
+    build_interfaces,
     node_command,
     ros_env,
     set_parameter,
     start_process,
     stop_process,
+    with_prefix,
 )
 
 from picosam3_ros.core.detections import DetectionFilter, TrackIds, read_detections, select, to_prompts
 
 DOMAIN = 90
-INTERFACES = REPO / "test" / "interfaces"
 
 
 # --- the ROS-free core -------------------------------------------------------------------------
@@ -82,39 +81,6 @@ def test_yolo_layout_and_track_ids():
 
 
 # --- the node over DDS -------------------------------------------------------------------------
-def build_test_interfaces() -> Path:
-    """colcon-build test/interfaces once per content; returns the (merged) install prefix."""
-    files = sorted(p for p in INTERFACES.rglob("*") if p.is_file())
-    digest = hashlib.sha1(b"".join(p.read_bytes() + str(p).encode() for p in files)).hexdigest()[:12]
-    base = REPO / "build" / "test_interfaces" / digest
-    base.mkdir(parents=True, exist_ok=True)
-    install = base / "install"
-    with open(base / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two runs of the suite in one checkout build it once
-        if (base / "built").is_file():
-            return install
-        env = dict(os.environ)
-        if not env.get("ROS_DISTRO"):  # ROS from the venv's wheels: their CMake files live there
-            env["AMENT_PREFIX_PATH"] = os.pathsep.join(
-                filter(None, [sys.prefix, env.get("AMENT_PREFIX_PATH")]))
-        colcon = "import sys; sys.argv[0] = 'colcon'; from colcon_core.command import main; sys.exit(main())"
-        cmd = [sys.executable, "-c", colcon, "--log-base", str(base / "log"), "build",
-               "--base-paths", str(INTERFACES), "--build-base", str(base / "build"),
-               "--install-base", str(install), "--merge-install"]
-        result = subprocess.run(cmd, env=env, cwd=base, capture_output=True, text=True, timeout=900)
-        assert result.returncode == 0, f"building the test interfaces failed:\n{result.stdout[-4000:]}"
-        (base / "built").write_text("ok\n")
-    return install
-
-
-def with_prefix(env: dict[str, str], install: Path) -> dict[str, str]:
-    site = install / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-    paths = (("PYTHONPATH", site), ("LD_LIBRARY_PATH", install / "lib"), ("AMENT_PREFIX_PATH", install))
-    for name, path in paths:
-        env[name] = os.pathsep.join(filter(None, [str(path), env.get(name)]))
-    return env
-
-
 def _flat(prompt):
     roi = prompt.roi
     return NS(id=prompt.id, roi=NS(x=roi.x_offset, y=roi.y_offset, w=roi.width, h=roi.height))
@@ -122,7 +88,7 @@ def _flat(prompt):
 
 @pytest.fixture(scope="module")
 def interfaces() -> Path:
-    return build_test_interfaces()
+    return build_interfaces({"picosam3_test_vision_msgs": INTERFACES / "picosam3_test_vision_msgs"})
 
 
 def test_adapter_turns_detections_into_prompts(tmp_path, interfaces):

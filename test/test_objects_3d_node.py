@@ -11,7 +11,7 @@
   on the whole dev split.
 
 vision_msgs outputs (Detection2DArray, Detection3DArray) are read by a peer process with the
-test interface package (vision_msgs' layout under another name, see test_detections_adapter.py).
+test interface package (vision_msgs' layout under another name, node_helpers.build_interfaces).
 """
 
 from __future__ import annotations
@@ -28,8 +28,17 @@ import depth_scene
 import numpy as np
 import pytest
 from depth_scene import camera_info_msg, depth_image_msg, gt_centroid, run_rgbd_frames
-from node_helpers import REPO, RosClient, node_command, ros_env, start_process, stop_process
-from test_detections_adapter import build_test_interfaces, with_prefix
+from node_helpers import (
+    INTERFACES,
+    REPO,
+    RosClient,
+    build_interfaces,
+    node_command,
+    ros_env,
+    start_process,
+    stop_process,
+    with_prefix,
+)
 
 from picosam3_ros.core.coco_dataset import decode_segmentation
 from picosam3_ros.core.crop import crop_rect_for_box
@@ -43,7 +52,7 @@ FRAME_ID = "camera_color_optical_frame"
 
 @pytest.fixture(scope="module")
 def interfaces() -> Path:
-    return build_test_interfaces()
+    return build_interfaces({"picosam3_test_vision_msgs": INTERFACES / "picosam3_test_vision_msgs"})
 
 
 class Peer:

@@ -33,6 +33,20 @@ def test_param_table_checks_types_ranges_choices_and_rules():
         table.validate({"mode": "b"})
 
 
+def test_whole_numbers_are_taken_for_doubles_and_text():
+    """ROS 2 types `0`, `-1` and `1000` as integers: a double parameter takes them as doubles."""
+    table = ParamTable([Param("rate", 1.0, "Hz", (0.0, 10.0)), Param("ids", "", "text"),
+                        Param("count", 3, "n"), Param("on", False, "flag")])
+    assert table.coerce("rate", 0) == 0.0 and isinstance(table.coerce("rate", 0), float)
+    assert table.coerce("ids", 0) == "0"
+    assert table.coerce("count", 2.0) == 2.0 and table.coerce("on", 1) == 1  # no guessing elsewhere
+    assert table.coerce("rate", True) is True and "finite number" in table.problem("rate", True)
+    assert table.validate({"rate": 2, "ids": 7}) == {"rate": 2.0, "ids": "7", "count": 3, "on": False}
+    config = validate({"prompt_timeout": 0, "box_margin": 1000, "threshold": 0})
+    assert (config.prompt_timeout, config.box_margin, config.threshold) == (0.0, 1000.0, 0.0)
+    assert all(isinstance(v, float) for v in (config.prompt_timeout, config.box_margin, config.threshold))
+
+
 def test_sensor_config_validation():
     config = validate({"threshold": 0.7, "max_prompts": 5, "image_transport": "compressed"})
     assert (config.threshold, config.max_prompts, config.image_transport) == (0.7, 5, "compressed")

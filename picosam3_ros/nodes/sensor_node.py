@@ -25,7 +25,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNodeMixin, TransitionCallbackReturn
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data, qos_profile_system_default
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
@@ -42,10 +42,11 @@ from picosam3_ros.core.image_conversion import (
     fill_image,
     image_to_rgb,
 )
-from picosam3_ros.core.input_monitor import InputMonitor, choose_image_reliability
+from picosam3_ros.core.input_monitor import InputMonitor
 from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask
 from picosam3_ros.core.prompt_wire import WireFormatError, read_prompt_array
-from picosam3_ros.core.prompts import MAX_MESSAGE_PROMPTS, PromptChange, PromptStore
+from picosam3_ros.core.prompts import MAX_MESSAGE_PROMPTS, FramePlan, PromptChange, PromptStore
+from picosam3_ros.nodes.image_input import ImageInput, input_topic
 from picosam3_ros.nodes.message_types import optional_detections
 from picosam3_ros.nodes.node_config import SENSOR_PARAMS, ConfigError, NodeConfig, declare_and_read
 from picosam3_ros.nodes.node_main import run_node
@@ -184,18 +185,16 @@ class SensorNode(LifecycleNodeMixin, Node):
         if cfg.camera != "none":
             self.image_raw_pub = self._publisher(Image, "image_raw")
             self.camera_info_pub = self._publisher(CameraInfo, "camera_info")
-        self.image_sub = None
-        self.image_reliability = ""
-        self.input_topic = ""
+        self.image_input: ImageInput | None = None  # subscribed while active
         self.input_monitor: InputMonitor | None = None
         self._input_warned = False
+        topic = ""
         if cfg.camera == "none":
-            compressed = cfg.image_transport == "compressed"
-            # image_transport's naming: the base topic (after remapping) plus "/compressed".
-            base = self.resolve_topic_name("image")
-            self.input_topic = base.rstrip("/") + "/compressed" if compressed else base
-            self.input_type = CompressedImage if compressed else Image
-            self.input_monitor = InputMonitor(self.input_topic, INPUT_FIX)
+            topic = input_topic(self, "image", cfg.image_transport)
+            self.input_monitor = InputMonitor(topic, INPUT_FIX)
+        # Namespaced, so two cameras (namespace:=robot1, robot2) are told apart on /diagnostics.
+        self.diagnostic_name = f"{self.get_fully_qualified_name()}: segmentation"
+        self.hardware_id = f"{self.get_fully_qualified_name()} ({topic or cfg.camera})"
         if cfg.lifecycle:
             self.get_logger().info(f"configured: backend={self.stats.backend} model loaded")
 
@@ -208,8 +207,12 @@ class SensorNode(LifecycleNodeMixin, Node):
         """Subscribe, start the worker and the camera: frames in, results out."""
         self._running = True
         self._slot = FrameSlot()
+        cfg = self.config
         if self.input_monitor is not None:
-            self._subscribe_image()
+            self.image_input = ImageInput(
+                self, "image", cfg.image_transport, cfg.image_qos, self.image_callback,
+                SubscriptionEventCallbacks(message_lost=self.message_lost_callback), cfg.diagnostics_period,
+            )
         self._input_subscriptions.append(
             self.create_subscription(RegionOfInterest, "roi", self.roi_callback, QoSProfile(depth=10)))
         # Raw: prompts_callback reads only the entries it keeps from the bytes (core/prompt_wire.py).
@@ -228,7 +231,6 @@ class SensorNode(LifecycleNodeMixin, Node):
                 target=self._camera_loop, name="picosam3-camera", daemon=True
             )
             self._camera_thread.start()
-        cfg = self.config
         self.get_logger().info(
             f"ready: backend={self.stats.backend} camera={cfg.camera} max_prompts={cfg.max_prompts} "
             f"post-processing: {self.postprocess.label()}"
@@ -252,14 +254,14 @@ class SensorNode(LifecycleNodeMixin, Node):
         if self._worker is not None:
             self._worker.join(timeout=3.0)
             self._worker = None
-        if self.image_sub is not None:
-            self._input_subscriptions.append(self.image_sub)
+        if self.image_input is not None:
+            self.image_input.close()
+            self.image_input = None
         for subscription in self._input_subscriptions:
             self.destroy_subscription(subscription)
         for timer in self._active_timers:
             self.destroy_timer(timer)
         self._input_subscriptions, self._active_timers = [], []
-        self.image_sub, self.image_reliability = None, ""
 
     def _cleanup(self) -> None:
         """Free the model, the camera and the publishers (back to unconfigured)."""
@@ -275,36 +277,6 @@ class SensorNode(LifecycleNodeMixin, Node):
         if self._running or self._worker is not None or self._input_subscriptions:
             self._deactivate()
         self._cleanup()
-
-    def _subscribe_image(self) -> None:
-        """(Re)create the input subscription with the QoS image_qos asks for (auto: the publishers')."""
-        mode = self.config.image_qos
-        if mode == "auto":
-            infos = self.get_publishers_info_by_topic(self.input_topic)
-            if not infos and self.image_reliability:
-                return  # the driver went away: keep the subscription until another one shows up
-            reliability = choose_image_reliability(
-                ["reliable" if i.qos_profile.reliability == ReliabilityPolicy.RELIABLE else "best_effort"
-                 for i in infos]
-            )
-        else:
-            reliability = {"sensor_data": "best_effort", "reliable": "reliable"}.get(mode, "system_default")
-        if reliability == self.image_reliability:
-            return
-        if self.image_sub is not None:
-            self.destroy_subscription(self.image_sub)
-        if reliability == "reliable":  # depth 2: the worker's one-slot buffer drops the rest anyway
-            qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
-        elif reliability == "best_effort":
-            qos = qos_profile_sensor_data
-        else:
-            qos = qos_profile_system_default
-        self.image_sub = self.create_subscription(
-            self.input_type, self.input_topic, self.image_callback, qos,
-            event_callbacks=SubscriptionEventCallbacks(message_lost=self.message_lost_callback),
-        )
-        self.image_reliability = reliability
-        self.get_logger().info(f"subscribed to {self.input_topic} ({reliability}, image_qos={mode})")
 
     def parameters_changed(self, changes: dict[str, Any]) -> None:
         """Run-time parameters accepted by the table's validation take effect here."""
@@ -355,10 +327,13 @@ class SensorNode(LifecycleNodeMixin, Node):
         self._log_prompt_problems(self.store.set_all(prompts, unread=wire.total - len(prompts)))
 
     def _log_prompt_problems(self, change: PromptChange) -> None:
+        """Count rejected prompts (/diagnostics bad_prompts, last_error) and say why, throttled."""
         if change.rejected:
+            reason = "; ".join(change.lines)[:500]
             with self.stats.lock:
                 self.stats.bad_prompts += change.rejected
-            self._warn_limited("prompts", "; ".join(change.lines)[:500])
+                self.stats.last_error = f"prompts: {reason}"
+            self._warn_limited("prompts", reason)
 
     def _warn_limited(self, kind: str, message: str, period_s: float = 2.0) -> None:
         """Log one ``kind`` of message ("prompts", "image") at most once per ``period_s``, counting the rest.
@@ -378,15 +353,13 @@ class SensorNode(LifecycleNodeMixin, Node):
 
     def diagnostics_callback(self) -> None:
         level, message, values = self.stats.summary()
-        if self.input_monitor is not None:
-            if self.config.image_qos == "auto":
-                self._subscribe_image()  # follows the publishers: a driver started later, or replaced
+        if self.image_input is not None:
             health = self.input_monitor.assess(
-                time.monotonic_ns(), self.count_publishers(self.input_topic), self.config.input_warn_fraction
+                time.monotonic_ns(), self.image_input.publisher_count(), self.config.input_warn_fraction
             )
             values += [
-                ("input_topic", self.input_topic),
-                ("input_qos", self.image_reliability),
+                ("input_topic", self.image_input.topic),
+                ("input_qos", self.image_input.reliability),
                 ("input_published_hz", f"{health.published_hz:.2f}"),
                 ("input_delivered_fraction", f"{health.delivered_fraction:.2f}"),
             ]
@@ -400,8 +373,8 @@ class SensorNode(LifecycleNodeMixin, Node):
                 self._input_warned = False
         status = DiagnosticStatus(
             level=bytes([level]),
-            name=f"{self.get_name()}: segmentation",
-            hardware_id=self.config.camera,
+            name=self.diagnostic_name,
+            hardware_id=self.hardware_id,
             message=message,
             values=[KeyValue(key=k, value=v) for k, v in values],
         )
@@ -474,15 +447,21 @@ class SensorNode(LifecycleNodeMixin, Node):
                 self.stats.last_error = f"image: {exc}"
             self._warn_limited("image", f"image dropped: {exc}")
             return
-        plan = self.store.plan(time.monotonic_ns(), msg.header.frame_id)
+        plan = self._plan(msg.header.frame_id)
         served = self.server.serve_image(rgb, plan.prompts, arrival_ns)
         self._publish(msg.header, rgb, served.results + self._reports(plan.reports), arrival_ns)
 
     def _process_sensor_frame(self, frame, header: Header, arrival_ns: int) -> None:
-        plan = self.store.plan(time.monotonic_ns(), header.frame_id)
+        plan = self._plan(header.frame_id)
         served = self.server.serve_frame(frame, plan.prompts, arrival_ns)
         self._record_served(served)
         self._publish(header, frame.image_rgb, served.results + self._reports(plan.reports), arrival_ns)
+
+    def _plan(self, frame_id: str) -> FramePlan:
+        """The store's plan for a frame; prompts it rejects (another frame_id) are logged and counted."""
+        plan = self.store.plan(time.monotonic_ns(), frame_id)
+        self._log_prompt_problems(plan.change)
+        return plan
 
     def _record_served(self, served: ServedFrame) -> None:
         with self.stats.lock:
