@@ -42,6 +42,7 @@ setup(
             "prompt_publisher = picosam3_ros.nodes.prompt_publisher_node:main",
             "teleop_ui = picosam3_ros.nodes.teleop_ui_node:main",
             "detections_adapter = picosam3_ros.nodes.detections_adapter_node:main",
+            "objects_3d = picosam3_ros.nodes.objects_3d_node:main",
             "demo = picosam3_ros.demo.demo:main",
             "picosam3_train = picosam3_train.cli:main",
         ],

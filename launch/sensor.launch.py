@@ -1,4 +1,4 @@
-"""Start the PicoSAM3 sensor node (and optionally the teleop web UI and the detections adapter).
+"""Start the PicoSAM3 sensor node (and optionally the teleop web UI, the detections adapter, objects_3d).
 
     ros2 launch picosam3_ros sensor.launch.py                          # frames from image_raw
     ros2 launch picosam3_ros sensor.launch.py image_topic:=/camera/color/image_raw
@@ -6,8 +6,12 @@
     ros2 launch picosam3_ros sensor.launch.py backend:=auto camera:=picamera2
     ros2 launch picosam3_ros sensor.launch.py camera:=emulator teleop:=true
     ros2 launch picosam3_ros sensor.launch.py detections:=true detections_topic:=/detections
+    ros2 launch picosam3_ros sensor.launch.py image_topic:=/camera/camera/color/image_raw objects_3d:=true \
+        depth_topic:=/camera/camera/aligned_depth_to_color/image_raw \
+        depth_info_topic:=/camera/camera/aligned_depth_to_color/camera_info
+    ros2 launch picosam3_ros sensor.launch.py lifecycle:=true    # a managed node: configure/activate it
 
-backend, camera, model, image_transport and image_qos, when given, override the config file
+backend, camera, model, image_transport, image_qos and lifecycle, when given, override the config file
 (config_file, default config/sensor.yaml, keyed `/**/picosam3_sensor` so namespace:= keeps it);
 not given, the config file's values stand (an edited `image_transport: compressed` is kept). The node's
 `image` input is remapped to image_topic (with image_transport:=compressed it reads
@@ -73,10 +77,14 @@ ARGUMENTS = {
     "detection_type": ("vision_msgs/msg/Detection2DArray", "its type (or yolo_msgs/msg/DetectionArray)"),
     "use_sim_time": ("false", "true: every node uses /clock (a simulator, `ros2 bag play --clock`)"),
     "log_level": ("info", "debug | info | warn | error | fatal, for every node"),
+    "lifecycle": ("", "true: the sensor node is a managed (lifecycle) node ('' = the config file's)"),
+    "objects_3d": ("false", "also start objects_3d (masks + aligned depth -> objects in 3D)"),
+    "depth_topic": ("aligned_depth_to_color/image_raw", "objects_3d: depth aligned to image_topic"),
+    "depth_info_topic": ("aligned_depth_to_color/camera_info", "objects_3d: that depth image's camera_info"),
 }
 
 
-OVERRIDES = ("backend", "camera", "model", "image_transport", "image_qos")  # sensor parameters
+OVERRIDES = ("backend", "camera", "model", "image_transport", "image_qos", "lifecycle")  # sensor parameters
 
 
 def config_file_values(path: str) -> dict:
@@ -169,4 +177,16 @@ def nodes(context):
         condition=IfCondition(LaunchConfiguration("detections")),
         **node_settings("detections_adapter"),
     )
-    return [sensor, teleop, detections]
+    objects_3d = Node(
+        package="picosam3_ros",
+        executable="objects_3d",
+        name="picosam3_objects_3d",
+        namespace=LaunchConfiguration("namespace"),
+        parameters=[PathJoinSubstitution([FindPackageShare("picosam3_ros"), "config", "objects_3d.yaml"]),
+                    sim_time],
+        remappings=[("depth", LaunchConfiguration("depth_topic")),
+                    ("depth/camera_info", LaunchConfiguration("depth_info_topic"))],
+        condition=IfCondition(LaunchConfiguration("objects_3d")),
+        **node_settings("picosam3_objects_3d"),
+    )
+    return [sensor, teleop, detections, objects_3d]

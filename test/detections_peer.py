@@ -11,10 +11,10 @@ picosam3_test_vision_msgs/Detection2DArray on ``detections`` every 0.1 s, header
 from __future__ import annotations
 
 import sys
-import threading
 from typing import Any
 
 import rclpy
+from node_helpers import spin_until_stdin_closes
 from rclpy.qos import QoSProfile
 
 # phase -> [(class, score, track id, (centre x, centre y, width, height))]
@@ -106,11 +106,9 @@ def main() -> int:
     count = [0]
     flood_message = [None]
 
-    def read_stdin() -> None:
-        for line in sys.stdin:
-            if line.strip() in PHASES or line.strip() in ("flood", "ids"):
-                phase[0] = line.strip()
-        rclpy.try_shutdown()
+    def set_phase(line: str) -> None:
+        if line in PHASES or line in ("flood", "ids"):
+            phase[0] = line
 
     def publish() -> None:
         count[0] += 1
@@ -122,13 +120,8 @@ def main() -> int:
             pub.publish(message(nonce, phase[0], count[0]))
 
     PHASES["flood_entries"] = flood()
-    threading.Thread(target=read_stdin, daemon=True).start()
     node.create_timer(0.1, publish)
-    try:
-        rclpy.spin(node)
-    except Exception:  # the context shut down by EOF on stdin
-        pass
-    rclpy.try_shutdown()
+    spin_until_stdin_closes(node, set_phase)
     return 0
 
 

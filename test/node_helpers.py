@@ -244,6 +244,25 @@ def status_mb(pid: int, key: str = "VmRSS") -> float:
     raise AssertionError(f"no {key} for process {pid}")
 
 
+def spin_until_stdin_closes(node, on_line: Callable[[str], None] | None = None) -> None:
+    """For a peer process (its own rclpy context): spin ``node`` until stdin closes, handing each
+    line to ``on_line``; then shut rclpy down. The test ends a peer by closing its stdin."""
+    import rclpy
+
+    def read_stdin() -> None:
+        for line in sys.stdin:
+            if on_line is not None:
+                on_line(line.strip())
+        rclpy.try_shutdown()
+
+    threading.Thread(target=read_stdin, daemon=True).start()
+    try:
+        rclpy.spin(node)
+    except Exception:  # the context shut down by EOF on stdin
+        pass
+    rclpy.try_shutdown()
+
+
 def set_parameter(client: RosClient, node: str, name: str, value, timeout: float = 30.0):
     """``ros2 param set`` from the test process: the SetParametersResult (successful, reason)."""
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue

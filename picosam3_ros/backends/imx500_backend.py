@@ -149,6 +149,7 @@ class PicameraSource(SensorFrameSource):
     config: BackendConfig
     _stream_size: tuple[int, int]
     _started: bool = False
+    _closed: bool = False
 
     @property
     def stream_size(self) -> tuple[int, int]:
@@ -183,11 +184,22 @@ class PicameraSource(SensorFrameSource):
         if was_started:
             self.start()
 
-    def stop(self) -> None:
+    def pause(self) -> None:
         if self._started:
             self._started = False
             try:
                 self.picam2.stop()
+            except Exception as exc:
+                raise BackendError(f"cannot stop the camera: {exc}") from exc
+
+    def stop(self) -> None:
+        # A paused camera (lifecycle deactivate) is still open: close it too, once.
+        was_started, self._started = self._started, False
+        if was_started or not self._closed:
+            self._closed = True
+            try:
+                if was_started:
+                    self.picam2.stop()
                 self.picam2.close()
             except Exception:
                 pass  # shutting down: a camera that fails to close has nothing left to lose

@@ -6,6 +6,7 @@ and png (:func:`compressed_to_rgb`, as image_transport's compressed plugin write
 padding (``step`` > width * bytes per pixel) is handled; a buffer shorter than ``step * height``,
 a ``step`` too small for the width or an odd-width 4:2:2 image is rejected with
 :class:`ImageConversionError` (:func:`check_image` runs the same checks without touching the pixels).
+Depth images (16UC1 / mono16 millimetres, 32FC1 metres) are read by :func:`depth_array`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ _LAYOUTS: dict[str, tuple[int, int]] = {
 
 SUPPORTED_ENCODINGS = tuple(sorted(_LAYOUTS))
 
+# Depth images (REP 118): encoding -> (layout, metres per unit). mono16 is what some drivers
+# call the same millimetre pixels.
+_DEPTH_LAYOUTS: dict[str, tuple[int, int]] = {"16UC1": (1, 2), "mono16": (1, 2), "32FC1": (1, 4)}
+DEPTH_SCALES = {"16UC1": 0.001, "mono16": 0.001, "32FC1": 1.0}
+
 
 class ImageConversionError(ValueError):
     """The image cannot be converted (unknown encoding, inconsistent sizes)."""
@@ -61,14 +67,16 @@ def check_image(msg: Any, max_side: int = 0, max_pixels: int = 0) -> None:
     _layout(msg, max_side, max_pixels)
 
 
-def _layout(msg: Any, max_side: int = 0, max_pixels: int = 0) -> tuple[int, int, int, int, int]:
+def _layout(
+    msg: Any, max_side: int = 0, max_pixels: int = 0, layouts: dict[str, tuple[int, int]] = _LAYOUTS
+) -> tuple[int, int, int, int, int]:
     """(channels, bytes per channel, height, width, step) of a valid image."""
     encoding = str(msg.encoding)
-    if encoding not in _LAYOUTS:
+    if encoding not in layouts:
         raise ImageConversionError(
-            f"unsupported encoding '{encoding}' (supported: {', '.join(SUPPORTED_ENCODINGS)})"
+            f"unsupported encoding '{encoding}' (supported: {', '.join(sorted(layouts))})"
         )
-    channels, depth = _LAYOUTS[encoding]
+    channels, depth = layouts[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ImageConversionError(f"image has no pixels ({width}x{height})")
@@ -104,6 +112,21 @@ def image_array(msg: Any, max_pixels: int = 0) -> np.ndarray:
     if channels == 1:
         return rows
     return rows.reshape(height, width, channels)
+
+
+def depth_array(msg: Any, max_pixels: int = 0) -> tuple[np.ndarray, float]:
+    """A depth Image -> its (H, W) pixels (uint16 or float32, own units) and metres per unit.
+
+    REP 118: ``16UC1`` (and ``mono16``) in millimetres, ``32FC1`` in metres; 0 (and NaN) mean
+    no data. Raises ImageConversionError for other encodings and inconsistent sizes.
+    """
+    _, size, height, width, step = _layout(msg, 0, max_pixels, _DEPTH_LAYOUTS)
+    data = msg.data
+    buffer = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8)
+    rows = np.ascontiguousarray(buffer[: step * height].reshape(height, step)[:, : width * size])
+    kind = "f4" if size == 4 else "u2"
+    pixels = rows.view(np.dtype((">" if msg.is_bigendian else "<") + kind)).reshape(height, width)
+    return pixels, DEPTH_SCALES[str(msg.encoding)]
 
 
 def image_to_rgb(msg: Any, max_pixels: int = 0) -> np.ndarray:

@@ -20,7 +20,6 @@ and the next message is read as usual.
 
 from __future__ import annotations
 
-import importlib
 import sys
 import time
 from typing import Any
@@ -40,23 +39,17 @@ from picosam3_ros.core.detections import (
     to_prompts,
 )
 from picosam3_ros.core.prompt_wire import WireFormatError, limit_array
-from picosam3_ros.nodes.node_config import ConfigError, Param, ParamTable
+from picosam3_ros.nodes.message_types import load_message_type
+from picosam3_ros.nodes.node_config import ConfigError, Param, ParamTable, type_name_check
 from picosam3_ros.nodes.node_main import run_node
 
 NODE_NAME = "detections_adapter"
 
 
-def _type_name_check(value: str) -> str | None:
-    parts = value.split("/")
-    if len(parts) == 3 and parts[1] == "msg" and all(parts) or len(parts) == 2 and all(parts):
-        return None
-    return f"detection_type '{value}' must look like package/msg/Type"
-
-
 PARAMS = ParamTable([
     Param("detection_type", "vision_msgs/msg/Detection2DArray",
           "message type of `detections`: vision_msgs/msg/Detection2DArray, yolo_msgs/msg/DetectionArray, "
-          "or any type with the same fields", check=_type_name_check),
+          "or any type with the same fields", check=type_name_check("detection_type")),
     Param("classes", "", "comma-separated class ids/names to keep ('' = every class)", None, True),
     Param("min_score", 0.5, "detections scoring below this are ignored", (0.0, 1.0), True),
     Param("top_k", 8, "keep the best k detections (0 = all)", (0, 255), True),
@@ -68,19 +61,6 @@ PARAMS = ParamTable([
           "(serialized size)", (1024, 1 << 30), True),
 ])
 DROP_LOG_PERIOD_S = 5.0
-
-
-def load_message_type(name: str) -> Any:
-    """'pkg/msg/Type' (or 'pkg/Type') -> the Python message class; ConfigError with the fix if absent."""
-    parts = name.split("/")
-    package, type_name = parts[0], parts[-1]
-    try:
-        return getattr(importlib.import_module(f"{package}.msg"), type_name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(
-            f"cannot load message type '{name}' ({exc}): install it (e.g. apt install "
-            f"ros-$ROS_DISTRO-{package.replace('_', '-')}) and source its setup file"
-        ) from None
 
 
 class DetectionsAdapterNode(Node):

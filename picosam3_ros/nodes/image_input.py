@@ -79,7 +79,8 @@ class ImageInput:
         self._retired: list = []  # replaced subscriptions, destroyed on the next tick
         self._last_sequence: dict[bytes, int] = {}
         self.refresh()
-        node.create_timer(recheck_period, self._tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._timer = node.create_timer(
+            recheck_period, self._tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def _tick(self) -> None:
         while self._retired:
@@ -167,3 +168,15 @@ class ImageInput:
 
     def publisher_count(self) -> int:
         return self.node.count_publishers(self.topic)
+
+    def close(self) -> None:
+        """Unsubscribe and stop re-checking (a lifecycle node's deactivate); idempotent."""
+        if self._timer is not None:
+            self.node.destroy_timer(self._timer)
+            self._timer = None
+        for subscription in [self._subscription, *(self._pending or ())[:1], *self._retired]:
+            if subscription is not None:
+                self.node.destroy_subscription(subscription)
+        self._subscription, self._pending, self._retired = None, None, []
+        self._last_sequence.clear()
+        self.reliability = ""

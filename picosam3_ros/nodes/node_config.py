@@ -279,6 +279,21 @@ class ParamTable:
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
 
 
+def type_name_check(parameter: str, allow_empty: bool = False) -> Callable[[str], str | None]:
+    """A Param check: why a value of ``parameter`` is not a type name (``pkg/msg/Type``), or None."""
+
+    def check(value: str) -> str | None:
+        parts = value.split("/")
+        if value == "" and allow_empty:
+            return None
+        if len(parts) == 3 and parts[1] == "msg" and all(parts) or len(parts) == 2 and all(parts):
+            return None
+        off = " (or '' = off)" if allow_empty else ""
+        return f"{parameter} '{value}' must look like package/msg/Type{off}"
+
+    return check
+
+
 # --- the sensor node ---------------------------------------------------------------------------
 BACKEND_CHOICES = ("auto", "imx500", "onnx")
 CAMERA_CHOICES = ("none", "picamera2", "emulator")
@@ -372,6 +387,13 @@ SENSOR_PARAMS = ParamTable(
         Param("roi_policy", "staleness", "which prompt the sensor serves next: round_robin | staleness",
               POLICIES, True),
         Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.1, 60.0)),
+        Param("detections_type", "vision_msgs/msg/Detection2DArray",
+              "also publish `detections` (the box each mask was made for, the prompt id as id, the mask "
+              "score) as this vision_msgs-like type when it is installed ('' = off; absent: off with one "
+              "log line)", check=type_name_check("detections_type", allow_empty=True)),
+        Param("lifecycle", False,
+              "a managed (lifecycle) node: start unconfigured and wait for configure (load the model) "
+              "and activate (camera, subscriptions, publishing) through change_state; false = run at once"),
         Param("emulator.source", "",
               "emulator frames: image folder/file, video, rosbag, '' = synthetic scene"),
         Param("emulator.mode", "realtime", "emulator timing: realtime | step", EMULATOR_MODES),
@@ -416,6 +438,8 @@ class NodeConfig:
     imx500_output_transpose: bool = True
     roi_policy: str = "staleness"
     diagnostics_period: float = 1.0
+    detections_type: str = "vision_msgs/msg/Detection2DArray"
+    lifecycle: bool = False
     emulator: dict = field(default_factory=dict)
 
     def postprocess(self) -> Postprocess:
