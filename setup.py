@@ -37,10 +37,12 @@ setup(
         "console_scripts": [
             "sensor_node = picosam3_ros.nodes.sensor_node:main",
             "bag_eval = picosam3_ros.evaluation.bag_eval:main",
+            "imx500_check = picosam3_ros.evaluation.imx500_check:main",
             "coco_to_bag = picosam3_ros.evaluation.coco_to_bag:main",
             "prompt_publisher = picosam3_ros.nodes.prompt_publisher_node:main",
             "teleop_ui = picosam3_ros.nodes.teleop_ui_node:main",
             "detections_adapter = picosam3_ros.nodes.detections_adapter_node:main",
+            "objects_3d = picosam3_ros.nodes.objects_3d_node:main",
             "demo = picosam3_ros.demo.demo:main",
             "picosam3_train = picosam3_train.cli:main",
         ],

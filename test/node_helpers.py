@@ -14,7 +14,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -29,6 +32,7 @@ from picosam3_ros.core.process_group import start_group, stop_group
 from picosam3_ros.nodes.fastdds_profile import PROFILE_VARIABLE, large_images_profile
 
 REPO = Path(__file__).resolve().parents[1]
+INTERFACES = REPO / "test" / "interfaces"
 LARGE_IMAGES_PROFILE = large_images_profile()
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -257,6 +261,33 @@ def prompt_array(boxes: dict[int, tuple], frame_id: str = "", follow: dict[int, 
     return array
 
 
+def status_mb(pid: int, key: str = "VmRSS") -> float:
+    """A memory figure of a process from /proc (VmRSS: now; VmHWM: its peak so far), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024.0
+    raise AssertionError(f"no {key} for process {pid}")
+
+
+def spin_until_stdin_closes(node, on_line: Callable[[str], None] | None = None) -> None:
+    """For a peer process (its own rclpy context): spin ``node`` until stdin closes, handing each
+    line to ``on_line``; then shut rclpy down. The test ends a peer by closing its stdin."""
+    import rclpy
+
+    def read_stdin() -> None:
+        for line in sys.stdin:
+            if on_line is not None:
+                on_line(line.strip())
+        rclpy.try_shutdown()
+
+    threading.Thread(target=read_stdin, daemon=True).start()
+    try:
+        rclpy.spin(node)
+    except Exception:  # the context shut down by EOF on stdin
+        pass
+    rclpy.try_shutdown()
+
+
 def set_parameter(client: RosClient, node: str, name: str, value, timeout: float = 30.0):
     """``ros2 param set`` from the test process: the SetParametersResult (successful, reason)."""
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
@@ -283,3 +314,53 @@ def set_parameter(client: RosClient, node: str, name: str, value, timeout: float
         return future.result().results[0]
     finally:
         client.node.destroy_client(service)
+
+
+# --- test-only message packages -------------------------------------------------------------------
+def build_interfaces(packages: dict[str, Path]) -> Path:
+    """colcon-build test message packages once per content; returns the (merged) install prefix.
+
+    ``packages``: package name -> source folder (under test/interfaces/). A name other than the
+    folder's builds the same messages under that name (``vision_msgs`` from
+    picosam3_test_vision_msgs, for the README's examples typed as written). Built into
+    build/test_interfaces/<hash>/ (about a minute), never installed with the workspace.
+    """
+    files = sorted((name, p) for name, source in packages.items() for p in source.rglob("*") if p.is_file())
+    digest = hashlib.sha1(b"".join(name.encode() + p.read_bytes() + str(p).encode() for name, p in files))
+    base = REPO / "build" / "test_interfaces" / digest.hexdigest()[:12]
+    base.mkdir(parents=True, exist_ok=True)
+    install = base / "install"
+    with open(base / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two runs of the suite in one checkout build it once
+        if (base / "built").is_file():
+            return install
+        sources = base / "src"
+        shutil.rmtree(sources, ignore_errors=True)
+        for name, source in packages.items():
+            target = sources / name
+            shutil.copytree(source, target)
+            for path in (target / "CMakeLists.txt", target / "package.xml"):
+                text = path.read_text().replace("${CMAKE_CURRENT_SOURCE_DIR}/../../../", f"{REPO}/")
+                text = text.replace(f"project({source.name})", f"project({name})")
+                path.write_text(text.replace(f"<name>{source.name}</name>", f"<name>{name}</name>"))
+        env = dict(os.environ)
+        if not env.get("ROS_DISTRO"):  # ROS from the venv's wheels: their CMake files live there
+            env["AMENT_PREFIX_PATH"] = os.pathsep.join(
+                filter(None, [sys.prefix, env.get("AMENT_PREFIX_PATH")]))
+        colcon = "import sys; sys.argv[0] = 'colcon'; from colcon_core.command import main; sys.exit(main())"
+        cmd = [sys.executable, "-c", colcon, "--log-base", str(base / "log"), "build",
+               "--base-paths", str(sources), "--build-base", str(base / "build"),
+               "--install-base", str(install), "--merge-install"]
+        result = subprocess.run(cmd, env=env, cwd=base, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, f"building the test interfaces failed:\n{result.stdout[-4000:]}"
+        (base / "built").write_text("ok\n")
+    return install
+
+
+def with_prefix(env: dict[str, str], install: Path) -> dict[str, str]:
+    """``env`` with a colcon install prefix on the Python, library and ament paths."""
+    site = install / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    paths = (("PYTHONPATH", site), ("LD_LIBRARY_PATH", install / "lib"), ("AMENT_PREFIX_PATH", install))
+    for name, path in paths:
+        env[name] = os.pathsep.join(filter(None, [str(path), env.get(name)]))
+    return env

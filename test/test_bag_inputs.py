@@ -87,3 +87,34 @@ def test_bare_mcap_without_metadata(tmp_path, dataset):
     shutil.move(mcap, bare)  # what a recorder that died before writing metadata.yaml leaves
     report = evaluate(bare, model, tmp_path)
     assert report["frames"] == base["frames"] == N_IMAGES and report["miou_crop"] == base["miou_crop"]
+
+
+def test_bombs_in_a_bag_are_skipped_and_counted(tmp_path, dataset):
+    """bag_eval reads frames through the node's payload guard: a decompression bomb is a bad
+    frame, skipped and counted, and the rest of the bag scores as without it."""
+    from payloads import jpeg_bomb, png_bomb
+
+    from picosam3_ros.evaluation.bag_io import COMPRESSED_IMAGE_TYPE, BagWriter, make_header, msg_class
+
+    annotations, image_dir, model = dataset
+    bag = tmp_path / "png"
+    assert coco_to_bag_main([str(annotations), str(image_dir), str(bag), "--encoding", "png"]) == 0
+    base = evaluate(bag, model, tmp_path)
+    CompressedImage = msg_class(COMPRESSED_IMAGE_TYPE)
+    bombed = tmp_path / "bombed"
+    with BagReader(bag) as reader, BagWriter(bombed) as writer:
+        for topic, msgtype in reader.topics().items():
+            writer.add_topic(topic, msgtype)
+        items = list(reader.messages(list(reader.topics())))
+        first_frame = next(i for i, m in enumerate(items) if m.topic == "/image")
+        for index, item in enumerate(items):
+            if index == first_frame + 1:  # after the first frame, with its prompts in force
+                for stamp, (fmt, data) in enumerate((("jpeg", jpeg_bomb()), ("png", png_bomb())), 1):
+                    bomb = CompressedImage(header=make_header(stamp), format=fmt,
+                                           data=np.frombuffer(data, np.uint8))
+                    writer.write("/image", item.log_time_ns - 1, bomb)
+            writer.write(item.topic, item.log_time_ns, item.msg)
+    report = evaluate(bombed, model, tmp_path)
+    assert report["bad_frames"] == 2 and "32000x32000" in report["bad_frame_reason"]
+    assert report["frames"] == base["frames"] + 2
+    assert report["instances"] == base["instances"] and report["miou_crop"] == base["miou_crop"]

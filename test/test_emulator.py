@@ -51,13 +51,16 @@ def test_network_upload_roi_delay_outputs_and_kpi(picamera2_modules):
         request.release()
         rois.append(tuple(metadata["EmulatorInferenceRoi"]))
         outputs = imx500.get_outputs(metadata, add_batch=True)
-        assert outputs[0].shape == (1, 96, 96, 1)  # (W, H, C) after the Fortran-order reshape
+        assert outputs[0].shape == (1, 1, 96, 96)  # (C, W, H) after the Fortran-order reshape
         assert len(imx500.get_kpi_info(metadata)) == 2
         if k == 0:
             imx500.set_inference_roi_abs((100, 200, 4000, 5000))  # bounded to the sensor
     picam2.stop()
-    full = (0, 0, 4056, 3040)
-    assert rois == [full, full, full, (100, 200, 3956, 2840), (100, 200, 3956, 2840), (100, 200, 3956, 2840)]
+    # The power-on window (0 = the full frame), then picamera2's own full-sensor write of the
+    # constructor (kept 4032 wide by the driver's control), then the ROI above.
+    power_on, full = (0, 0, 4056, 3040), (0, 0, 4032, 3040)
+    roi = (100, 200, 3956, 2840)
+    assert rois == [power_on, power_on, full, roi, roi, roi]
 
 
 def test_output_orientation_and_isp_without_aspect(picamera2_modules):
@@ -76,7 +79,7 @@ def test_output_orientation_and_isp_without_aspect(picamera2_modules):
         request.release()
     picam2.stop()
     assert (bgr[:, :90, 2] > 200).all() and (bgr[:, 110:, 2] < 50).all()  # RGB888 arrays are BGR
-    tensor = imx500.get_outputs(metadata)[0][..., 0].T  # back to (H, W)
+    tensor = imx500.get_outputs(metadata)[0][0].T  # back to (H, W)
     # Half the ROI width is red: the left 48 columns of the map are object, the rest not.
     assert (tensor[:, :46] > 0).all() and (tensor[:, 50:] < 0).all()
 
@@ -155,7 +158,7 @@ def test_the_stream_shows_the_source_frame_and_a_stream_roi_sees_its_pixels(pica
     assert np.array_equal(stream, scene)
     assert geometry.sensor_rect_to_stream(tuple(metadata["EmulatorInferenceRoi"])) == rect
     # The red model's logits are the red channel: the network saw the CPU path's crop.
-    tensor = imx500.get_outputs(metadata)[0][..., 0].T
+    tensor = imx500.get_outputs(metadata)[0][0].T
     expected = crop_and_resize(scene, rect)[..., 0].astype(np.float32) / 255.0 * 40.0 - 20.0
     assert np.abs(tensor - expected).mean() < 0.5
 
@@ -183,4 +186,4 @@ def test_step_mode_waits_for_a_slow_consumer(picamera2_modules):
     assert all(b - a >= 0.02e9 for a, b in zip(stamps, stamps[1:]))  # started late, not in the past
     assert time.monotonic_ns() - stamps[-1] < 1e9
     # Written just after frame 1, four frame times before frame 2 starts: in effect on frame 2.
-    assert rois[1] == (0, 0, 4056, 3040) and rois[2] == (8, 8, 800, 800)
+    assert rois[1] == (0, 0, 4032, 3040) and rois[2] == (8, 8, 800, 800)

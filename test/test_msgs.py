@@ -9,7 +9,14 @@ import pytest
 from ament_index_python import get_resource
 from rclpy.serialization import deserialize_message, serialize_message
 
-from picosam3_msgs.msg import RoiPrompt, RoiPromptArray, Segmentation, SegmentationArray
+from picosam3_msgs.msg import (
+    Object3D,
+    Object3DArray,
+    RoiPrompt,
+    RoiPromptArray,
+    Segmentation,
+    SegmentationArray,
+)
 
 MSG_DIR = Path(__file__).resolve().parent.parent / "picosam3_msgs" / "msg"
 STATUS_NAMES = [
@@ -58,7 +65,8 @@ def make_segmentations() -> SegmentationArray:
 
 def test_interfaces_are_registered_in_the_ament_index():
     content, prefix = get_resource("rosidl_interfaces", "picosam3_msgs")
-    for name in ["RoiPrompt", "RoiPromptArray", "Segmentation", "SegmentationArray"]:
+    names = ["RoiPrompt", "RoiPromptArray", "Segmentation", "SegmentationArray", "Object3D", "Object3DArray"]
+    for name in names:
         assert f"msg/{name}.msg" in content.splitlines()
         assert (Path(prefix) / "share" / "picosam3_msgs" / "msg" / f"{name}.msg").is_file()
 
@@ -74,6 +82,21 @@ def test_field_types_match_the_design():
         "status": "uint8", "backend": "string", "latency_ms": "float"}
     assert SegmentationArray.get_fields_and_field_types() == {
         "header": "std_msgs/Header", "segmentations": "sequence<picosam3_msgs/Segmentation>"}
+    assert Object3D.get_fields_and_field_types() == {
+        "prompt_id": "uint32", "status": "uint8", "centroid": "geometry_msgs/Point",
+        "extent_min": "geometry_msgs/Point", "extent_max": "geometry_msgs/Point", "front_depth": "float",
+        "valid_points": "uint32", "object_points": "uint32", "sample_stride": "uint32", "score": "float"}
+    assert Object3DArray.get_fields_and_field_types() == {
+        "header": "std_msgs/Header", "frame_stamp": "builtin_interfaces/Time",
+        "objects": "sequence<picosam3_msgs/Object3D>"}
+
+
+def test_object_status_constants_mirror_the_core():
+    from picosam3_ros.core.objects_3d import Status as ObjectStatus
+
+    assert {s.name: int(s) for s in ObjectStatus} == {
+        name: getattr(Object3D, name) for name in ("OK", "NO_DEPTH", "NO_DEPTH_IMAGE", "BAD_CAMERA_INFO",
+                                                   "BAD_DEPTH_IMAGE")}
 
 
 def test_constants_mirror_the_core():

@@ -11,12 +11,11 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from node_helpers import REPO, RosClient, node_command, ros_env, running, write_red_model
+from node_helpers import REPO, RosClient, node_command, ros_env, running, status_mb, write_red_model
 
 from picosam3_ros.core.crop import crop_and_resize, crop_rect_for_box
 from picosam3_ros.core.image_conversion import fill_image
@@ -48,10 +47,7 @@ def expected_mask(rgb: np.ndarray) -> np.ndarray:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    raise AssertionError("no VmRSS")
+    return status_mb(pid, "VmRSS")
 
 
 class Fuzzer:

@@ -94,6 +94,22 @@ def test_frame_id_mismatch_is_invalid_on_that_frame():
     assert store.plan(0, "left").prompts
 
 
+def test_frame_id_mismatch_is_counted_once_per_received_prompt_with_its_reason():
+    store = PromptStore()
+    store.set_all([Prompt(1, (0, 0, 5, 5), 10, "detector"), Prompt(2, (0, 0, 5, 5), 10, "camera")])
+    first = store.plan(20, "camera")
+    assert first.change.rejected == 1
+    reason = "prompt 1: prompt frame_id 'detector' != image frame_id 'camera' (INVALID_ROI)"
+    assert first.change.lines == [reason]
+    again = store.plan(30, "camera")  # the same prompt on the next frame: reported, not counted again
+    assert again.reports[0].status == Status.INVALID_ROI and again.change.rejected == 0
+    store.set_all([Prompt(1, (0, 0, 5, 5), 40, "detector")])  # the detector sends it again: counted
+    assert store.plan(50, "camera").change.rejected == 1
+    store.set_all([Prompt(i, (0, 0, 5, 5), 60, "detector") for i in range(10)])
+    many = store.plan(70, "camera")
+    assert many.change.rejected == 10 and many.change.lines[-1] == "7 more prompts in another frame_id"
+
+
 def test_round_robin_serves_in_turn_and_skips_invalid():
     scheduler = RoiScheduler("round_robin")
     prompts = [Prompt(1, (0, 0, 10, 10)), Prompt(2, (5000, 0, 10, 10)), Prompt(3, (20, 20, 10, 10))]

@@ -145,12 +145,37 @@ def test_prompt_book_ids_limit_and_removal():
     assert book.snapshot() == []
 
 
-def test_prompts_that_no_longer_fit_a_smaller_stream_are_dropped():
+def test_prompts_stay_with_the_stream_they_were_drawn_on():
     book = PromptBook()
-    book.add(Box(0, 0, 100, 100))
-    book.add(Box(500, 300, 100, 100))
-    assert book.drop_outside(320, 240) == [2]
-    assert [pid for pid, _ in book.snapshot()] == [1]
+    camera = (640, 480, "camera")
+    book.add(Box(0, 0, 100, 100), camera)
+    book.add(Box(500, 300, 100, 100), camera)
+    # Another size or frame_id: nothing is removed, new prompts are refused with the reason.
+    for other in ((32, 32, "camera"), (640, 480, "other")):
+        with pytest.raises(InvalidPromptError, match="clear them"):
+            book.add(Box(1, 1, 10, 10), other)
+    assert book.view() == (camera, [(1, Box(0, 0, 100, 100)), (2, Box(500, 300, 100, 100))])
+    book.remove(1)
+    book.remove(2)  # empty: the next prompt belongs to the stream it is drawn on
+    assert book.stream is None
+    assert book.add(Box(1, 1, 10, 10), (32, 32, "other")) == 3 and book.stream == (32, 32, "other")
+    book.clear()
+    assert book.view() == (None, [])
+
+
+def test_compressed_frames_are_judged_by_the_payload_guard():
+    from payloads import encode, jpeg_bomb, picture
+
+    hub = FrameHub()
+    header = SimpleNamespace(frame_id="cam")
+    good = SimpleNamespace(header=header, format="jpeg", data=encode(".jpg", picture(64, 48)))
+    assert hub.put_frame(1, good) and hub.stream_key() == (64, 48, "cam")
+    assert to_bgr(good).shape == (48, 64, 3)
+    for bad, text in ((jpeg_bomb(), "32000x32000"), (encode(".bmp", picture(8, 8)), "BMP")):
+        frame = SimpleNamespace(header=SimpleNamespace(frame_id="evil"), format="jpeg", data=bad)
+        assert not hub.put_frame(2, frame)
+        assert text in hub.last_error
+    assert hub.stream_key() == (64, 48, "cam") and hub.frames_rejected == 2
 
 
 @pytest.mark.parametrize("value", [0, -1, 2**32, 1.5, "3", True, None])

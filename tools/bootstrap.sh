@@ -11,7 +11,10 @@
 # Dependencies: every requirements/*.txt goes into .venv, pinned by
 # requirements/constraints.txt, except requirements/venv-<name>.txt: each gets its
 # own .venv-<name>/ (tools whose pins clash, e.g. Sony's converter), installed from
-# that file alone; a first line "# python: python3.10" picks its interpreter.
+# that file alone; a first line "# python: python3.10" picks its interpreter; and
+# requirements/vendor-<name>.txt: exact pins installed with --no-deps into .vendor-<name>/,
+# a folder that is on no sys.path (packages whose files tests load but whose
+# dependencies cannot install here, e.g. the real picamera2: libcamera, python-prctl).
 # PICOSAM3_SKIP_REQUIREMENTS="train venv-imx500" skips files (e.g. on a robot).
 #
 # Modes:
@@ -79,7 +82,7 @@ skipped() {
 for f in requirements/*.txt; do
   skipped "$f" && continue
   case "$(basename "$f")" in
-    constraints.txt|venv-*.txt) ;;
+    constraints.txt|venv-*.txt|vendor-*.txt) ;;
     ros.txt) [ "$MODE" = venv-ros ] && req_files+=("$f") ;;
     *) req_files+=("$f") ;;
   esac
@@ -144,6 +147,19 @@ for f in requirements/venv-*.txt; do
   [ -x "$dir/bin/python" ] || "$py" -m venv "$dir"
   touch "$dir/COLCON_IGNORE"
   pip_quiet "$dir/bin/python" -r "$f"
+  echo "$key" > "$dir/.picosam3-deps"
+done
+
+# --- one --no-deps folder per requirements/vendor-<name>.txt ------------------------
+for f in requirements/vendor-*.txt; do
+  skipped "$f" && continue
+  name="$(basename "$f" .txt)"; name="${name#vendor-}"
+  dir="$ROOT/.vendor-$name"
+  key="$(cat "$f" | sha256sum | cut -c1-16)"
+  if [ "$(cat "$dir/.picosam3-deps" 2>/dev/null)" = "$key" ]; then continue; fi
+  log "installing $f into .vendor-$name (--no-deps, not on sys.path)"
+  rm -rf "$dir"
+  pip_quiet "$VENV/bin/python" --no-deps --target "$dir" -r "$f"
   echo "$key" > "$dir/.picosam3-deps"
 done
 

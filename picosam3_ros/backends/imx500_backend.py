@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -28,14 +28,27 @@ from picosam3_ros.core.backend_api import (
     BackendConfig,
     BackendError,
     ModelLoadError,
+    ModelMismatchError,
     SensorFrame,
     SensorFrameSource,
     SensorInference,
 )
 from picosam3_ros.core.crop import CropRect
-from picosam3_ros.core.sensor_geometry import IMX500_SENSOR_SIZE, SensorGeometry, default_scaler_crop
+from picosam3_ros.core.rpk import RpkError, check_against_card, package_command, read_rpk
+from picosam3_ros.core.sensor_geometry import (
+    IMX500_SENSOR_SIZE,
+    SensorGeometry,
+    default_scaler_crop,
+    roi_as_latched,
+)
 
-FULL_SENSOR_ROI = (0, 0, *IMX500_SENSOR_SIZE)
+FULL_SENSOR_ROI = roi_as_latched((0, 0, *IMX500_SENSOR_SIZE))  # (0, 0, 4032, 3040): what the sensor keeps
+RPK_NAME = "network.rpk"
+# picamera2 0.3.38 raises this when libcamera's CnnOutputTensorInfo has another length.
+TENSOR_INFO_HINT = (
+    "picamera2 and libcamera disagree on CnnOutputTensorInfo (libcamera 0.6 added frameCount): "
+    "upgrade both together (sudo apt update && sudo apt full-upgrade)"
+)
 
 
 def imx500_present() -> bool:
@@ -68,26 +81,52 @@ def import_picamera2(camera: str, emulator_settings: dict | None = None):
 
 
 def resolve_network_file(config: BackendConfig) -> Path:
-    """The network to load: the explicit file, else the card's .rpk, else (emulator) its packerOut/ONNX."""
+    """The network to load, checked before any camera is opened.
+
+    The explicit ``network_file``, else the card's "rpk" file or ``network.rpk`` next to the
+    card; on the emulator, else the card's packerOut.zip / INT8 / fp32 ONNX. On a real camera a
+    card with only packerOut.zip is an error that gives the exact ``imx500-package`` command.
+    An .rpk whose ``network_info.txt`` contradicts the card (input size, output count) is refused.
+    """
+    card = load_card(config.model_dir)
     if config.network_file:
         path = Path(config.network_file)
     else:
-        card = load_card(config.model_dir)
-        roles = ["rpk"] if config.camera == "picamera2" else ["rpk", "imx500", "int8", "fp32"]
-        path = None
-        for role in roles:
-            if role in card.files and card.path(role).is_file():
-                path = card.path(role)
-                break
-        if path is None:
+        rpks = [card.path("rpk")] if "rpk" in card.files else []
+        rpks.append(card.directory / RPK_NAME)
+        roles = [] if config.camera == "picamera2" else ["imx500", "int8", "fp32"]
+        found = [p for p in rpks if p.is_file()] + [
+            card.path(r) for r in roles if r in card.files and card.path(r).is_file()
+        ]
+        if not found:
+            if "imx500" in card.files and card.path("imx500").is_file():
+                raise ModelMismatchError(
+                    f"no {RPK_NAME} beside the model card in {card.directory}; make it on the Pi from "
+                    f"the card's packerOut.zip: {package_command(card.path('imx500'), card.directory)}"
+                )
             raise ModelLoadError(
-                f"the model card in {card.directory} lists no IMX500 network ({'/'.join(roles)}); "
-                "package packerOut.zip with `imx500-package` on the Pi and set network_file, "
-                f"or use backend:=onnx; {TRAIN_HINT}"
+                f"the model card in {card.directory} lists no IMX500 network ({RPK_NAME} or "
+                f"{'/'.join(roles or ['packerOut.zip'])}); set network_file or use backend:=onnx; "
+                f"{TRAIN_HINT}"
             )
+        path = found[0]
     if not path.is_file():
         raise ModelLoadError(f"IMX500 network {path} does not exist; set network_file or {TRAIN_HINT}")
+    if path.suffix == ".rpk":
+        try:
+            check_against_card(read_rpk(path), card.input.size)
+        except RpkError as exc:
+            raise ModelMismatchError(str(exc)) from None
     return path
+
+
+def logits_from_outputs(outputs: list, transpose: bool) -> np.ndarray:
+    """picamera2's ``get_outputs`` -> the (H, W) logit map: the one output, squeezed, transposed
+    when the sensor's map arrives width-fastest (picamera2's Fortran-order reshape gives (W, H))."""
+    logits = np.squeeze(np.asarray(outputs[0], np.float32))
+    if logits.ndim != 2:
+        raise BackendError(f"expected one 2-D output map, got shape {np.shape(outputs[0])}")
+    return np.ascontiguousarray(logits.T if transpose else logits)
 
 
 @dataclass
@@ -111,6 +150,7 @@ class PicameraSource(SensorFrameSource):
     config: BackendConfig
     _stream_size: tuple[int, int]
     _started: bool = False
+    _closed: bool = False
 
     @property
     def stream_size(self) -> tuple[int, int]:
@@ -145,11 +185,22 @@ class PicameraSource(SensorFrameSource):
         if was_started:
             self.start()
 
-    def stop(self) -> None:
+    def pause(self) -> None:
         if self._started:
             self._started = False
             try:
                 self.picam2.stop()
+            except Exception as exc:
+                raise BackendError(f"cannot stop the camera: {exc}") from exc
+
+    def stop(self) -> None:
+        # A paused camera (lifecycle deactivate) is still open: close it too, once.
+        was_started, self._started = self._started, False
+        if was_started or not self._closed:
+            self._closed = True
+            try:
+                if was_started:
+                    self.picam2.stop()
                 self.picam2.close()
             except Exception:
                 pass  # shutting down: a camera that fails to close has nothing left to lose
@@ -180,14 +231,21 @@ class Imx500Backend(PicameraSource):
             emulator_settings = dict(config.emulator)
             emulator_settings.setdefault("fps", config.frame_rate)
             emulator_settings.setdefault("roi_delay_frames", config.roi_apply_delay_frames)
+        network = resolve_network_file(config)  # before the camera: a wrong file is one clear line
         Picamera2, IMX500 = import_picamera2(config.camera, emulator_settings)
-        network = resolve_network_file(config)
         try:
             self.imx500 = IMX500(str(network))
         except Exception as exc:  # the device raises RuntimeError/OSError; the emulator also ORT errors
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ModelLoadError(f"cannot load IMX500 network {network}: {reason}") from exc
         self.input_size = int(self.imx500.get_input_size()[0])
+        intrinsics = getattr(self.imx500, "network_intrinsics", None)
+        rate = getattr(intrinsics, "inference_rate", None)
+        if rate and 0 < float(rate) < config.frame_rate:
+            # picamera2's IMX500 examples run the camera at the network's inference rate: a
+            # faster camera would give frames without output tensors.
+            config = replace(config, frame_rate=float(rate))
+            self.config = config
         self._stream_size = (int(config.stream_size[0]), int(config.stream_size[1]))
         try:
             self.picam2 = Picamera2(self.imx500.camera_num)
@@ -224,7 +282,8 @@ class Imx500Backend(PicameraSource):
         prompt_id: int | None,
         box_xywh: tuple[float, float, float, float] | None = None,
     ) -> None:
-        roi = FULL_SENSOR_ROI if crop is None else self.geometry.stream_rect_to_sensor(crop)
+        # Recorded as the control keeps it, so the mask is pasted where the sensor looked.
+        roi = FULL_SENSOR_ROI if crop is None else roi_as_latched(self.geometry.stream_rect_to_sensor(crop))
         if roi[2] <= 0 or roi[3] <= 0:
             roi, prompt_id, crop, box_xywh = FULL_SENSOR_ROI, None, None, None
         t_before = self.clock()
@@ -254,7 +313,8 @@ class Imx500Backend(PicameraSource):
         try:
             frame.inference = self._inference(metadata, timestamp, duration_ns)
         except Exception as exc:
-            frame.error = f"cannot decode the sensor output: {exc}"
+            hint = f"; {TENSOR_INFO_HINT}" if "tensor info length" in str(exc) else ""
+            frame.error = f"cannot decode the sensor output: {exc}{hint}"
             return frame
         if frame.inference is None:
             self._missing_tensors += 1
@@ -270,13 +330,7 @@ class Imx500Backend(PicameraSource):
         outputs = self.imx500.get_outputs(metadata, add_batch=True)
         if not outputs:
             return None
-        logits = np.squeeze(np.asarray(outputs[0], np.float32))
-        if logits.ndim != 2:
-            raise BackendError(f"expected one 2-D output map, got shape {np.shape(outputs[0])}")
-        if self.config.output_transpose:
-            # picamera2 reshapes in Fortran order: a row-major (H, W) map arrives as (W, H).
-            logits = logits.T
-        logits = np.ascontiguousarray(logits)
+        logits = logits_from_outputs(outputs, self.config.output_transpose)
         kpi = self.imx500.get_kpi_info(metadata)
         write = self._roi_in_effect(timestamp - self.roi_apply_delay_frames * duration_ns)
         if write is None:  # ambiguous: a write straddled the latch instant

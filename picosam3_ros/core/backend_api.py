@@ -170,5 +170,8 @@ class SensorFrameSource(abc.ABC):
     def roi_apply_delay_frames(self) -> int:
         return 0
 
+    def pause(self) -> None:
+        """Stop streaming but keep the camera and its network loaded; ``start`` resumes (idempotent)."""
+
     def stop(self) -> None:
         """Stop streaming and release the camera (idempotent)."""

@@ -6,6 +6,7 @@ and png (:func:`compressed_to_rgb`, as image_transport's compressed plugin write
 padding (``step`` > width * bytes per pixel) is handled; a buffer shorter than ``step * height``,
 a ``step`` too small for the width or an odd-width 4:2:2 image is rejected with
 :class:`ImageConversionError` (:func:`check_image` runs the same checks without touching the pixels).
+Depth images (16UC1 / mono16 millimetres, 32FC1 metres) are read by :func:`depth_array`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from picosam3_ros.core.compressed_guard import (
+    DEFAULT_MAX_PIXELS,
+    PayloadRefused,
+    check_payload,
+    decoder_output,
+)
 
 # encoding -> (channels, bytes per channel)
 _LAYOUTS: dict[str, tuple[int, int]] = {
@@ -34,6 +42,11 @@ _LAYOUTS: dict[str, tuple[int, int]] = {
 
 SUPPORTED_ENCODINGS = tuple(sorted(_LAYOUTS))
 
+# Depth images (REP 118): encoding -> (layout, metres per unit). mono16 is what some drivers
+# call the same millimetre pixels.
+_DEPTH_LAYOUTS: dict[str, tuple[int, int]] = {"16UC1": (1, 2), "mono16": (1, 2), "32FC1": (1, 4)}
+DEPTH_SCALES = {"16UC1": 0.001, "mono16": 0.001, "32FC1": 1.0}
+
 
 class ImageConversionError(ValueError):
     """The image cannot be converted (unknown encoding, inconsistent sizes)."""
@@ -43,30 +56,35 @@ class ImageConversionError(ValueError):
 _PIXEL_PAIRS = ("uyvy", "yuv422", "yuyv", "yuv422_yuy2")
 
 
-def check_image(msg: Any, max_side: int = 0) -> None:
+def check_image(msg: Any, max_side: int = 0, max_pixels: int = 0) -> None:
     """Raise ImageConversionError unless ``msg`` can be converted; cheap (looks at no pixel).
 
-    Checks the encoding, the size (and ``max_side`` when > 0), the even width of the
+    Checks the encoding, the size (and ``max_side``, ``max_pixels`` when > 0), the even width of the
     packed 4:2:2 formats, ``step`` against the width and the data length against
     ``step * height``: what :func:`image_to_rgb` needs, so a frame that passes never
     fails later in OpenCV.
     """
-    _layout(msg, max_side)
+    _layout(msg, max_side, max_pixels)
 
 
-def _layout(msg: Any, max_side: int = 0) -> tuple[int, int, int, int, int]:
+def _layout(
+    msg: Any, max_side: int = 0, max_pixels: int = 0, layouts: dict[str, tuple[int, int]] = _LAYOUTS
+) -> tuple[int, int, int, int, int]:
     """(channels, bytes per channel, height, width, step) of a valid image."""
     encoding = str(msg.encoding)
-    if encoding not in _LAYOUTS:
+    if encoding not in layouts:
         raise ImageConversionError(
-            f"unsupported encoding '{encoding}' (supported: {', '.join(SUPPORTED_ENCODINGS)})"
+            f"unsupported encoding '{encoding}' (supported: {', '.join(sorted(layouts))})"
         )
-    channels, depth = _LAYOUTS[encoding]
+    channels, depth = layouts[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ImageConversionError(f"image has no pixels ({width}x{height})")
     if max_side > 0 and max(width, height) > max_side:
         raise ImageConversionError(f"image is {width}x{height}: larger than {max_side} pixels a side")
+    if max_pixels > 0 and width * height > max_pixels:
+        raise ImageConversionError(f"image is {width}x{height} = {width * height / 1e6:.1f} MP, over the "
+                                   f"{max_pixels / 1e6:.1f} MP limit (max_image_pixels)")
     if encoding in _PIXEL_PAIRS and width % 2:
         raise ImageConversionError(f"{encoding} needs an even width (pixel pairs), got {width}")
     row_bytes = width * channels * depth
@@ -80,9 +98,9 @@ def _layout(msg: Any, max_side: int = 0) -> tuple[int, int, int, int, int]:
     return channels, depth, height, width, step
 
 
-def image_array(msg: Any) -> np.ndarray:
+def image_array(msg: Any, max_pixels: int = 0) -> np.ndarray:
     """The pixels as an (H, W, C) or (H, W) array in the message's own encoding (a view when possible)."""
-    channels, depth, height, width, step = _layout(msg)
+    channels, depth, height, width, step = _layout(msg, 0, max_pixels)
     row_bytes = width * channels * depth
     data = msg.data
     buffer = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8)
@@ -96,10 +114,31 @@ def image_array(msg: Any) -> np.ndarray:
     return rows.reshape(height, width, channels)
 
 
-def image_to_rgb(msg: Any) -> np.ndarray:
-    """Any supported Image -> uint8 (H, W, 3) RGB (contiguous)."""
-    pixels = image_array(msg)
-    encoding = str(msg.encoding)
+def depth_array(msg: Any, max_pixels: int = 0) -> tuple[np.ndarray, float]:
+    """A depth Image -> its (H, W) pixels (uint16 or float32, own units) and metres per unit.
+
+    REP 118: ``16UC1`` (and ``mono16``) in millimetres, ``32FC1`` in metres; 0 (and NaN) mean
+    no data. Raises ImageConversionError for other encodings and inconsistent sizes.
+    """
+    _, size, height, width, step = _layout(msg, 0, max_pixels, _DEPTH_LAYOUTS)
+    data = msg.data
+    buffer = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8)
+    rows = np.ascontiguousarray(buffer[: step * height].reshape(height, step)[:, : width * size])
+    kind = "f4" if size == 4 else "u2"
+    pixels = rows.view(np.dtype((">" if msg.is_bigendian else "<") + kind)).reshape(height, width)
+    return pixels, DEPTH_SCALES[str(msg.encoding)]
+
+
+def image_to_rgb(msg: Any, max_pixels: int = 0) -> np.ndarray:
+    """Any supported Image -> uint8 (H, W, 3) RGB (contiguous); over ``max_pixels`` (> 0) refused."""
+    pixels = image_array(msg, max_pixels)
+    try:
+        return _to_rgb(pixels, str(msg.encoding))
+    except cv2.error as exc:  # OpenCV's own limits (2^30 pixels): a bad image, not a backend error
+        raise ImageConversionError(f"OpenCV cannot convert the image: {str(exc).strip()[-200:]}") from None
+
+
+def _to_rgb(pixels: np.ndarray, encoding: str) -> np.ndarray:
     if encoding in ("rgb8", "8UC3"):
         return np.ascontiguousarray(pixels)
     if encoding == "bgr8":
@@ -154,25 +193,37 @@ def rgb_to_encoding(rgb: np.ndarray, encoding: str) -> np.ndarray:
     return np.ascontiguousarray(pixels).reshape(height, -1)
 
 
-def compressed_to_rgb(msg: Any) -> np.ndarray:
+def compressed_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS,
+                      warnings: list[str] | None = None) -> np.ndarray:
     """A ``sensor_msgs/CompressedImage`` (jpeg or png) -> uint8 (H, W, 3) RGB.
 
-    ``format`` is image_transport's: "jpeg", "png", or e.g. "rgb8; jpeg compressed bgr8"; the
-    bytes say what they are, so the format only rules out what OpenCV must not guess
-    (compressedDepth's 16-bit payloads).
+    ``format`` is image_transport's: "jpeg", "png", or e.g. "rgb8; jpeg compressed bgr8".
+    :func:`~picosam3_ros.core.compressed_guard.check_payload` reads the header first: another
+    format, a mismatch with ``format`` or a size over ``max_pixels`` is refused before any
+    decoding (ImageConversionError). What the decoder prints (a damaged file) is appended to
+    ``warnings`` instead of going to stderr; a payload it cannot decode is refused with it.
     """
-    fmt = str(msg.format).lower()
-    if "compresseddepth" in fmt:
-        raise ImageConversionError(f"compressed format '{msg.format}' is a depth image, not a camera frame")
     data = msg.data
+    try:
+        header = check_payload(data, str(msg.format), max_pixels)
+    except PayloadRefused as exc:
+        raise ImageConversionError(str(exc)) from None
     buffer = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8)
-    if buffer.size == 0:
-        raise ImageConversionError("compressed image has no data")
-    decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-    if decoded is None:
-        raise ImageConversionError(f"cannot decode the compressed image (format '{msg.format}', "
-                                   f"{buffer.size} bytes): not jpeg/png, or damaged")
-    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+    with decoder_output() as printed:
+        try:
+            decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+        except cv2.error as exc:
+            decoded, printed_error = None, str(exc).strip().splitlines()[-1:]
+        else:
+            printed_error = []
+    said = (printed + printed_error)[:3]
+    if decoded is None or decoded.shape[:2] != (header.height, header.width):
+        detail = f": {'; '.join(said)[:300]}" if said else ""
+        raise ImageConversionError(f"cannot decode the {header.format} image ({buffer.size} bytes, "
+                                   f"{header.width}x{header.height}), damaged{detail}")
+    if warnings is not None:
+        warnings.extend(said)
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB, dst=decoded)  # in place: no second copy
 
 
 def encode_compressed(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:

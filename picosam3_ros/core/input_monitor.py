@@ -3,17 +3,16 @@
 Large images between two processes on one host are lost silently when the camera
 driver's Fast DDS shared-memory segment is too small (README "Large images over
 DDS"); the node cannot fix the driver's process, but it can notice and say so.
-Two estimates of the fraction of the publisher's frames that arrive, over a
-sliding window:
+The fraction of the publisher's frames that arrive, over a sliding window, from counts:
 
-* the DDS sample-lost events of the subscription (exact for a best-effort reader:
-  gaps in the writer's sequence numbers), when the middleware reports them;
-* the header stamps: the publisher's frame period is the smallest stamp step between
-  two received frames (frames that arrive back to back show it), so
-  ``(received - 1) * period / stamp span`` is the delivered fraction. It needs
-  honest, increasing stamps; zero or repeated stamps are ignored.
+* the publication sequence numbers of the frames received (each DDS writer numbers its
+  samples 1, 2, 3, ...): per writer, frames received / (last - first + 1). Exact, and blind
+  to the header stamps: a healthy stream whose stamps jitter by +-8 ms is 100%, where the
+  stamp steps read as 57% delivered (and a 10-minute soak logged 44 false WARNs);
+* the DDS sample-lost events of the subscription, when the middleware reports them;
 
-And the case of nothing at all: publishers exist on the topic but no frame arrives.
+whichever says less. Without either (another RMW) the fraction is unknown and nothing
+is claimed. And the case of nothing at all: publishers exist on the topic but no frame arrives.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
+from typing import Hashable
 
 OK, WARN = 0, 1
 
@@ -47,7 +47,8 @@ class InputHealth:
 
 
 class InputMonitor:
-    """Feed it every frame (arrival and header stamp, ns) and the lost-sample counts."""
+    """Feed it every frame (arrival time, ns; the writer and its sequence number when known)
+    and the lost-sample counts; :meth:`assess` says how the input is doing."""
 
     def __init__(self, topic: str, fix_hint: str, window_s: float = 3.0, min_frames: int = 4):
         self.topic = topic
@@ -55,14 +56,14 @@ class InputMonitor:
         self.window_ns = int(window_s * 1e9)
         self.min_frames = min_frames
         self._lock = threading.Lock()
-        self._frames: deque[tuple[int, int]] = deque()  # (arrival_ns, stamp_ns)
+        self._frames: deque[tuple[int, Hashable, int | None]] = deque()  # (arrival_ns, writer, sequence)
         self._lost: deque[tuple[int, int]] = deque()  # (arrival_ns, count)
         self._last_arrival_ns: int | None = None
         self.started_ns: int | None = None
 
-    def frame(self, arrival_ns: int, stamp_ns: int) -> None:
+    def frame(self, arrival_ns: int, writer: Hashable = None, sequence: int | None = None) -> None:
         with self._lock:
-            self._frames.append((arrival_ns, stamp_ns))
+            self._frames.append((arrival_ns, writer, sequence))
             self._last_arrival_ns = arrival_ns
             self._trim(arrival_ns)
 
@@ -102,19 +103,16 @@ class InputMonitor:
         span_s = max(1e-9, (now_ns - frames[0][0]) / 1e9) if len(frames) > 1 else self.window_ns / 1e9
         received_hz = (len(frames) - 1) / span_s if len(frames) > 1 else 0.0
         fractions = []
+        counted = len(frames) + lost
         if lost:
             fractions.append(len(frames) / (len(frames) + lost))
-        stamps = [s for _, s in frames]
-        steps = [b - a for a, b in zip(stamps, stamps[1:]) if b > a]
-        published_hz = 0.0
-        if len(steps) >= self.min_frames - 1:
-            period = min(steps)
-            published_hz = 1e9 / period
-            fractions.append(len(steps) * period / (stamps[-1] - stamps[0]))
+        received, expected, sequence_hz = _sequence_counts(frames)
+        if expected:
+            fractions.append(received / expected)
+            counted = max(counted, expected)
         fraction = min(fractions) if fractions else 1.0
-        if not published_hz and fraction > 0:  # no two frames in a row: the lost samples tell the rate
-            published_hz = received_hz / fraction
-        if len(frames) + lost >= self.min_frames and fraction < warn_fraction:
+        published_hz = sequence_hz or (received_hz / fraction if fraction > 0 and fractions else 0.0)
+        if counted >= self.min_frames and fraction < warn_fraction:
             return InputHealth(
                 WARN,
                 f"only {100 * fraction:.0f}% of the frames published on {self.topic} arrive "
@@ -122,3 +120,21 @@ class InputMonitor:
                 received_hz, published_hz, fraction,
             )
         return InputHealth(OK, f"frames arriving on {self.topic}", received_hz, published_hz, fraction)
+
+
+def _sequence_counts(frames: list[tuple[int, Hashable, int | None]]) -> tuple[int, int, float]:
+    """(frames received, frames published, publishing rate in Hz) in the window, summed over the
+    writers with sequence numbers (the rate: 0 when no writer has two frames apart in time)."""
+    by_writer: dict[Hashable, dict[int, int]] = {}  # writer -> sequence -> arrival
+    for arrival, writer, sequence in frames:
+        if sequence is not None:
+            by_writer.setdefault(writer, {}).setdefault(sequence, arrival)
+    received = expected = 0
+    rate = 0.0
+    for numbers in by_writer.values():
+        first, last = min(numbers), max(numbers)
+        received += len(numbers)
+        expected += last - first + 1
+        if numbers[last] > numbers[first]:
+            rate += (last - first) / ((numbers[last] - numbers[first]) / 1e9)
+    return received, expected, rate

@@ -104,3 +104,18 @@ def read_prompt_array(data: bytes | memoryview, limit: int) -> WirePromptArray:
     if total > len(prompts) and (total - len(prompts)) * 30 > len(reader.data) - reader.pos:
         raise WireFormatError(f"the array claims {total} prompts but the message is too short")
     return WirePromptArray(frame_id, prompts, total)
+
+
+def limit_array(data: bytes | memoryview, limit: int) -> tuple[bytes | memoryview, int]:
+    """A message that starts ``Header header, T[] entries`` (a RoiPromptArray, a vision_msgs
+    Detection2DArray, a yolo_msgs DetectionArray) cut to its first ``limit`` entries, for rclpy
+    to deserialize in bounded work: (the bytes, with the count rewritten if over ``limit``; the
+    count in the message). Raises WireFormatError for bytes without that beginning."""
+    reader = _Reader(data)
+    reader.header_frame_id()
+    (total,) = reader.uint32s(1)
+    if total <= limit:
+        return data, total
+    cut = bytearray(data)
+    struct.pack_into(f"{reader.prefix}I", cut, 4 + reader.pos - 4, max(0, limit))
+    return bytes(cut), total

@@ -22,7 +22,10 @@ Rules (documented in the README):
   means a detector that dies stops steering the robot two seconds later; publishers
   repeat their set (the teleop page and the demo's stand-in detector every second).
 * A prompt whose ``frame_id`` is set and differs from the frame's gets
-  INVALID_ROI on that frame (its pixels refer to another image).
+  INVALID_ROI on that frame (its pixels refer to another image). The first such frame of
+  each received prompt also counts it as rejected (``FramePlan.change``: the node logs the
+  reason, throttled, and counts it in ``/diagnostics``), so a detector publishing in the
+  wrong frame is said once per prompt it sends, not once per frame nor never.
 * Followed prompts (``core/follow.py``): the store keeps the box as given; a message repeating
   it only refreshes the stamp (a keep-alive), the followers keep the box on the object.
 """
@@ -42,19 +45,24 @@ MAX_LOGGED_PROBLEMS = 3  # invalid boxes described one by one in the log line; t
 
 
 @dataclass
-class FramePlan:
-    """What to do on one frame: ``prompts`` to segment, ``reports`` (results decided without a network)."""
-
-    prompts: list[Prompt] = field(default_factory=list)
-    reports: list[PromptResult] = field(default_factory=list)
-
-
-@dataclass
 class PromptChange:
     """What a change to the set rejected: ``rejected`` prompts in all, ``lines`` to log (a few, short)."""
 
     rejected: int = 0
     lines: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FramePlan:
+    """What to do on one frame: ``prompts`` to segment, ``reports`` (results decided without a network).
+
+    ``change``: prompts this frame rejected for the first time (a frame_id that is not the
+    frame's), to log and count like a rejected prompt set.
+    """
+
+    prompts: list[Prompt] = field(default_factory=list)
+    reports: list[PromptResult] = field(default_factory=list)
+    change: PromptChange = field(default_factory=PromptChange)
 
 
 class PromptStore:
@@ -66,6 +74,7 @@ class PromptStore:
         self._lock = threading.Lock()
         self._prompts: dict[int, Prompt] = {}
         self._pending: list[PromptResult] = []
+        self._wrong_frame_told: dict[int, int] = {}  # prompt id -> stamp of the prompt already counted
 
     def configure(self, max_prompts: int, timeout_s: float) -> None:
         """New limits at run time; they apply from the next prompt set / frame on."""
@@ -167,13 +176,18 @@ class PromptStore:
                         PromptResult(prompt_id, Status.STALE_PROMPT, detail="older than prompt_timeout")
                     )
                 elif prompt.frame_id and frame_id and prompt.frame_id != frame_id:
-                    plan.reports.append(
-                        PromptResult(
-                            prompt_id,
-                            Status.INVALID_ROI,
-                            detail=f"prompt frame_id '{prompt.frame_id}' != image frame_id '{frame_id}'",
-                        )
-                    )
+                    detail = f"prompt frame_id '{prompt.frame_id}' != image frame_id '{frame_id}'"
+                    plan.reports.append(PromptResult(prompt_id, Status.INVALID_ROI, detail=detail))
+                    if self._wrong_frame_told.get(prompt_id) != prompt.stamp_ns:
+                        self._wrong_frame_told[prompt_id] = prompt.stamp_ns
+                        plan.change.rejected += 1
+                        if len(plan.change.lines) < MAX_LOGGED_PROBLEMS:
+                            plan.change.lines.append(f"prompt {prompt_id}: {detail} (INVALID_ROI)")
                 else:
                     plan.prompts.append(prompt)
+            for prompt_id in [i for i in self._wrong_frame_told if i not in self._prompts]:
+                del self._wrong_frame_told[prompt_id]
+        if plan.change.rejected > len(plan.change.lines):
+            plan.change.lines.append(
+                f"{plan.change.rejected - len(plan.change.lines)} more prompts in another frame_id")
         return plan

@@ -19,6 +19,14 @@ from dataclasses import dataclass
 from picosam3_ros.core.crop import CropRect
 
 IMX500_SENSOR_SIZE = (4056, 3040)
+# The driver's inference-window control declares at most 4032 per element (raspberrypi/linux
+# drivers/media/i2c/imx500.c); V4L2 clamps each written value to it.
+IMX500_ROI_CONTROL_MAX = 4032
+
+
+def roi_as_latched(roi: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """A sensor ROI as the control keeps it: each of left, top, width, height at most 4032."""
+    return tuple(min(int(v), IMX500_ROI_CONTROL_MAX) for v in roi)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

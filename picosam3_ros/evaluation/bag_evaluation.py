@@ -119,6 +119,8 @@ class Evaluation:
     prompts: int = 0  # (prompt, frame) pairs offered to the pipeline
     prompt_messages: int = 0
     prompt_messages_used: int = 0  # after --prompt-every
+    bad_frames: int = 0  # frames the node would drop too (bad encoding, a decompression bomb): skipped
+    bad_frame_reason: str = ""  # the first one's
     status_counts: dict[str, int] = field(default_factory=dict)
     unmatched_results: int = 0  # recorded mode: results whose prompt is not in the bag's prompt set
     instances: list[InstanceScore] = field(default_factory=list)
@@ -254,6 +256,8 @@ class Evaluation:
             "scored": "every prompt in effect on every frame with ground truth (no mask: IoU 0; a NOT_SERVED "
             "entry carrying its last mask: that mask)" if self.score_every_prompt
             else "OK results on frames with ground truth",
+            "bad_frames": self.bad_frames,
+            "bad_frame_reason": self.bad_frame_reason,
             "instances": len(self.instances),
             "miou_crop": _nan_to_none(mean_iou(ious_crop)),
             "miou_full": _nan_to_none(mean_iou(ious_full)),
@@ -560,6 +564,7 @@ def evaluate_bag(
         total_frames = reader.message_count(topics.image)
         overlay_every = max(1, total_frames // max(1, max_overlays)) if max_overlays else 0
         prompts: list[BagPrompt] = []
+        read_frames = 0  # frames converted (the others are counted in bad_frames)
         for item in reader.messages([topics.prompt, topics.image]):
             if item.topic == topics.prompt:
                 given = prompts_from_msg(item.msg, item.msgtype)
@@ -578,7 +583,13 @@ def evaluate_bag(
             stamp = stamp_ns(item.msg.header)
             if not prompts:
                 continue
-            frame_rgb = frame_to_rgb(item.msg)
+            try:  # the node's conversion and payload guard: what it drops is skipped and counted
+                frame_rgb = frame_to_rgb(item.msg)
+            except BagError as exc:
+                evaluation.bad_frames += 1
+                evaluation.bad_frame_reason = evaluation.bad_frame_reason or f"frame {index}: {exc}"
+                continue
+            read_frames += 1
             frame_prompts = prompts
             if box_jitter > 0 and follow is None:
                 frame_prompts = jittered_prompts(prompts, box_jitter, seed, index)
@@ -614,6 +625,8 @@ def evaluate_bag(
             )
         if topics.segmentations and len(recorded_times) > 1:
             evaluation.bag_duration_s = (max(recorded_times) - min(recorded_times)) / 1e9
+    if evaluation.bad_frames and not read_frames:  # the topic is unreadable (a depth topic, say)
+        raise BagError(f"no frame of {topics.image} could be read: {evaluation.bad_frame_reason}")
     return evaluation
 
 

@@ -108,6 +108,8 @@ def markdown_summary(summary: dict, figures: list[str] = ()) -> str:
         f"| frames (with prompts / with ground truth) | {summary['frames']} "
         f"({summary['frames_with_prompts']} / {summary['frames_with_ground_truth']}) |",
         f"| prompts offered / instances scored | {summary['prompts']} / {summary['instances']} |",
+        *([f"| frames skipped as bad images | {summary['bad_frames']} ({summary['bad_frame_reason']}) |"]
+          if summary.get("bad_frames") else []),
         f"| mIoU crop space, 96x96 (%) | {_fmt(summary['miou_crop'], 2, 100)} |",
         f"| mIoU full frame (%) | {_fmt(summary['miou_full'], 2, 100)} |",
         "| box-as-mask mIoU crop space / full frame (%) | "

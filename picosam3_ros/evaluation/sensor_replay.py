@@ -31,6 +31,7 @@ from picosam3_ros.core.carry import LastResults
 from picosam3_ros.core.crop import InvalidRoiError, crop_rect_for_box
 from picosam3_ros.core.follow import FollowSettings
 from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, sensor_frame_results
+from picosam3_ros.core.sensor_geometry import roi_as_latched
 from picosam3_ros.emulator.sources import FrameSource
 
 # Frames the emulated sensor may take beyond the apply delay before a prompt is reported unserved.
@@ -121,7 +122,7 @@ class SensorReplay:
                 )
                 continue
             self.backend.request_roi(rect, prompt.prompt_id, prompt.box_xywh)
-            roi_sensor = self.backend.geometry.stream_rect_to_sensor(rect)
+            roi_sensor = roi_as_latched(self.backend.geometry.stream_rect_to_sensor(rect))
             result = None
             for _ in range(self.roi_apply_delay + EXTRA_FRAMES):
                 frame = self.backend.next_frame(timeout_s=5.0)

@@ -9,53 +9,58 @@ gives them. An empty detection array publishes an empty prompt set (it clears th
 
 The message type is loaded by name when the node starts: vision_msgs need not be
 installed to build or test this package. The logic is in picosam3_ros/core/detections.py.
+
+No message can stop it or hold it long: the subscription takes the serialized bytes, a
+message over ``max_message_bytes`` is dropped unread, only the first ``max_detections``
+detections are deserialized (core/prompt_wire.py rewrites the count; rclpy used to take
+1.8 s for 10,000), every number is checked (core/detections.py), and what is dropped is
+counted and logged at most every 5 s. Anything else a message raises is logged (throttled)
+and the next message is read as usual.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
+import time
 from typing import Any
 
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
+from rclpy.serialization import deserialize_message
 
 from picosam3_msgs.msg import RoiPrompt, RoiPromptArray
-from picosam3_ros.core.detections import DetectionFilter, TrackIds, read_detections, select, to_prompts
-from picosam3_ros.nodes.node_config import ConfigError, Param, ParamTable
+from picosam3_ros.core.detections import (
+    DEFAULT_MAX_COORDINATE,
+    DetectionFilter,
+    Dropped,
+    TrackIds,
+    read_detections,
+    select,
+    to_prompts,
+)
+from picosam3_ros.core.prompt_wire import WireFormatError, limit_array
+from picosam3_ros.nodes.message_types import load_message_type
+from picosam3_ros.nodes.node_config import ConfigError, Param, ParamTable, type_name_check
 from picosam3_ros.nodes.node_main import run_node
 
 NODE_NAME = "detections_adapter"
 
 
-def _type_name_check(value: str) -> str | None:
-    parts = value.split("/")
-    if len(parts) == 3 and parts[1] == "msg" and all(parts) or len(parts) == 2 and all(parts):
-        return None
-    return f"detection_type '{value}' must look like package/msg/Type"
-
-
 PARAMS = ParamTable([
     Param("detection_type", "vision_msgs/msg/Detection2DArray",
           "message type of `detections`: vision_msgs/msg/Detection2DArray, yolo_msgs/msg/DetectionArray, "
-          "or any type with the same fields", check=_type_name_check),
+          "or any type with the same fields", check=type_name_check("detection_type")),
     Param("classes", "", "comma-separated class ids/names to keep ('' = every class)", None, True),
     Param("min_score", 0.5, "detections scoring below this are ignored", (0.0, 1.0), True),
     Param("top_k", 8, "keep the best k detections (0 = all)", (0, 255), True),
+    Param("max_detections", 1000, "detections read from one message (the first ones); the rest are "
+          "dropped and counted", (1, 65535), True),
+    Param("max_coordinate", DEFAULT_MAX_COORDINATE, "boxes with a centre or size beyond this many pixels "
+          "are dropped and counted (no camera frame is that large)", (1.0, 1e6), True),
+    Param("max_message_bytes", 8 << 20, "a detections message larger than this is dropped unread "
+          "(serialized size)", (1024, 1 << 30), True),
 ])
-
-
-def load_message_type(name: str) -> Any:
-    """'pkg/msg/Type' (or 'pkg/Type') -> the Python message class; ConfigError with the fix if absent."""
-    parts = name.split("/")
-    package, type_name = parts[0], parts[-1]
-    try:
-        return getattr(importlib.import_module(f"{package}.msg"), type_name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(
-            f"cannot load message type '{name}' ({exc}): install it (e.g. apt install "
-            f"ros-$ROS_DISTRO-{package.replace('_', '-')}) and source its setup file"
-        ) from None
+DROP_LOG_PERIOD_S = 5.0
 
 
 class DetectionsAdapterNode(Node):
@@ -65,9 +70,14 @@ class DetectionsAdapterNode(Node):
         self.rule = self._rule()
         PARAMS.watch(self, lambda: self.params, self.parameters_changed)
         msg_type = load_message_type(self.params["detection_type"])
+        self.msg_type = msg_type
         self.tracks = TrackIds()
+        self.dropped = Dropped()  # since the last log line about them
+        self._dropped_logged = -DROP_LOG_PERIOD_S
         self.publisher = self.create_publisher(RoiPromptArray, "prompts", QoSProfile(depth=10))
-        self.create_subscription(msg_type, "detections", self.detections_callback, QoSProfile(depth=10))
+        # Raw: the bytes are bounded before rclpy turns them into Python objects.
+        self.create_subscription(msg_type, "detections", self.detections_callback, QoSProfile(depth=10),
+                                 raw=True)
         self.get_logger().info(
             f"{self.resolve_topic_name('detections')} ({self.params['detection_type']}) -> "
             f"{self.resolve_topic_name('prompts')}"
@@ -83,18 +93,40 @@ class DetectionsAdapterNode(Node):
         self.params.update(changes)
         self.rule = self._rule()
 
-    def detections_callback(self, msg: Any) -> None:
+    def detections_callback(self, data: bytes) -> None:
         try:
-            detections = select(read_detections(msg, self.rule.classes), self.rule)
-        except (AttributeError, TypeError, ValueError) as exc:  # a type without the expected fields
-            self.get_logger().error(f"cannot read detections: {exc}", throttle_duration_sec=5.0)
+            self._read(data)
+        except Exception as exc:  # never die of a message: say it, read the next one
+            self.get_logger().error(f"cannot read a detections message ({len(data)} bytes): "
+                                    f"{type(exc).__name__}: {str(exc)[:200]}", throttle_duration_sec=5.0)
+        self._log_dropped()
+
+    def _read(self, data: bytes) -> None:
+        params = self.params
+        if len(data) > params["max_message_bytes"]:
+            self.dropped[f"in messages over max_message_bytes ({len(data)} bytes), unread"] += 1
             return
+        try:
+            cut, total = limit_array(data, params["max_detections"])
+        except WireFormatError as exc:
+            raise ValueError(f"not a Header-then-detections message: {exc}") from None
+        if total > params["max_detections"]:
+            self.dropped["past max_detections in a message"] += total - params["max_detections"]
+        msg = deserialize_message(cut, self.msg_type)
+        read = read_detections(msg, self.rule.classes, self.dropped, params["max_coordinate"])
         out = RoiPromptArray(header=msg.header)
-        for prompt_id, (x, y, w, h) in to_prompts(detections, self.tracks):
+        for prompt_id, (x, y, w, h) in to_prompts(select(read, self.rule), self.tracks, self.dropped):
             prompt = RoiPrompt(header=msg.header, id=prompt_id)
             prompt.roi.x_offset, prompt.roi.y_offset, prompt.roi.width, prompt.roi.height = x, y, w, h
             out.prompts.append(prompt)
         self.publisher.publish(out)
+
+    def _log_dropped(self) -> None:
+        now = time.monotonic()
+        if self.dropped and now - self._dropped_logged >= DROP_LOG_PERIOD_S:
+            self.get_logger().warning(f"detections dropped since the last such line: {self.dropped.line()}")
+            self.dropped = Dropped()
+            self._dropped_logged = now
 
 
 def main(args: list[str] | None = None) -> int:

@@ -6,8 +6,15 @@ Each node lists its parameters as :class:`Param` rows in a :class:`ParamTable`. 
   unless the row is ``runtime``) and validates the start-up values (:class:`ConfigError`
   says which parameter and what is allowed);
 * keeps the run-time ones tunable: :meth:`ParamTable.watch` rejects a bad
-  ``set_parameters`` value with a reason (the old value stays) and hands accepted changes
-  to the node. Start-up-only parameters are read-only and their descriptions say so.
+  ``set_parameters`` value with a reason (the old value stays), hands accepted changes
+  to the node and logs them in batches (:class:`ChangeLog`: one line per 2 s at most, where
+  1,000 changes in 8 s wrote 1,007 lines). Start-up-only parameters are read-only and their
+  descriptions say so;
+* takes a whole number for a double parameter (:meth:`ParamTable.coerce`), at start-up
+  (YAML, ``-p``, launch files) and at run time: ROS 2 types ``0`` as an integer, and
+  ``prompt_timeout: 0`` or ``ros2 param set ... box_margin 1000`` must not stop the node or
+  be refused. The parameter stays a double (``ros2 param get`` says so). A whole number for
+  a text parameter is its digits (``-p classes:=0``).
 
 The validation itself (:meth:`ParamTable.problem`, :meth:`ParamTable.validate`) is plain
 Python, so it is unit-tested without ROS. The sensor node's table and typed config are
@@ -18,12 +25,14 @@ own files.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from picosam3_ros.backends.roi_scheduler import POLICIES
 from picosam3_ros.core.backend_api import BackendConfig
+from picosam3_ros.core.compressed_guard import DEFAULT_MAX_PIXELS
 from picosam3_ros.core.model_card import postprocess_in_use
 from picosam3_ros.core.postprocess import Postprocess
 
@@ -58,6 +67,39 @@ class Param:
         return None
 
 
+class ChangeLog:
+    """Accepted parameter changes as log lines: the first at once, then at most one per ``period_s``
+    with every change since (the latest value of each parameter and how many changes). ROS-free:
+    the caller passes the time and logs what comes back."""
+
+    MAX_NAMES = 12  # names in one line; more are counted
+
+    def __init__(self, period_s: float = 2.0):
+        self.period_s = period_s
+        self._pending: dict[str, Any] = {}
+        self._changes = 0
+        self._last = -math.inf
+
+    def add(self, changes: Mapping[str, Any], now: float) -> str | None:
+        self._pending.update(changes)
+        self._changes += len(changes)
+        return self.flush(now)
+
+    def flush(self, now: float) -> str | None:
+        """The line to log now, or None (nothing pending, or the last line is too recent)."""
+        if not self._pending or now - self._last < self.period_s:
+            return None
+        names = list(self._pending.items())
+        shown = ", ".join(f"{k}={v}" for k, v in names[: self.MAX_NAMES])
+        if len(names) > self.MAX_NAMES:
+            shown += f", and {len(names) - self.MAX_NAMES} more"
+        extra = ""
+        if self._changes > len(names):
+            extra = f" ({self._changes} changes since the last line; the latest values)"
+        self._pending, self._changes, self._last = {}, 0, now
+        return f"parameters changed{extra}: {shown}"
+
+
 class ParamTable:
     """An ordered set of :class:`Param` plus an optional rule across parameters."""
 
@@ -74,6 +116,19 @@ class ParamTable:
 
     def runtime_names(self) -> list[str]:
         return [name for name, p in self.params.items() if p.runtime]
+
+    def coerce(self, name: str, value: Any) -> Any:
+        """``value`` as the parameter's type where that is lossless: an integer for a double
+        parameter becomes that double, an integer for a text parameter its digits; anything
+        else is returned as it is (and :meth:`problem` says what is wrong with it)."""
+        param = self.params.get(name)
+        if param is None or isinstance(value, bool) or not isinstance(value, int):
+            return value
+        if isinstance(param.default, float):
+            return float(value)
+        if isinstance(param.default, str):
+            return str(value)
+        return value
 
     def problem(self, name: str, value: Any) -> str | None:
         """Why ``value`` is not allowed for ``name``, or None when it is."""
@@ -104,7 +159,7 @@ class ParamTable:
     def validate(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Every value (defaults for the missing ones) checked; raises ConfigError on the first problem."""
         merged = self.defaults()
-        merged.update({k: v for k, v in values.items() if k in self.params})
+        merged.update({k: self.coerce(k, v) for k, v in values.items() if k in self.params})
         for name, value in merged.items():
             reason = self.problem(name, value)
             if reason is not None:
@@ -119,6 +174,7 @@ class ParamTable:
     def declare(self, node) -> dict[str, Any]:
         """Declare every parameter on ``node`` with a descriptor; the validated start-up values."""
         from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+        from rclpy.exceptions import InvalidParameterTypeException
 
         values: dict[str, Any] = {}
         for name, param in self.params.items():
@@ -138,19 +194,51 @@ class ParamTable:
                     FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)
                 ]
             try:
-                values[name] = node.declare_parameter(name, default, descriptor).value
-            except Exception as exc:  # wrong type or out of range from the command line / YAML
+                try:
+                    values[name] = node.declare_parameter(name, default, descriptor).value
+                except InvalidParameterTypeException:
+                    values[name] = self._declare_coerced(node, name, descriptor)
+            except ConfigError:
+                raise
+            except Exception as exc:  # out of range from the command line / YAML
                 raise ConfigError(f"parameter '{name}': {exc}") from exc
         return self.validate(values)
 
+    def _declare_coerced(self, node, name: str, descriptor) -> Any:
+        """Declare ``name`` whose start-up value (YAML, ``-p``) rclpy refused for its type.
+
+        rclpy offers no public view of the start-up values, so the value is read by declaring
+        the parameter once without a type; it is then declared for good, typed, with the value
+        :meth:`coerce` makes of it, or refused with the reason.
+        """
+        from rcl_interfaces.msg import ParameterDescriptor
+
+        default = self.params[name].default
+        given = node.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=True)).value
+        node.undeclare_parameter(name)
+        value = self.coerce(name, given)
+        if type(value) is not type(default):
+            reason = self.problem(name, given) or f"parameter '{name}': {given!r} has the wrong type"
+            raise ConfigError(reason)
+        return node.declare_parameter(name, value, descriptor, ignore_override=True).value
+
     def watch(self, node, current: Callable[[], Mapping[str, Any]],
               on_change: Callable[[dict[str, Any]], None]) -> None:
-        """Validate ``set_parameters`` calls on ``node``; accepted changes go to ``on_change``.
+        """Validate ``set_parameters`` calls on ``node``; accepted changes go to ``on_change``
+        and to the log, batched (:class:`ChangeLog`, flushed on a wall-clock timer).
 
         ``current`` returns the values in force (to check rules across parameters). A refused
         value keeps the old one and the caller gets the reason.
         """
         from rcl_interfaces.msg import SetParametersResult
+        from rclpy.clock import Clock, ClockType
+        from rclpy.parameter import Parameter
+
+        change_log = ChangeLog()
+
+        def log_changes(line: str | None) -> None:
+            if line is not None:
+                node.get_logger().info(line)
 
         def validate_callback(parameters) -> SetParametersResult:
             merged = dict(current())
@@ -169,13 +257,41 @@ class ParamTable:
                     return SetParametersResult(successful=False, reason=reason)
             return SetParametersResult(successful=True)
 
+        def coerce_callback(parameters) -> list:
+            # Before rclpy's type check: `ros2 param set ... prompt_timeout 0` sends an integer.
+            out = []
+            for parameter in parameters:
+                value = self.coerce(parameter.name, parameter.value)
+                same = type(value) is type(parameter.value)
+                out.append(parameter if same else Parameter(parameter.name, value=value))
+            return out
+
         def changed_callback(parameters) -> None:
             changes = {p.name: p.value for p in parameters if p.name in self.params}
             if changes:
                 on_change(changes)
+                log_changes(change_log.add(changes, time.monotonic()))
 
+        node.add_pre_set_parameters_callback(coerce_callback)
         node.add_on_set_parameters_callback(validate_callback)
         node.add_post_set_parameters_callback(changed_callback)
+        node.create_timer(change_log.period_s, lambda: log_changes(change_log.flush(time.monotonic())),
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+
+def type_name_check(parameter: str, allow_empty: bool = False) -> Callable[[str], str | None]:
+    """A Param check: why a value of ``parameter`` is not a type name (``pkg/msg/Type``), or None."""
+
+    def check(value: str) -> str | None:
+        parts = value.split("/")
+        if value == "" and allow_empty:
+            return None
+        if len(parts) == 3 and parts[1] == "msg" and all(parts) or len(parts) == 2 and all(parts):
+            return None
+        off = " (or '' = off)" if allow_empty else ""
+        return f"{parameter} '{value}' must look like package/msg/Type{off}"
+
+    return check
 
 
 # --- the sensor node ---------------------------------------------------------------------------
@@ -193,16 +309,29 @@ IMAGE_QOS_CHOICES = ("auto", "sensor_data", "reliable", "system_default")
 OUTPUT_QOS_CHOICES = ("reliable", "sensor_data")
 
 
+# The frames' input, the same rows (and subscription, nodes/image_input.py) for the sensor node
+# (camera:=none) and the teleop page, so the page shows what the node segments.
+IMAGE_INPUT_PARAMS = (
+    Param("image_transport", "raw",
+          "frames: raw (sensor_msgs/Image on the image topic) | compressed (sensor_msgs/CompressedImage "
+          "jpeg/png on `<image topic>/compressed`)", IMAGE_TRANSPORTS),
+    Param("image_qos", "auto",
+          "QoS of the image subscription (REP-2003): auto (reliable when every publisher on the topic "
+          "is, else best effort; follows the publishers) | sensor_data (best effort, matches every "
+          "publisher) | reliable (matches reliable publishers only) | system_default", IMAGE_QOS_CHOICES),
+)
+
+
 def _threshold_check(value: float) -> str | None:
     if 0.0 <= value < 1.0:
         return None
-    return "parameter 'threshold' must be 0 (the model card's) or between 0 and 1"
+    return "parameter 'threshold' must be 0.0 (the model card's) or between 0 and 1"
 
 
 def _box_margin_check(value: float) -> str | None:
     if value == -1.0 or value >= 0.0:
         return None
-    return f"parameter 'box_margin' is {value}; use -1 (the model card's) or a value >= 0"
+    return f"parameter 'box_margin' is {value}; use -1.0 (the model card's) or a value >= 0"
 
 
 def _sensor_cross_check(values: Mapping[str, Any]) -> str | None:
@@ -221,32 +350,30 @@ SENSOR_PARAMS = ParamTable(
               PRECISION_CHOICES),
         Param("onnx_model", "", "explicit ONNX file for the CPU backend (overrides the card's file)"),
         Param("network_file", "", "IMX500 network (.rpk); '' = from the model card"),
-        Param("threshold", 0.0, "object probability threshold (0..1); 0 = the model card's (0.5 without one)",
+        Param("threshold", 0.0,
+              "object probability threshold (0..1); 0.0 = the model card's (0.5 without one)",
               (0.0, 1.0), True, _threshold_check),
         Param("box_margin", -1.0,
               "masks are clipped to the prompt box grown by this fraction of its size; "
-              "-1 = the model card's (no clip without one); 1000 = keep all the network outputs",
+              "-1.0 = the model card's (no clip without one); 1000.0 = keep all the network outputs",
               (-1.0, 1000.0), True, _box_margin_check),
         Param("max_prompts", 16, "prompts kept at once; more are reported TOO_MANY_PROMPTS", (1, 255), True),
         Param("prompt_timeout", 2.0,
-              "seconds after which an unrefreshed prompt is stale and dropped (0 = never; publishers "
+              "seconds after which an unrefreshed prompt is stale and dropped (0.0 = never; publishers "
               "repeat their sets)", (0.0, 86400.0), True),
         Param("threads", 0, "ONNX Runtime intra-op threads (0 = ONNX Runtime's default)", (0, 64)),
         Param("overlay", False, "also publish `overlay` (rgb8 frame with the masks tinted)", None, True),
         Param("carry_results", True,
               "entries of prompts the sensor did not serve on a frame (NOT_SERVED) carry the prompt's "
               "last mask, with the header of the frame it was computed on", None, True),
-        Param("image_transport", "raw",
-              "input when camera:=none: raw (`image`, sensor_msgs/Image) | compressed "
-              "(`image/compressed`, sensor_msgs/CompressedImage jpeg/png)", IMAGE_TRANSPORTS),
-        Param("image_qos", "auto",
-              "QoS of the image subscription (REP-2003): auto (reliable when every publisher on the topic "
-              "is, else best effort; follows the publishers) | sensor_data (best effort, matches every "
-              "publisher) | reliable (matches reliable publishers only) | system_default", IMAGE_QOS_CHOICES),
+        *IMAGE_INPUT_PARAMS,
         Param("output_qos", "reliable",
               "QoS of image_raw, camera_info, mask, segmentations, overlay: reliable (what default "
               "subscribers such as rviz and recorders ask for; best-effort ones match too) | sensor_data",
               OUTPUT_QOS_CHOICES),
+        Param("max_image_pixels", DEFAULT_MAX_PIXELS,
+              "input frames larger than this (width x height, from a compressed payload's header before "
+              "decoding) are dropped as bad images; the default is 4096x4096", (1, 2**30), True),
         Param("input_warn_fraction", 0.5,
               "WARN on /diagnostics (and log the fix once) when fewer than this fraction of the "
               "publisher's frames arrive", (0.0, 1.0), True),
@@ -263,6 +390,13 @@ SENSOR_PARAMS = ParamTable(
               "prompts follow their object from frame to frame (the box moves with the masks; "
               "RoiPrompt.follow overrides it per prompt; docs/following.md)", None, True),
         Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.1, 60.0)),
+        Param("detections_type", "vision_msgs/msg/Detection2DArray",
+              "also publish `detections` (the box each mask was made for, the prompt id as id, the mask "
+              "score) as this vision_msgs-like type when it is installed ('' = off; absent: off with one "
+              "log line)", check=type_name_check("detections_type", allow_empty=True)),
+        Param("lifecycle", False,
+              "a managed (lifecycle) node: start unconfigured and wait for configure (load the model) "
+              "and activate (camera, subscriptions, publishing) through change_state; false = run at once"),
         Param("emulator.source", "",
               "emulator frames: image folder/file, video, rosbag, '' = synthetic scene"),
         Param("emulator.mode", "realtime", "emulator timing: realtime | step", EMULATOR_MODES),
@@ -297,6 +431,7 @@ class NodeConfig:
     image_transport: str = "raw"
     image_qos: str = "auto"
     output_qos: str = "reliable"
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
     input_warn_fraction: float = 0.5
     frame_id: str = "camera"
     stream_width: int = 640
@@ -307,6 +442,8 @@ class NodeConfig:
     roi_policy: str = "staleness"
     follow: bool = True
     diagnostics_period: float = 1.0
+    detections_type: str = "vision_msgs/msg/Detection2DArray"
+    lifecycle: bool = False
     emulator: dict = field(default_factory=dict)
 
     def postprocess(self) -> Postprocess:

@@ -5,7 +5,10 @@ come from the `image` topic (camera:=none; raw or, with image_transport:=compres
 `image/compressed`) or from a camera the node owns (camera:=picamera2|emulator,
 republished on `image_raw` with `camera_info`). Heavy work runs on a worker thread fed
 by a one-slot buffer that drops the oldest frame. Parameters: nodes/node_config.py
-(the run-time ones change through set_parameters).
+(the run-time ones change through set_parameters). With ``lifecycle:=true`` it is a managed
+node (configure, activate, deactivate, cleanup through the lifecycle services); by default
+it runs those steps itself at start-up. ``detections`` (vision_msgs/Detection2DArray when
+installed) repeats each mask's box, prompt id and score for vision_msgs consumers.
 """
 
 from __future__ import annotations
@@ -14,13 +17,15 @@ import dataclasses
 import sys
 import threading
 import time
+import traceback
 from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.clock import Clock, ClockType
+from rclpy.lifecycle import LifecycleNodeMixin, TransitionCallbackReturn
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data, qos_profile_system_default
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
@@ -30,16 +35,19 @@ from picosam3_ros.backends.frame_server import ServedFrame, build_frame_server
 from picosam3_ros.backends.roi_scheduler import RoiScheduler
 from picosam3_ros.core.carry import LastResults
 from picosam3_ros.core.diagnostics import WARN, NodeStats
+from picosam3_ros.core.frame_slot import FrameSlot
 from picosam3_ros.core.image_conversion import (
     ImageConversionError,
     compressed_to_rgb,
     fill_image,
     image_to_rgb,
 )
-from picosam3_ros.core.input_monitor import InputMonitor, choose_image_reliability
+from picosam3_ros.core.input_monitor import InputMonitor
 from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask, frame_box
 from picosam3_ros.core.prompt_wire import WireFormatError, read_prompt_array
-from picosam3_ros.core.prompts import MAX_MESSAGE_PROMPTS, PromptChange, PromptStore
+from picosam3_ros.core.prompts import MAX_MESSAGE_PROMPTS, FramePlan, PromptChange, PromptStore
+from picosam3_ros.nodes.image_input import ImageInput, frame_writer, input_topic
+from picosam3_ros.nodes.message_types import optional_detections
 from picosam3_ros.nodes.node_config import SENSOR_PARAMS, ConfigError, NodeConfig, declare_and_read
 from picosam3_ros.nodes.node_main import run_node
 
@@ -55,50 +63,94 @@ class StartupError(RuntimeError):
     """The node cannot start; the message says what to do."""
 
 
-class FrameSlot:
-    """A one-slot buffer: put() replaces (drops) an unconsumed item; get() waits for one."""
+def mask_box(result: PromptResult, prompt_boxes: dict[int, tuple]) -> tuple | None:
+    """The box (x, y, w, h, frame px) the result's mask was made for: what ``detections`` carries.
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: Any = None
-        self._closed = False
-
-    def put(self, item: Any) -> bool:
-        """Store ``item``; True when an older, unprocessed item was dropped."""
-        with self._cond:
-            dropped = self._item is not None
-            self._item = item
-            self._cond.notify()
-            return dropped
-
-    def get(self, timeout: float = 0.5) -> Any:
-        with self._cond:
-            if self._item is None and not self._closed:
-                self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return item
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+    The result's own box (``Segmentation.box``: the followed box, or on the sensor path the box
+    its ROI was written for); the prompt's box as the store holds it for a result without one.
+    """
+    return result.box if result.box is not None else prompt_boxes.get(result.prompt_id)
 
 
-class SensorNode(Node):
+class SensorNode(LifecycleNodeMixin, Node):
+    """The sensor node; its set-up is the lifecycle's steps (configure, activate, deactivate, cleanup).
+
+    Plain mode (the default) runs configure and activate at start-up: a failure stops the
+    process with exit code 2 and one line. ``lifecycle:=true`` makes it a managed node: it
+    starts unconfigured and offers the lifecycle services (``change_state``, ``get_state``).
+    configure builds the frame server (loads the model, checks the card, opens the IMX500) and
+    the publishers; activate subscribes, starts the camera and the worker; deactivate stops
+    them (nothing is published) and keeps the model; cleanup frees the model and the publishers.
+    """
+
     def __init__(self, **kwargs: Any):
-        super().__init__(NODE_NAME, **kwargs)
+        Node.__init__(self, NODE_NAME, **kwargs)
         try:
             self.config: NodeConfig = declare_and_read(self)
         except ConfigError as exc:
             raise StartupError(str(exc)) from exc
-        cfg = self.config
+        LifecycleNodeMixin.__init__(self, enable_communication_interface=self.config.lifecycle)
         self.stats = NodeStats()
-        self.store = PromptStore(cfg.max_prompts, cfg.prompt_timeout)
-        self.last_results: LastResults[Header] = LastResults()
-        self._running = True
+        self._running = False
         self._slot = FrameSlot()
         self._last_warned: dict[str, tuple[float, int]] = {}  # kind -> (last logged, suppressed since)
         self._clock_offset_ns = self.get_clock().now().nanoseconds - time.monotonic_ns()
+        self._failure = ""
+        self.server = self.sensor = None
+        self._worker = self._camera_thread = None
+        self._input_subscriptions: list = []
+        self._active_timers: list = []
+        self._publishers_made: list = []
+        SENSOR_PARAMS.watch(self, lambda: self.config.values(), self.parameters_changed)
+        if self.config.lifecycle:
+            self.get_logger().info("lifecycle mode: unconfigured; configure and activate it through "
+                                   f"{self.get_fully_qualified_name()}/change_state")
+            return
+        for step in (self.trigger_configure, self.trigger_activate):
+            if step() != TransitionCallbackReturn.SUCCESS:
+                self._stop_all()
+                raise StartupError(self._failure or "start-up failed (see the log)")
+
+    # --- lifecycle transitions -------------------------------------------------------------------
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        return self._transition("configure", self._configure, undo=self._stop_all)
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        return self._transition("activate", self._activate, undo=self._deactivate)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        return self._transition("deactivate", self._deactivate, undo=self._deactivate)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        return self._transition("cleanup", self._cleanup, undo=self._cleanup)
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        return self._transition("shutdown", self._stop_all, undo=self._stop_all)
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        self._stop_all()  # back to unconfigured with nothing held
+        return TransitionCallbackReturn.SUCCESS
+
+    def _transition(self, name: str, step, undo) -> TransitionCallbackReturn:
+        """Run one step; on failure ``undo`` leaves the node in the state the lifecycle goes back to."""
+        try:
+            step()
+            return TransitionCallbackReturn.SUCCESS
+        except StartupError as exc:
+            self._failure, code = str(exc), TransitionCallbackReturn.FAILURE
+        except Exception as exc:  # a bug, not bad input: show it (rclpy would swallow it)
+            self._failure, code = f"{type(exc).__name__}: {exc}", TransitionCallbackReturn.ERROR
+            self.get_logger().error(f"{name}: {traceback.format_exc()}")
+        if self.config.lifecycle:  # plain mode says it once, on exit
+            self.get_logger().error(f"{name} failed: {self._failure}")
+        undo()
+        return code
+
+    def _configure(self) -> None:
+        """Load the model (and the camera's network), check the card, make the publishers."""
+        cfg = self.config
+        self.store = PromptStore(cfg.max_prompts, cfg.prompt_timeout)
+        self.last_results: LastResults[Header] = LastResults()
         self.postprocess = cfg.postprocess()
         try:
             self.server = build_frame_server(
@@ -121,40 +173,65 @@ class SensorNode(Node):
         self.output_qos = (
             qos_profile_sensor_data if cfg.output_qos == "sensor_data" else QoSProfile(depth=5)
         )
-        self.mask_pub = self.create_publisher(Image, "mask", self.output_qos)
-        self.seg_pub = self.create_publisher(SegmentationArray, "segmentations", self.output_qos)
-        self.overlay_pub = self.create_publisher(Image, "overlay", self.output_qos) if cfg.overlay else None
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.mask_pub = self._publisher(Image, "mask")
+        self.seg_pub = self._publisher(SegmentationArray, "segmentations")
+        self.overlay_pub = self._publisher(Image, "overlay") if cfg.overlay else None
+        self.detections = optional_detections(cfg.detections_type, self.get_logger().info)
+        self.detections_pub = None
+        if self.detections is not None:
+            self.detections_pub = self._publisher(self.detections.array, "detections")
+        self.diag_pub = self._publisher(DiagnosticArray, "/diagnostics", 10)
         self.image_raw_pub = self.camera_info_pub = None
-        self.image_sub = None
-        self.image_reliability = ""
-        self.input_topic = ""
+        if cfg.camera != "none":
+            self.image_raw_pub = self._publisher(Image, "image_raw")
+            self.camera_info_pub = self._publisher(CameraInfo, "camera_info")
+        self.image_input: ImageInput | None = None  # subscribed while active
         self.input_monitor: InputMonitor | None = None
         self._input_warned = False
+        self._started = time.monotonic()
+        self._clock_warned = False
+        topic = ""
         if cfg.camera == "none":
-            compressed = cfg.image_transport == "compressed"
-            # image_transport's naming: the base topic (after remapping) plus "/compressed".
-            base = self.resolve_topic_name("image")
-            self.input_topic = base.rstrip("/") + "/compressed" if compressed else base
-            self.input_type = CompressedImage if compressed else Image
-            self.input_monitor = InputMonitor(self.input_topic, INPUT_FIX)
-            self._subscribe_image()
-        else:
-            self.image_raw_pub = self.create_publisher(Image, "image_raw", self.output_qos)
-            self.camera_info_pub = self.create_publisher(CameraInfo, "camera_info", self.output_qos)
-        self.create_subscription(RegionOfInterest, "roi", self.roi_callback, QoSProfile(depth=10))
-        # Raw: prompts_callback reads only the entries it keeps from the bytes (core/prompt_wire.py).
-        self.create_subscription(
-            RoiPromptArray, "prompts", self.prompts_callback, QoSProfile(depth=10), raw=True
-        )
-        self.create_timer(cfg.diagnostics_period, self.diagnostics_callback)
-        SENSOR_PARAMS.watch(self, lambda: self.config.values(), self.parameters_changed)
+            topic = input_topic(self, "image", cfg.image_transport)
+            self.input_monitor = InputMonitor(topic, INPUT_FIX)
+        # Namespaced, so two cameras (namespace:=robot1, robot2) are told apart on /diagnostics.
+        self.diagnostic_name = f"{self.get_fully_qualified_name()}: segmentation"
+        self.hardware_id = f"{self.get_fully_qualified_name()} ({topic or cfg.camera})"
+        if cfg.lifecycle:
+            self.get_logger().info(f"configured: backend={self.stats.backend} model loaded")
 
+    def _publisher(self, msg_type, topic: str, qos=None):
+        publisher = self.create_publisher(msg_type, topic, self.output_qos if qos is None else qos)
+        self._publishers_made.append(publisher)
+        return publisher
+
+    def _activate(self) -> None:
+        """Subscribe, start the worker and the camera: frames in, results out."""
+        self._running = True
+        self._slot = FrameSlot()
+        cfg = self.config
+        if self.input_monitor is not None:
+            self.image_input = ImageInput(
+                self, "image", cfg.image_transport, cfg.image_qos, self.image_callback,
+                self.message_lost_callback, cfg.diagnostics_period,
+            )
+        self._input_subscriptions.append(
+            self.create_subscription(RegionOfInterest, "roi", self.roi_callback, QoSProfile(depth=10)))
+        # Raw: prompts_callback reads only the entries it keeps from the bytes (core/prompt_wire.py).
+        self._input_subscriptions.append(self.create_subscription(
+            RoiPromptArray, "prompts", self.prompts_callback, QoSProfile(depth=10), raw=True))
+        # The wall clock: with use_sim_time and no /clock, a ROS-time timer never fires (no
+        # /diagnostics, no QoS re-check); the stamps stay ROS time.
+        self._active_timers.append(self.create_timer(
+            self.config.diagnostics_period, self.diagnostics_callback,
+            clock=Clock(clock_type=ClockType.STEADY_TIME)))
         self._worker = threading.Thread(target=self._work_loop, name="picosam3-worker", daemon=True)
         self._worker.start()
-        self._camera_thread = None
         if self.sensor is not None:
-            self.sensor.start()
+            try:
+                self.sensor.start()
+            except BackendError as exc:
+                raise StartupError(f"cannot start the camera: {exc}") from exc
             self._camera_thread = threading.Thread(
                 target=self._camera_loop, name="picosam3-camera", daemon=True
             )
@@ -164,39 +241,56 @@ class SensorNode(Node):
             f"post-processing: {self.postprocess.label()}"
         )
 
-    def _subscribe_image(self) -> None:
-        """(Re)create the input subscription with the QoS image_qos asks for (auto: the publishers')."""
-        mode = self.config.image_qos
-        if mode == "auto":
-            infos = self.get_publishers_info_by_topic(self.input_topic)
-            if not infos and self.image_reliability:
-                return  # the driver went away: keep the subscription until another one shows up
-            reliability = choose_image_reliability(
-                ["reliable" if i.qos_profile.reliability == ReliabilityPolicy.RELIABLE else "best_effort"
-                 for i in infos]
-            )
-        else:
-            reliability = {"sensor_data": "best_effort", "reliable": "reliable"}.get(mode, "system_default")
-        if reliability == self.image_reliability:
-            return
-        if self.image_sub is not None:
-            self.destroy_subscription(self.image_sub)
-        if reliability == "reliable":  # depth 2: the worker's one-slot buffer drops the rest anyway
-            qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
-        elif reliability == "best_effort":
-            qos = qos_profile_sensor_data
-        else:
-            qos = qos_profile_system_default
-        self.image_sub = self.create_subscription(
-            self.input_type, self.input_topic, self.image_callback, qos,
-            event_callbacks=SubscriptionEventCallbacks(message_lost=self.message_lost_callback),
-        )
-        self.image_reliability = reliability
-        self.get_logger().info(f"subscribed to {self.input_topic} ({reliability}, image_qos={mode})")
+    def _deactivate(self) -> None:
+        """Stop the camera, the worker and the subscriptions; the model stays loaded."""
+        self._running = False
+        self._slot.close()
+        # The camera thread first (it returns within one frame timeout), then the sensor under it.
+        if self._camera_thread is not None:
+            self._camera_thread.join(timeout=3.0)
+        if self.sensor is not None:
+            try:
+                self.sensor.pause()
+            except BackendError as exc:
+                self.get_logger().warning(str(exc))
+        if self._camera_thread is not None:
+            self._camera_thread.join(timeout=3.0)
+            self._camera_thread = None
+        if self._worker is not None:
+            self._worker.join(timeout=3.0)
+            self._worker = None
+        if self.image_input is not None:
+            self.image_input.close()
+            self.image_input = None
+        for subscription in self._input_subscriptions:
+            self.destroy_subscription(subscription)
+        for timer in self._active_timers:
+            self.destroy_timer(timer)
+        self._input_subscriptions, self._active_timers = [], []
+
+    def _cleanup(self) -> None:
+        """Free the model, the camera and the publishers (back to unconfigured)."""
+        if self.server is not None:
+            self.server.close()
+        self.server = self.sensor = None
+        for publisher in self._publishers_made:
+            self.destroy_publisher(publisher)
+        self._publishers_made = []
+
+    def _stop_all(self) -> None:
+        """Whatever state the node is in: stop and free everything (idempotent)."""
+        if self._running or self._worker is not None or self._input_subscriptions:
+            self._deactivate()
+        self._cleanup()
 
     def parameters_changed(self, changes: dict[str, Any]) -> None:
         """Run-time parameters accepted by the table's validation take effect here."""
-        self.config = cfg = dataclasses.replace(self.config, **changes)
+        self.config = dataclasses.replace(self.config, **changes)
+        if self.server is not None:  # unconfigured: configure reads self.config
+            self._apply(changes)
+
+    def _apply(self, changes: dict[str, Any]) -> None:
+        cfg = self.config
         if "max_prompts" in changes or "prompt_timeout" in changes:
             self.store.configure(cfg.max_prompts, cfg.prompt_timeout)
         if "roi_policy" in changes:
@@ -208,16 +302,16 @@ class SensorNode(Node):
             self.server.threshold = self.postprocess.threshold
             self.server.box_margin = self.postprocess.box_margin
         if cfg.overlay and self.overlay_pub is None:
-            self.overlay_pub = self.create_publisher(Image, "overlay", self.output_qos)
+            self.overlay_pub = self._publisher(Image, "overlay")
         if not cfg.carry_results:
             self.last_results.clear()
-        self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v}" for k, v in changes.items()))
 
     # --- callbacks (executor thread: cheap only) -------------------------------------------
-    def image_callback(self, msg: Image | CompressedImage) -> None:
+    def image_callback(self, msg: Image | CompressedImage, info: dict | None = None) -> None:
         arrival = time.monotonic_ns()
+        writer, sequence = frame_writer(info)
         self.stats.frames_in.tick()
-        self.input_monitor.frame(arrival, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+        self.input_monitor.frame(arrival, writer, sequence)
         if self._slot.put(("image", msg, arrival)):
             with self.stats.lock:
                 self.stats.drops += 1
@@ -242,10 +336,13 @@ class SensorNode(Node):
         self._log_prompt_problems(self.store.set_all(prompts, unread=wire.total - len(prompts)))
 
     def _log_prompt_problems(self, change: PromptChange) -> None:
+        """Count rejected prompts (/diagnostics bad_prompts, last_error) and say why, throttled."""
         if change.rejected:
+            reason = "; ".join(change.lines)[:500]
             with self.stats.lock:
                 self.stats.bad_prompts += change.rejected
-            self._warn_limited("prompts", "; ".join(change.lines)[:500])
+                self.stats.last_error = f"prompts: {reason}"
+            self._warn_limited("prompts", reason)
 
     def _warn_limited(self, kind: str, message: str, period_s: float = 2.0) -> None:
         """Log one ``kind`` of message ("prompts", "image") at most once per ``period_s``, counting the rest.
@@ -264,16 +361,15 @@ class SensorNode(Node):
         self.get_logger().warning(message)
 
     def diagnostics_callback(self) -> None:
+        self._check_clock()
         level, message, values = self.stats.summary()
-        if self.input_monitor is not None:
-            if self.config.image_qos == "auto":
-                self._subscribe_image()  # follows the publishers: a driver started later, or replaced
+        if self.image_input is not None:
             health = self.input_monitor.assess(
-                time.monotonic_ns(), self.count_publishers(self.input_topic), self.config.input_warn_fraction
+                time.monotonic_ns(), self.image_input.publisher_count(), self.config.input_warn_fraction
             )
             values += [
-                ("input_topic", self.input_topic),
-                ("input_qos", self.image_reliability),
+                ("input_topic", self.image_input.topic),
+                ("input_qos", self.image_input.reliability),
                 ("input_published_hz", f"{health.published_hz:.2f}"),
                 ("input_delivered_fraction", f"{health.delivered_fraction:.2f}"),
             ]
@@ -287,14 +383,27 @@ class SensorNode(Node):
                 self._input_warned = False
         status = DiagnosticStatus(
             level=bytes([level]),
-            name=f"{self.get_name()}: segmentation",
-            hardware_id=self.config.camera,
+            name=self.diagnostic_name,
+            hardware_id=self.hardware_id,
             message=message,
             values=[KeyValue(key=k, value=v) for k, v in values],
         )
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(array)
+
+    def _check_clock(self) -> None:
+        """Say it once when use_sim_time is on and no /clock has come (ROS time stays 0)."""
+        clock = self.get_clock()
+        if self._clock_warned or not getattr(clock, "ros_time_is_active", False):
+            return
+        if clock.now().nanoseconds == 0 and time.monotonic() - self._started > 3.0:
+            self._clock_warned = True
+            self.get_logger().warning(
+                "use_sim_time is true but no /clock has arrived: the stamps of /diagnostics (and of "
+                "image_raw when the node owns the camera) are 0 until it does; /diagnostics and the "
+                "input QoS check run on the wall clock meanwhile. Publish /clock (e.g. ros2 bag play "
+                "--clock) or set use_sim_time:=false")
 
     # --- camera thread ------------------------------------------------------------------------
     def _camera_loop(self) -> None:
@@ -355,23 +464,37 @@ class SensorNode(Node):
                 )
 
     def _process_image(self, msg: Image | CompressedImage, arrival_ns: int) -> None:
+        limit = self.config.max_image_pixels
+        damage: list[str] = []
         try:
-            rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+            if isinstance(msg, CompressedImage):  # the header is checked before anything is decoded
+                rgb = compressed_to_rgb(msg, limit, damage)
+            else:
+                rgb = image_to_rgb(msg, limit)
         except ImageConversionError as exc:
             with self.stats.lock:
                 self.stats.bad_images += 1
                 self.stats.last_error = f"image: {exc}"
             self._warn_limited("image", f"image dropped: {exc}")
             return
-        plan = self.store.plan(time.monotonic_ns(), msg.header.frame_id)
+        if damage:  # decoded, with the decoder's complaint (what libjpeg/libpng would have printed)
+            said = "; ".join(damage)[:300]
+            self._warn_limited("decoder", f"image decoded with damage, used anyway: {said}")
+        plan = self._plan(msg.header.frame_id)
         served = self.server.serve_image(rgb, plan.prompts, arrival_ns)
         self._publish(msg.header, rgb, served.results + self._reports(plan.reports), arrival_ns)
 
     def _process_sensor_frame(self, frame, header: Header, arrival_ns: int) -> None:
-        plan = self.store.plan(time.monotonic_ns(), header.frame_id)
+        plan = self._plan(header.frame_id)
         served = self.server.serve_frame(frame, plan.prompts, arrival_ns)
         self._record_served(served)
         self._publish(header, frame.image_rgb, served.results + self._reports(plan.reports), arrival_ns)
+
+    def _plan(self, frame_id: str) -> FramePlan:
+        """The store's plan for a frame; prompts it rejects (another frame_id) are logged and counted."""
+        plan = self.store.plan(time.monotonic_ns(), frame_id)
+        self._log_prompt_problems(plan.change)
+        return plan
 
     def _record_served(self, served: ServedFrame) -> None:
         with self.stats.lock:
@@ -434,6 +557,8 @@ class SensorNode(Node):
         fill_image(mask_msg, label, "mono8")
         self.seg_pub.publish(array)
         self.mask_pub.publish(mask_msg)
+        if self.detections_pub is not None:
+            self._publish_detections(header, results)
         if self.overlay_pub is not None and self.config.overlay:
             overlay = rgb.copy()
             tinted = label > 0
@@ -451,18 +576,18 @@ class SensorNode(Node):
                 self.stats.backend_errors += 1
                 self.stats.last_error = errors[0].detail
 
+    def _publish_detections(self, header: Header, results: list[PromptResult]) -> None:
+        """The masks of this frame (status OK) as vision_msgs detections: box, prompt id, score."""
+        boxes = {prompt.prompt_id: prompt.box_xywh for prompt in self.store.snapshot()}
+        entries = []
+        for result in results:
+            box = mask_box(result, boxes) if result.status == Status.OK else None
+            if box is not None:
+                entries.append((header, int(result.prompt_id) & 0xFFFFFFFF, box, result.score))
+        self.detections_pub.publish(self.detections.boxes_2d(header, entries))
+
     def shutdown(self) -> None:
-        self._running = False
-        self._slot.close()
-        # The camera thread first (it returns within one frame timeout), then the sensor under it.
-        if self._camera_thread is not None:
-            self._camera_thread.join(timeout=3.0)
-        if self.sensor is not None:
-            self.sensor.stop()
-        if self._camera_thread is not None:
-            self._camera_thread.join(timeout=3.0)
-        self._worker.join(timeout=3.0)
-        self.server.close()
+        self._stop_all()
 
 
 def main(args: list[str] | None = None) -> int:

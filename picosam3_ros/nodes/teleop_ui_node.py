@@ -1,6 +1,8 @@
 """teleop_ui: a web page to drag prompt boxes on the live camera view and watch the masks.
 
-Subscribes: <image_topic> (sensor_msgs/Image), `mask` (sensor_msgs/Image mono8),
+Subscribes: <image_topic> (sensor_msgs/Image; with image_transport:=compressed
+`<image_topic>/compressed`, sensor_msgs/CompressedImage; QoS by image_qos: the sensor node's
+input rule, nodes/image_input.py), `mask` (sensor_msgs/Image mono8),
 `segmentations` (picosam3_msgs/SegmentationArray). Publishes: `prompts`
 (picosam3_msgs/RoiPromptArray: on every change, and again every republish_period while
 the page has prompts, so a sensor node started later, or a prompt timeout, loses nothing).
@@ -13,18 +15,23 @@ import dataclasses
 import threading
 from dataclasses import dataclass
 
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
 
 from picosam3_msgs.msg import RoiPrompt, RoiPromptArray, Segmentation, SegmentationArray
 from picosam3_ros.core.carry import stamp_age_ms
-from picosam3_ros.core.image_conversion import ImageConversionError, image_array
-from picosam3_ros.nodes.node_config import ConfigError, Param, ParamTable
+from picosam3_ros.core.image_conversion import (
+    ImageConversionError,
+    image_array,
+)
+from picosam3_ros.nodes.image_input import ImageInput
+from picosam3_ros.nodes.node_config import IMAGE_INPUT_PARAMS, ConfigError, Param, ParamTable
 from picosam3_ros.nodes.node_main import run_node
 from picosam3_ros.teleop.frames import FrameHub, PromptResult
-from picosam3_ros.teleop.prompt_book import PromptBook, RateLimiter
+from picosam3_ros.teleop.prompt_book import PromptBook, RateLimiter, describe_stream
 from picosam3_ros.teleop.server import ServerConfig, TeleopServer
 
 STATUS_NAMES = {
@@ -43,6 +50,8 @@ class TeleopConfig:
     port: int
     bind_address: str
     image_topic: str
+    image_transport: str
+    image_qos: str
     max_fps: float
     jpeg_quality: int
     mask_alpha: float
@@ -67,6 +76,7 @@ PARAMS = ParamTable([
           check=_not_empty),
     Param("image_topic", "image_raw",
           "Frames to show: image_raw when the sensor node owns the camera, else image", check=_not_empty),
+    *IMAGE_INPUT_PARAMS,
     Param("max_fps", 15.0, "Most frames per second sent to the page (Hz)", (0.5, 60.0), True),
     Param("jpeg_quality", 80, "JPEG quality of the stream (1-100)", (1, 100), True),
     Param("mask_alpha", 0.45, "Opacity of the mask tint (0-1)", (0.0, 1.0), True),
@@ -90,23 +100,24 @@ class TeleopUiNode(Node):
         self.prompts_pub = self.create_publisher(RoiPromptArray, "prompts", QoSProfile(depth=10))
         # Best effort on the result topics matches any publisher; a lost mask just skips a frame.
         results_qos = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.BEST_EFFORT)
-        self.create_subscription(Image, cfg.image_topic, self.image_callback, qos_profile_sensor_data)
+        self.image_input = ImageInput(self, cfg.image_topic, cfg.image_transport, cfg.image_qos,
+                                      self.image_callback)
         self.create_subscription(Image, "mask", self.mask_callback, results_qos)
         self.create_subscription(SegmentationArray, "segmentations", self.segmentations_callback, results_qos)
-        if cfg.republish_period > 0:
-            self.create_timer(cfg.republish_period, self.republish_callback)
+        if cfg.republish_period > 0:  # the wall clock: under use_sim_time without /clock too
+            self.create_timer(cfg.republish_period, self.republish_callback,
+                              clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.server = TeleopServer(
-            ServerConfig(cfg.bind_address, cfg.port, cfg.min_box_size,
-                         self.resolve_topic_name(cfg.image_topic)),
+            ServerConfig(cfg.bind_address, cfg.port, cfg.min_box_size, self.image_input.topic),
             self.hub, self.book, RateLimiter(cfg.max_prompt_rate, cfg.prompt_burst),
             on_change=self.publish_prompts, log=self.get_logger().info,
         )
-        self._stream_size = (0, 0)
+        self._stream: tuple[int, int, str] = (0, 0, "")
         self._bad_mask_logged = False
         self.hub.start()
         self.server.start()
         self.get_logger().info(
-            f"teleop UI: open {self.server.url} (frames from '{self.resolve_topic_name(cfg.image_topic)}')")
+            f"teleop UI: open {self.server.url} (frames from '{self.image_input.topic}')")
 
     def _read_parameters(self) -> TeleopConfig:
         config = TeleopConfig(**PARAMS.declare(self))
@@ -120,20 +131,24 @@ class TeleopUiNode(Node):
         self.hub.mask_alpha = self.config.mask_alpha
 
     # ---- ROS callbacks: hand data to the hub, nothing heavy here -------------------------------
-    def image_callback(self, msg: Image) -> None:
+    def image_callback(self, msg: Image | CompressedImage, info=None) -> None:
+        # A compressed frame goes to the hub as it is: decoded (behind the payload guard) only
+        # when it is shown, on the hub's thread, never here on the executor.
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         if not self.hub.put_frame(stamp, msg):  # invalid: it changes neither the stream nor the prompts
             self.get_logger().warning(self.hub.last_error, throttle_duration_sec=5.0)
             return
-        size = (msg.width, msg.height)
-        if size != self._stream_size:
-            if self._stream_size != (0, 0):
-                self.get_logger().warning(f"stream size changed {self._stream_size} -> {size}")
-            self._stream_size = size
-            gone = self.book.drop_outside(*size)
-            if gone:
-                self.get_logger().warning(f"removed prompts {gone}: they do not fit the new frame size")
-                self.publish_prompts()
+        stream = self.hub.stream_key()
+        if stream != self._stream:
+            # The prompts stay with the stream they were drawn on (and its frame_id): one odd
+            # frame, or another camera on the topic, must not delete the operator's prompts.
+            prompts_stream = self.book.stream
+            if prompts_stream is not None and prompts_stream != stream:
+                self.get_logger().warning(
+                    f"the stream changed from {describe_stream(prompts_stream)} to "
+                    f"{describe_stream(stream)}; the prompts stay as they are until the operator clears "
+                    "them", throttle_duration_sec=5.0)
+            self._stream = stream
 
     def mask_callback(self, msg: Image) -> None:
         try:
@@ -171,10 +186,12 @@ class TeleopUiNode(Node):
 
     def publish_prompts(self) -> None:
         """Publish the whole prompt set (called from the HTTP threads and the timer)."""
+        stream, prompts = self.book.view()
         msg = RoiPromptArray()
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = self.hub.frame_id
-        for prompt_id, box in self.book.snapshot():
+        # The frame_id of the stream the prompts were drawn on, whatever frame came last.
+        msg.header.frame_id = stream[2] if stream is not None else self.hub.frame_id
+        for prompt_id, box in prompts:
             prompt = RoiPrompt()
             prompt.header = msg.header
             prompt.id = prompt_id

@@ -21,18 +21,49 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-from picosam3_ros.core.image_conversion import ImageConversionError, check_image, image_to_rgb
+from picosam3_ros.core.compressed_guard import DEFAULT_MAX_PIXELS, PayloadRefused, check_payload
+from picosam3_ros.core.image_conversion import (
+    ImageConversionError,
+    check_image,
+    compressed_to_rgb,
+    image_to_rgb,
+)
 from picosam3_ros.core.palette import prompt_color
 
 MAX_FRAME_SIDE = 8192  # px; the IMX500's full sensor is 4056x3040
+MAX_FRAME_PIXELS = DEFAULT_MAX_PIXELS
 MAX_FRAME_ID_LENGTH = 256
 
+
+@dataclass(frozen=True)
+class CompressedFrame:
+    """A sensor_msgs/CompressedImage that passed the payload guard, with the size its header gives."""
+
+    header: Any
+    format: str
+    data: Any
+    width: int
+    height: int
+
+
 def to_bgr(msg: Any) -> np.ndarray:
-    """A sensor_msgs/Image (or any object with its fields) as HxWx3 BGR for the JPEG encoder.
+    """A sensor_msgs/Image or CompressedImage (or any object with their fields) as HxWx3 BGR for
+    the JPEG encoder; a compressed one is decoded only behind the payload guard.
 
     Raises ImageConversionError (a ValueError) when it cannot be shown.
     """
-    return cv2.cvtColor(image_to_rgb(msg), cv2.COLOR_RGB2BGR)
+    if hasattr(msg, "format"):
+        rgb = compressed_to_rgb(msg, MAX_FRAME_PIXELS)
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR, dst=rgb)  # a fresh array: in place
+    return cv2.cvtColor(image_to_rgb(msg, MAX_FRAME_PIXELS), cv2.COLOR_RGB2BGR)
+
+
+def frame_size(frame: Any) -> tuple[int, int]:
+    """(width, height) of a frame that passed :func:`frame_problem`."""
+    if hasattr(frame, "format") and not isinstance(frame, CompressedFrame):
+        header = check_payload(frame.data, str(frame.format), MAX_FRAME_PIXELS)
+        return header.width, header.height
+    return int(frame.width), int(frame.height)
 
 
 def frame_problem(frame: Any) -> str | None:
@@ -40,11 +71,17 @@ def frame_problem(frame: Any) -> str | None:
 
     A 0x0 frame, or a header-only 60000x60000 one, used to become the stream size: the
     first removed every prompt, the second scaled the next drag into a box far outside any
-    real frame, published in the sender's frame_id.
+    real frame, published in the sender's frame_id. A compressed frame is judged by the
+    payload guard (core/compressed_guard.py) from its header, without decoding it.
     """
     try:
-        check_image(frame, MAX_FRAME_SIDE)
-    except ImageConversionError as exc:
+        if hasattr(frame, "format"):
+            header = check_payload(frame.data, str(frame.format), MAX_FRAME_PIXELS)
+            if max(header.width, header.height) > MAX_FRAME_SIDE:
+                return f"image is {header.width}x{header.height}: larger than {MAX_FRAME_SIDE} pixels a side"
+        else:
+            check_image(frame, MAX_FRAME_SIDE, MAX_FRAME_PIXELS)
+    except (ImageConversionError, PayloadRefused) as exc:
         return str(exc)
     frame_id = str(frame.header.frame_id)
     if len(frame_id) > MAX_FRAME_ID_LENGTH or not frame_id.isprintable() or " " in frame_id:
@@ -150,18 +187,21 @@ class FrameHub:
 
     # ---- input side (called from ROS callbacks; must stay cheap) -----------------------
     def put_frame(self, stamp_ns: int, frame: Any) -> bool:
-        """A sensor_msgs/Image (or any object with its fields); converted only if it is shown.
+        """A sensor_msgs/Image or CompressedImage (or any object with their fields); converted
+        (decoded) only if it is shown.
 
         Returns False, changing nothing but the rejection count, for a frame that could not
-        be shown: the stream size and frame_id (which prompts are published in) come only
-        from frames that pass :func:`frame_problem`.
+        be shown: the stream size and frame_id come only from frames that pass
+        :func:`frame_problem`.
         """
         problem = frame_problem(frame)
         if problem is not None:
             self.frames_rejected += 1
             self.last_error = f"frame on the image topic not shown: {problem}"
             return False
-        width, height = int(frame.width), int(frame.height)
+        width, height = frame_size(frame)
+        if hasattr(frame, "format"):
+            frame = CompressedFrame(frame.header, str(frame.format), frame.data, width, height)
         with self._lock:
             self._frames[stamp_ns] = frame
             self._frames.move_to_end(stamp_ns)
@@ -242,6 +282,11 @@ class FrameHub:
         if len(recent) < 2:
             return 0.0
         return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
+
+    def stream_key(self) -> tuple[int, int, str]:
+        """(width, height, frame_id) of the latest frame shown, read together."""
+        with self._lock:
+            return self.stream_size[0], self.stream_size[1], self.frame_id
 
     def stats(self) -> dict:
         return {

@@ -98,6 +98,14 @@ def box_fits(box: Box, stream_width: int, stream_height: int) -> bool:
     )
 
 
+# The stream prompts are drawn on: (width, height, frame_id).
+Stream = tuple[int, int, str]
+
+
+def describe_stream(stream: Stream) -> str:
+    return f"{stream[0]}x{stream[1]} '{stream[2]}'"
+
+
 class RateLimiter:
     """Token bucket: ``rate`` requests per second on average, bursts of up to ``burst``.
 
@@ -128,6 +136,11 @@ class RateLimiter:
 class PromptBook:
     """The operator's prompts: ids from 1 up (0 belongs to the `roi` topic), at most max_prompts.
 
+    The prompts belong to the stream they were drawn on (:attr:`stream`: size and frame_id):
+    they are published in its frame_id, and only the operator removes them. A frame of another
+    size or frame_id (a glitch, another camera on the topic) changes nothing here; while the
+    stream differs, new prompts are refused with the reason, until the operator clears the set.
+
     Thread-safe: the HTTP threads change it, the node reads it to publish.
     """
 
@@ -136,14 +149,20 @@ class PromptBook:
     _next_id: int = 1
     _lock: threading.Lock = field(default_factory=threading.Lock)
     version: int = 0
+    stream: Stream | None = None  # None while the book is empty
 
-    def add(self, box: Box) -> int:
+    def add(self, box: Box, stream: Stream = (0, 0, "")) -> int:
         with self._lock:
+            if self._prompts and self.stream != stream:
+                raise InvalidPromptError(
+                    f"the stream is now {describe_stream(stream)} but the prompts are for "
+                    f"{describe_stream(self.stream)}: clear them to draw on the new stream")
             if len(self._prompts) >= self.max_prompts:
                 raise InvalidPromptError(f"already {self.max_prompts} prompts: remove one first")
             prompt_id = self._next_id
             self._next_id += 1
             self._prompts[prompt_id] = box
+            self.stream = stream
             self.version += 1
             return prompt_id
 
@@ -161,28 +180,25 @@ class PromptBook:
             if prompt_id not in self._prompts:
                 raise InvalidPromptError(f"no prompt with id {prompt_id}")
             del self._prompts[prompt_id]
+            if not self._prompts:
+                self.stream = None
             self.version += 1
 
     def clear(self) -> None:
         with self._lock:
             self._prompts.clear()
+            self.stream = None
             self.version += 1
-
-    def drop_outside(self, stream_width: int, stream_height: int) -> list[int]:
-        """Remove prompts that no longer fit the frame (the stream size changed); return their ids."""
-        with self._lock:
-            gone = [pid for pid, box in self._prompts.items()
-                    if not box_fits(box, stream_width, stream_height)]
-            for pid in gone:
-                del self._prompts[pid]
-            if gone:
-                self.version += 1
-            return gone
 
     def snapshot(self) -> list[tuple[int, Box]]:
         """The prompts, oldest first."""
         with self._lock:
             return sorted(self._prompts.items())
+
+    def view(self) -> tuple[Stream | None, list[tuple[int, Box]]]:
+        """The stream and the prompts, read together (what one published set holds)."""
+        with self._lock:
+            return self.stream, sorted(self._prompts.items())
 
 
 def parse_prompt_id(payload: Mapping[str, Any]) -> int:

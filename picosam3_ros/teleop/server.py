@@ -15,9 +15,11 @@ page sends can reach ROS as an invalid prompt.
 
 Hostile or broken clients cost bounded resources and no log flood: every request gets
 an answer (400 for bodies that are not sane JSON, however deep or large their numbers),
-a connection that sends nothing for ``request_timeout_s`` is closed (408 for a body
-that stops short), at most ``max_connections`` are served at once (the next get 503 at
-once), the listen backlog is ``LISTEN_BACKLOG``, and a client that hangs up early is
+a request not complete within ``request_timeout_s`` is answered 408 and closed, at most
+``max_connections`` are served at once, and neither viewers nor slow clients can lock out
+prompt edits (teleop/connections.py: the longest-waiting connection makes room, streams
+have their own cap, a reserve is kept for prompt edits; 503 only when every place is busy
+serving), the listen backlog is ``LISTEN_BACKLOG``, and a client that hangs up early is
 not an error.
 """
 
@@ -36,11 +38,13 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from picosam3_ros.core.palette import prompt_color
+from picosam3_ros.teleop.connections import Connection, ConnectionBook
 from picosam3_ros.teleop.frames import FrameHub
 from picosam3_ros.teleop.prompt_book import (
     InvalidPromptError,
     PromptBook,
     RateLimiter,
+    describe_stream,
     display_box_to_stream,
     parse_prompt_id,
 )
@@ -60,6 +64,12 @@ BUSY_RESPONSE = (
     + f"Content-Length: {len(_BUSY_BODY)}\r\nConnection: close\r\n\r\n".encode()
     + _BUSY_BODY
 )
+_LATE_BODY = b'{"ok": false, "error": "the request did not arrive in time"}'
+LATE_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+    + f"Content-Length: {len(_LATE_BODY)}\r\nConnection: close\r\n\r\n".encode()
+    + _LATE_BODY
+)
 # What a client that goes away (or stalls) makes the handler raise: not the server's fault, not logged.
 CLIENT_GONE = (ConnectionError, TimeoutError, socket.timeout)
 BOUNDARY = "picosam3frame"
@@ -72,8 +82,10 @@ class ServerConfig:
     port: int = 8088
     min_box_size: int = 4
     image_topic: str = "image_raw"
-    request_timeout_s: float = 10.0  # a connection idle (or stalled mid-request) this long is closed
+    request_timeout_s: float = 10.0  # a request (or the wait for one) not complete by then is closed
     max_connections: int = 64  # served at once, MJPEG viewers included; one thread each
+    max_streams: int = 8  # MJPEG viewers at once; a new one closes the one longest without a frame
+    control_reserve: int = 8  # places kept for prompt edits and the state poll
 
 
 class TeleopServer:
@@ -88,7 +100,8 @@ class TeleopServer:
         self.on_change = on_change
         self.log = log
         self._limiter_lock = threading.Lock()
-        self.connection_slots = threading.BoundedSemaphore(config.max_connections)
+        self.connections = ConnectionBook(config.max_connections, config.max_streams, config.control_reserve,
+                                          request_timeout_s=config.request_timeout_s)
         self._httpd = _Httpd((config.bind_address, config.port), _Handler)
         self._httpd.app = self
         self._thread: threading.Thread | None = None
@@ -122,7 +135,8 @@ class TeleopServer:
         last = self.hub.latest_results_time
         results_age = time.monotonic() - last if last else None
         prompts = []
-        for pid, box in self.book.snapshot():
+        book_stream, book_prompts = self.book.view()
+        for pid, box in book_prompts:
             entry = {"id": pid, "box": box.as_dict(), "color": list(prompt_color(pid))}
             res = results.get(pid)
             if res is not None:
@@ -141,12 +155,20 @@ class TeleopServer:
             "image_topic": self.config.image_topic,
             "stream": self.hub.stats(),
             "prompts": prompts,
+            # The stream the prompts were drawn on (their boxes are in its pixels), and a note when
+            # the frames now differ: the prompts stay until the operator clears them.
+            "prompts_stream": None if book_stream is None else dict(zip(("width", "height", "frame_id"),
+                                                                        book_stream)),
+            "prompts_note": "" if book_stream in (None, self.hub.stream_key()) else (
+                f"prompts kept for {describe_stream(book_stream)}; the stream is now "
+                f"{describe_stream(self.hub.stream_key())}: clear them to draw on it"),
             "max_prompts": self.book.max_prompts,
             "min_box_size": self.config.min_box_size,
             "backend": ", ".join(backends),
             "latency_ms": round(max(latencies), 2) if latencies else None,
             "results_age_s": round(results_age, 3) if results_age is not None else None,
             "rejected": dict(self.rejected),
+            "connections": self.connections.counts(),
         }
 
     def handle_prompt_request(self, payload: object) -> tuple[HTTPStatus, dict]:
@@ -164,9 +186,9 @@ class TeleopServer:
                                     "too many new prompts at once: slow down")
         try:
             if action == "add":
-                width, height = self.hub.stream_size
-                box = display_box_to_stream(payload, width, height, self.config.min_box_size)
-                prompt_id = self.book.add(box)
+                stream = self.hub.stream_key()
+                box = display_box_to_stream(payload, stream[0], stream[1], self.config.min_box_size)
+                prompt_id = self.book.add(box, stream)
                 reply = {"ok": True, "id": prompt_id, "box": box.as_dict()}
             elif action == "replace":
                 prompt_id = parse_prompt_id(payload)
@@ -210,8 +232,10 @@ class _Httpd(ThreadingHTTPServer):
     app: TeleopServer
 
     def process_request(self, request: socket.socket, client_address: object) -> None:
-        # One thread per connection, so the connections are capped: past the cap, answer 503 at once.
-        if not self.app.connection_slots.acquire(blocking=False):
+        # One thread per connection, so the connections are capped: past the cap, the one that has
+        # waited longest for its request makes room; when every place is busy serving, 503 at once.
+        conn = self.app.connections.open(request, time.monotonic())
+        if conn is None:
             self.app.count_rejected("busy")
             try:
                 request.sendall(BUSY_RESPONSE)
@@ -222,14 +246,20 @@ class _Httpd(ThreadingHTTPServer):
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self.app.connection_slots.release()  # no thread was started to release it
+            self.app.connections.close(conn)  # no thread was started to release it
             raise
 
     def process_request_thread(self, request: socket.socket, client_address: object) -> None:
+        conn = self.app.connections.get(request)
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.app.connection_slots.release()
+            if conn is not None:
+                self.app.connections.close(conn)
+
+    def service_actions(self) -> None:
+        # serve_forever's loop, every poll interval: a request's deadline is for all of it.
+        self.app.connections.sweep(time.monotonic())
 
     def handle_error(self, request: socket.socket, client_address: object) -> None:
         # The default prints a traceback per connection: a client hanging up early made 49,144 lines.
@@ -249,7 +279,41 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         self.timeout = self.server.app.config.request_timeout_s  # applied to the socket by setup()
+        self.conn: Connection | None = self.server.app.connections.get(self.request)
         super().setup()
+
+    def handle_one_request(self) -> None:
+        if self.conn is not None:
+            self.app.connections.waiting(self.conn, time.monotonic(), new_request=True)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        """The request line and headers, then its place: 408 when it came too slowly, 503 when a
+        page or stream request would take a place kept for prompt edits."""
+        conn = self.conn
+        if conn is not None and conn.cut:
+            return self._refuse(LATE_RESPONSE)
+        if not super().parse_request():
+            return False
+        if conn is None:
+            return True
+        path = self.path.split("?", 1)[0]
+        control = (self.command, path) in (("POST", "/api/prompts"), ("GET", "/api/state"))
+        stream = (self.command, path) == ("GET", "/stream.mjpg")
+        if conn.cut:
+            return self._refuse(LATE_RESPONSE)
+        if not self.app.connections.admit(conn, control, stream, time.monotonic()):
+            self.app.count_rejected("busy")
+            return self._refuse(LATE_RESPONSE if conn.cut else BUSY_RESPONSE)
+        return True
+
+    def _refuse(self, response: bytes) -> bool:
+        self.close_connection = True
+        try:
+            self.wfile.write(response)
+        except OSError:
+            pass
+        return False
 
     @property
     def app(self) -> TeleopServer:
@@ -341,10 +405,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._send_json(HTTPStatus.BAD_REQUEST, {"ok": False, "error": "body missing or too large"})
             return
+        if self.conn is not None:  # the body is part of the request's deadline
+            self.app.connections.waiting(self.conn, time.monotonic(), new_request=False)
         try:
             body = self.rfile.read(length)
         except CLIENT_GONE:
             body = b""
+        if self.conn is not None:
+            self.app.connections.busy(self.conn)
         if len(body) < length:  # the client stopped sending (or hung up) before Content-Length bytes
             self.close_connection = True
             self._send_json(HTTPStatus.REQUEST_TIMEOUT, {"ok": False, "error": "the body did not arrive"})
@@ -375,7 +443,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream_loop(self, hub: FrameHub) -> None:
         seq = 0
         self.wfile.write(f"--{BOUNDARY}\r\n".encode())
-        while not hub.stopped:
+        while not hub.stopped and not (self.conn is not None and self.conn.cut):
             got = hub.wait_jpeg(seq, timeout=1.0)
             if got is None:
                 continue
@@ -386,3 +454,5 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(head + jpeg + f"\r\n--{BOUNDARY}\r\n".encode())
             self.wfile.flush()
             hub.record_sent()
+            if self.conn is not None:
+                self.app.connections.frame_sent(self.conn, time.monotonic())

@@ -100,6 +100,8 @@ class Picamera2:
     def set_controls(self, controls: dict) -> None:
         if "FrameRate" in controls:
             self._sensor.settings.fps = float(controls["FrameRate"])
+        if "CnnEnableInputTensor" in controls:
+            self._sensor.settings.input_tensor = bool(controls["CnnEnableInputTensor"])
 
     def stop(self) -> None:
         self._sensor.stop()

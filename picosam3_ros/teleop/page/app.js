@@ -145,14 +145,17 @@ function render(s) {
   parts.push(`topic: ${s.image_topic}`);
   const stale = s.results_age_s === null || s.results_age_s > 2.0;
   if (s.prompts.length > 0 && stale) parts.push("no results: is the sensor node running?");
+  if (s.prompts_note) parts.push(s.prompts_note);  // the stream changed: the prompts stay until cleared
   statusLine.textContent = parts.join("  \u00b7  ");
   statusLine.title = statusLine.textContent;  // the whole line, where a narrow window cuts it
-  statusLine.classList.toggle("warn", s.prompts.length > 0 && stale);
+  statusLine.classList.toggle("warn", (s.prompts.length > 0 && stale) || Boolean(s.prompts_note));
   statusLine.dataset.backend = s.backend || "";
   countLabel.textContent = `(${s.prompts.length}/${s.max_prompts})`;
 
-  // Boxes over the image, in percent of the stream size so they follow any resize. Elements
-  // are kept and updated (not rebuilt each poll), so a click in progress never loses its target.
+  // Boxes over the image, in percent of the size of the stream they were drawn on, so they
+  // follow any resize. Elements are kept and updated (not rebuilt each poll), so a click in
+  // progress never loses its target.
+  const ps = s.prompts_stream || st;
   const ids = new Set(s.prompts.map((p) => String(p.id)));
   for (const el of overlay.querySelectorAll(".prompt-box")) if (!ids.has(el.dataset.promptId)) el.remove();
   for (const el of rows.querySelectorAll("tr")) if (!ids.has(el.dataset.promptId)) el.remove();
@@ -170,12 +173,12 @@ function render(s) {
       el.appendChild(document.createElement("span")).className = "label";
       overlay.appendChild(el);
     }
-    el.hidden = !(st.width > 0);
-    if (st.width > 0) {
-      el.style.left = `${100 * b.x / st.width}%`;
-      el.style.top = `${100 * b.y / st.height}%`;
-      el.style.width = `${100 * b.width / st.width}%`;
-      el.style.height = `${100 * b.height / st.height}%`;
+    el.hidden = !(ps.width > 0);
+    if (ps.width > 0) {
+      el.style.left = `${100 * b.x / ps.width}%`;
+      el.style.top = `${100 * b.y / ps.height}%`;
+      el.style.width = `${100 * b.width / ps.width}%`;
+      el.style.height = `${100 * b.height / ps.height}%`;
     }
     el.style.borderColor = color;
     el.classList.toggle("followed", followed);

@@ -8,14 +8,21 @@ What it follows in the real module (raspberrypi/picamera2,
 ``picamera2/devices/imx500/imx500.py``):
 
 * ``set_inference_roi_abs(roi)``: (left, top, width, height) in full-sensor pixels
-  (``get_full_sensor_resolution()`` = 4056x3040), bounded to the sensor, written as one
-  V4L2 control to the sensor (so it reaches the network at a later frame);
+  (``get_full_sensor_resolution()`` = 4056x3040), bounded to the sensor with libcamera's
+  ``Rectangle.boundedTo`` (an ROI outside the sensor becomes 0-sized, which the driver
+  takes as the full frame), written as one V4L2 control of four u32 to the sensor
+  (``EmulatedSensor.write_roi_control``; it reaches the network at a later frame);
+* the network file: an ``.rpk``'s ``network_info.txt`` gives the input size, and its
+  ``network_intrinsics`` (``inference_rate``, ...) become ``network_intrinsics``;
 * ``get_roi_scaled`` / ``convert_inference_coords``: ``ScalerCrop`` (metadata) is in
   full-sensor pixels too, and a sensor rectangle maps to the stream as
   ``(rect - ScalerCrop.topLeft) * stream_size / ScalerCrop.size`` after bounding it to
   the ScalerCrop (picamera2 goes through the raw mode's binned grid; we do not round there);
 * ``get_outputs``: the flat ``CnnOutputTensor`` is cut per ``CnnOutputTensorInfo`` tensor
-  and reshaped with ``order='F'`` to the sizes listed there, innermost dimension first.
+  and reshaped with ``order='F'`` to the sizes listed there, innermost dimension first;
+  the info struct is the 712-byte one with ``frameCount`` (picamera2 0.3.38 raises
+  ``ValueError`` on any other length, as here);
+* ``get_kpi_info``: items 0 and 1 of ``CnnKpiInfo`` (microseconds) as (dnn, dsp) milliseconds.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from picosam3_ros import emulator as _emulator
+from picosam3_ros.core.rpk import RpkError, read_rpk
 from picosam3_ros.emulator.sensor import (
     FW_NETWORK_STAGE,
     SENSOR_SIZE,
@@ -54,16 +62,29 @@ class Rectangle:
 
 
 class NetworkIntrinsics:
-    """Placeholder for picamera2's NetworkIntrinsics (the PicoSAM3 network needs none)."""
+    """The part of picamera2's NetworkIntrinsics the node reads (the rpk's ``network_intrinsics``)."""
 
-    task = "segmentation"
+    def __init__(self, val: dict | None = None):
+        self.intrinsics = dict(val) if val else None
+
+    @property
+    def task(self) -> str | None:
+        return (self.intrinsics or {}).get("task")
+
+    @property
+    def inference_rate(self) -> float | None:
+        return (self.intrinsics or {}).get("inference_rate")
+
+    def update_with_defaults(self) -> None:
+        self.intrinsics = {"inference_rate": 30.0} | (self.intrinsics or {})
 
 
 def _bounded(roi: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """libcamera's Rectangle.boundedTo(full sensor): the intersection (0-sized when outside)."""
     x, y, w, h = (int(v) for v in roi)
-    left, top = min(max(0, x), SENSOR_SIZE[0]), min(max(0, y), SENSOR_SIZE[1])
-    right, bottom = min(max(left, x + w), SENSOR_SIZE[0]), min(max(top, y + h), SENSOR_SIZE[1])
-    return (left, top, right - left, bottom - top)
+    left, top = max(x, 0), max(y, 0)
+    right, bottom = min(x + w, SENSOR_SIZE[0]), min(y + h, SENSOR_SIZE[1])
+    return (left, top, max(0, right - left), max(0, bottom - top))
 
 
 class IMX500:
@@ -81,9 +102,15 @@ class IMX500:
                 "please do not close down the application.",
                 file=sys.stderr,
             )
+            if path.suffix == ".rpk":
+                try:
+                    info = read_rpk(path)
+                except RpkError as exc:
+                    raise RuntimeError(f"IMX500: {exc}") from exc
+                if info.intrinsics is not None:
+                    self.__cfg["intrinsics"] = NetworkIntrinsics(info.intrinsics)
             self._sensor.load_network(path)
-            size = self._sensor.network.size
-            self.__cfg["input_tensor_size"] = (size, size)
+            self.__cfg["input_tensor_size"] = tuple(self._sensor.network.input_size)
         full = self.get_full_sensor_resolution()
         self.set_inference_roi_abs((0, 0, full.width, full.height))
 
@@ -94,6 +121,10 @@ class IMX500:
     @property
     def config(self) -> dict:
         return self.__cfg
+
+    @property
+    def network_intrinsics(self) -> NetworkIntrinsics | None:
+        return self.__cfg.get("intrinsics")
 
     @staticmethod
     def get_full_sensor_resolution() -> Rectangle:
@@ -122,7 +153,7 @@ class IMX500:
     def set_inference_roi_abs(self, roi: tuple) -> None:
         """Set the inference crop (left, top, width, height) in full-sensor pixels (bounded to the sensor)."""
         bounded = _bounded(tuple(roi))
-        self._sensor.set_roi(bounded)
+        self._sensor.write_roi_control(struct.pack("<4I", *bounded))
         self.__cfg["roi"] = Rectangle(*bounded)
 
     def set_inference_aspect_ratio(self, aspect_ratio: tuple) -> None:
@@ -182,5 +213,4 @@ class IMX500:
         kpi = metadata.get("CnnKpiInfo")
         if kpi is None:
             return None
-        dnn, dsp = struct.unpack("II", bytes(kpi))
-        return dnn / 1000, dsp / 1000
+        return kpi[0] / 1000, kpi[1] / 1000
