@@ -236,6 +236,31 @@ class RosClient:
         self._thread.join(timeout=2.0)
 
 
+@contextlib.contextmanager
+def sensor_node_and_client(domain_id: int, params: dict, log_path: Path) -> Iterator[tuple]:
+    """The sensor node (config/sensor.yaml + ``params``) as a process and a client on its domain."""
+    cmd = node_command("picosam3_ros.nodes.sensor_node", params, REPO / "config" / "sensor.yaml")
+    with running(cmd, ros_env(domain_id), log_path) as proc:
+        client = RosClient(domain_id)
+        try:
+            yield proc, client
+        finally:
+            client.close()
+
+
+def prompt_array(boxes: dict[int, tuple], frame_id: str = "", follow: dict[int, int] | None = None):
+    """A RoiPromptArray of ``{id: (x, y, w, h)}`` in that order (``follow``: RoiPrompt.follow per id)."""
+    from picosam3_msgs.msg import RoiPrompt, RoiPromptArray
+
+    array = RoiPromptArray()
+    array.header.frame_id = frame_id
+    for prompt_id, (x, y, w, h) in boxes.items():
+        prompt = RoiPrompt(id=prompt_id, follow=(follow or {}).get(prompt_id, RoiPrompt.FOLLOW_DEFAULT))
+        prompt.roi.x_offset, prompt.roi.y_offset, prompt.roi.width, prompt.roi.height = x, y, w, h
+        array.prompts.append(prompt)
+    return array
+
+
 def status_mb(pid: int, key: str = "VmRSS") -> float:
     """A memory figure of a process from /proc (VmRSS: now; VmHWM: its peak so far), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -11,6 +11,8 @@ sees exactly what reached ROS. Messages from other runs (other nonces) are ignor
 --frames-only: publish frames (grey, with a white square in the middle) and log prompts,
 but no results: the real sensor node answers instead.
 --textured: frames with photo-like texture (for bench/bench_teleop.py: grey JPEGs are too cheap).
+--follow-shift DX: answer as a following node would: each prompt's box (Segmentation.box) and its
+mask moved DX px right of where the prompt's box is (the object moved, the node followed it).
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ GREY = 128
 
 class StandIn(Node):
     def __init__(self, nonce: str, width: int, height: int, rate: float, frames_only: bool,
-                 textured: bool = False) -> None:
+                 textured: bool = False, follow_shift: int = 0) -> None:
         super().__init__("teleop_standin")
         self.nonce, self.width, self.height = nonce, width, height
+        self.follow_shift = follow_shift
         self.prompts: list[tuple[int, int, int, int, int]] = []
         self.image_pub = self.create_publisher(Image, "image", qos_profile_sensor_data)
         self.mask_pub = self.create_publisher(Image, "mask", QoSProfile(depth=5))
@@ -73,10 +76,13 @@ class StandIn(Node):
         mask = np.zeros((self.height, self.width), dtype=np.uint8)
         segs = SegmentationArray(header=image.header)
         for k, (pid, x, y, w, h) in enumerate(self.prompts, start=1):
+            if self.follow_shift:  # followed: the box (and the mask) where the object went
+                x = min(x + self.follow_shift, self.width - w)
             mask[y + h // 4: y + h - h // 4, x + w // 4: x + w - w // 4] = k
             seg = Segmentation(header=image.header, prompt_id=pid, score=0.9, status=Segmentation.OK,
                                backend="standin", latency_ms=7.5)
             seg.crop.x_offset, seg.crop.y_offset, seg.crop.width, seg.crop.height = x, y, w, h
+            seg.box.x_offset, seg.box.y_offset, seg.box.width, seg.box.height = x, y, w, h
             segs.segmentations.append(seg)
         mask_msg = Image(header=image.header, height=self.height, width=self.width, encoding="mono8",
                          step=self.width)
@@ -94,9 +100,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--frames-only", action="store_true")
     parser.add_argument("--textured", action="store_true")
+    parser.add_argument("--follow-shift", type=int, default=0)
     args = parser.parse_args()
     rclpy.init()
-    node = StandIn(args.nonce, args.width, args.height, args.rate, args.frames_only, args.textured)
+    node = StandIn(args.nonce, args.width, args.height, args.rate, args.frames_only, args.textured,
+                   args.follow_shift)
     print(json.dumps({"ready": True}), flush=True)
     try:
         rclpy.spin(node)

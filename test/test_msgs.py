@@ -19,7 +19,8 @@ from picosam3_msgs.msg import (
 )
 
 MSG_DIR = Path(__file__).resolve().parent.parent / "picosam3_msgs" / "msg"
-STATUS_NAMES = ["OK", "INVALID_ROI", "STALE_PROMPT", "BACKEND_ERROR", "NOT_SERVED", "TOO_MANY_PROMPTS"]
+STATUS_NAMES = [
+    "OK", "INVALID_ROI", "STALE_PROMPT", "BACKEND_ERROR", "NOT_SERVED", "TOO_MANY_PROMPTS", "LOST"]
 
 
 def make_prompts() -> RoiPromptArray:
@@ -72,13 +73,13 @@ def test_interfaces_are_registered_in_the_ament_index():
 
 def test_field_types_match_the_design():
     assert RoiPrompt.get_fields_and_field_types() == {
-        "header": "std_msgs/Header", "id": "uint32", "roi": "sensor_msgs/RegionOfInterest"}
+        "header": "std_msgs/Header", "id": "uint32", "roi": "sensor_msgs/RegionOfInterest", "follow": "uint8"}
     assert RoiPromptArray.get_fields_and_field_types() == {
         "header": "std_msgs/Header", "prompts": "sequence<picosam3_msgs/RoiPrompt>"}
     assert Segmentation.get_fields_and_field_types() == {
         "header": "std_msgs/Header", "prompt_id": "uint32", "crop": "sensor_msgs/RegionOfInterest",
-        "mask": "sensor_msgs/Image", "score": "float", "status": "uint8", "backend": "string",
-        "latency_ms": "float"}
+        "box": "sensor_msgs/RegionOfInterest", "mask": "sensor_msgs/Image", "score": "float",
+        "status": "uint8", "backend": "string", "latency_ms": "float"}
     assert SegmentationArray.get_fields_and_field_types() == {
         "header": "std_msgs/Header", "segmentations": "sequence<picosam3_msgs/Segmentation>"}
     assert Object3D.get_fields_and_field_types() == {
@@ -96,6 +97,17 @@ def test_object_status_constants_mirror_the_core():
     assert {s.name: int(s) for s in ObjectStatus} == {
         name: getattr(Object3D, name) for name in ("OK", "NO_DEPTH", "NO_DEPTH_IMAGE", "BAD_CAMERA_INFO",
                                                    "BAD_DEPTH_IMAGE")}
+
+
+def test_constants_mirror_the_core():
+    """The core's status codes and follow modes are the messages' (their numbering never changes)."""
+    from picosam3_ros.core import follow
+    from picosam3_ros.core.pipeline import Status
+
+    assert {s.name: int(s) for s in Status} == {name: getattr(Segmentation, name) for name in STATUS_NAMES}
+    assert (RoiPrompt.FOLLOW_DEFAULT, RoiPrompt.FOLLOW, RoiPrompt.FIXED) == (
+        follow.FOLLOW_DEFAULT, follow.FOLLOW, follow.FIXED)
+    assert RoiPrompt().follow == RoiPrompt.FOLLOW_DEFAULT
 
 
 def test_status_constants_are_distinct_and_ok_is_zero():

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from node_helpers import REPO, RosClient, disk_logits, node_command, ros_env, running, write_disk_model
+from node_helpers import REPO, disk_logits, prompt_array, sensor_node_and_client, write_disk_model
 
 from picosam3_ros.core.crop import CropRect, crop_rect_for_box
 from picosam3_ros.core.model_card import ModelCardError, load_model_card, postprocess_in_use
@@ -102,46 +102,33 @@ def test_node_uses_the_cards_box_clip(tmp_path):
     """The real node: the card asks for the clip, every published mask is clipped exactly."""
     from sensor_msgs.msg import Image
 
-    from picosam3_msgs.msg import RoiPrompt, RoiPromptArray, SegmentationArray
+    from picosam3_msgs.msg import RoiPromptArray, SegmentationArray
     from picosam3_ros.core.image_conversion import fill_image
 
     model = card_with_postprocess(tmp_path / "model", {"threshold": 0.5, "box_margin": 0.0})
     boxes = {1: (40, 100, 160, 40), 2: (220, 30, 30, 150)}  # wide and tall: the disk leaves the box
     frame_id = f"camera_{uuid.uuid4().hex[:8]}"
-    cmd = node_command(
-        "picosam3_ros.nodes.sensor_node",
-        {"model": str(model), "camera": "none", "backend": "onnx"},
-        REPO / "config" / "sensor.yaml",
-    )
-    with running(cmd, ros_env(DOMAIN), tmp_path / "node.log") as proc:
-        client = RosClient(DOMAIN)
-        try:
-            segs = client.collect(SegmentationArray, "segmentations")
-            image_pub = client.node.create_publisher(Image, "image", 10)
-            prompt_pub = client.node.create_publisher(RoiPromptArray, "prompts", 10)
-            array = RoiPromptArray()
-            array.header.frame_id = frame_id
-            for prompt_id, (x, y, w, h) in boxes.items():
-                prompt = RoiPrompt(id=prompt_id)
-                prompt.roi.x_offset, prompt.roi.y_offset, prompt.roi.width, prompt.roi.height = x, y, w, h
-                array.prompts.append(prompt)
-            image = Image()
-            image.header.frame_id = frame_id
-            fill_image(image, np.zeros((HEIGHT, WIDTH, 3), np.uint8), "rgb8")
+    params = {"model": str(model), "camera": "none", "backend": "onnx"}
+    with sensor_node_and_client(DOMAIN, params, tmp_path / "node.log") as (proc, client):
+        segs = client.collect(SegmentationArray, "segmentations")
+        image_pub = client.node.create_publisher(Image, "image", 10)
+        prompt_pub = client.node.create_publisher(RoiPromptArray, "prompts", 10)
+        array = prompt_array(boxes, frame_id)
+        image = Image()
+        image.header.frame_id = frame_id
+        fill_image(image, np.zeros((HEIGHT, WIDTH, 3), np.uint8), "rgb8")
 
-            def mine():
-                return [m for m in segs if m.header.frame_id == frame_id and len(m.segmentations) == 2]
+        def mine():
+            return [m for m in segs if m.header.frame_id == frame_id and len(m.segmentations) == 2]
 
-            for _ in range(300):  # discovery takes a while on a loaded machine
-                prompt_pub.publish(array)
-                image_pub.publish(image)
-                if client.wait_for(lambda: bool(mine()), timeout=0.2, proc=proc) or proc.poll() is not None:
-                    break
-            with client.lock:
-                got = mine()
-            assert got, (tmp_path / "node.log").read_text()[-2000:]
-        finally:
-            client.close()
+        for _ in range(300):  # discovery takes a while on a loaded machine
+            prompt_pub.publish(array)
+            image_pub.publish(image)
+            if client.wait_for(lambda: bool(mine()), timeout=0.2, proc=proc) or proc.poll() is not None:
+                break
+        with client.lock:
+            got = mine()
+        assert got, (tmp_path / "node.log").read_text()[-2000:]
     for seg in got[0].segmentations:
         box = boxes[seg.prompt_id]
         rect = crop_rect_for_box(box, (WIDTH, HEIGHT))

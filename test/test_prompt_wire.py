@@ -18,8 +18,8 @@ def serialized(prompts, frame_id=""):
     array = RoiPromptArray()
     array.header.frame_id = frame_id
     array.header.stamp.sec = 12345
-    for prompt_id, (x, y, w, h), prompt_frame in prompts:
-        prompt = RoiPrompt(id=prompt_id)
+    for prompt_id, (x, y, w, h), prompt_frame, *follow in prompts:
+        prompt = RoiPrompt(id=prompt_id, follow=follow[0] if follow else 0)
         prompt.header.frame_id = prompt_frame
         prompt.header.stamp.nanosec = 999
         prompt.roi.x_offset, prompt.roi.y_offset, prompt.roi.width, prompt.roi.height = x, y, w, h
@@ -31,7 +31,8 @@ def serialized(prompts, frame_id=""):
 def random_prompts(rng: random.Random, count: int):
     frames = ["", "camera", "é/ü ☃", "x" * 37, "a\tb"]
     return [
-        (rng.randrange(2**32), tuple(rng.randrange(2**32) for _ in range(4)), rng.choice(frames))
+        (rng.randrange(2**32), tuple(rng.randrange(2**32) for _ in range(4)), rng.choice(frames),
+         rng.randrange(3))
         for _ in range(count)
     ]
 
@@ -42,7 +43,7 @@ def test_reads_what_rclpy_wrote(count):
     prompts = random_prompts(rng, count)
     wire = read_prompt_array(serialized(prompts, "left_camera"), limit=1024)
     assert wire.frame_id == "left_camera" and wire.total == count
-    assert [(p.prompt_id, p.box_xywh, p.frame_id) for p in wire.prompts] == prompts
+    assert [(p.prompt_id, p.box_xywh, p.frame_id, p.follow) for p in wire.prompts] == prompts
 
 
 def test_reads_only_the_first_entries_of_a_huge_array():
@@ -56,9 +57,10 @@ def test_big_endian_cdr():
     body = struct.pack(">iI", 1, 2) + struct.pack(">I", 1) + b"\x00"  # header, frame_id ""
     body += b"\x00" * 3 + struct.pack(">I", 1)  # align, count
     body += struct.pack(">iI", 0, 0) + struct.pack(">I", 4) + b"cam\x00"  # prompt header
-    body += struct.pack(">5I", 7, 10, 20, 40, 30) + b"\x01"  # id, x, y, height, width, do_rectify
+    body += struct.pack(">5I", 7, 10, 20, 40, 30) + b"\x01\x02"  # id, x, y, height, width, do_rectify, follow
     wire = read_prompt_array(b"\x00\x00\x00\x00" + body, limit=8)
-    assert [(p.prompt_id, p.box_xywh, p.frame_id) for p in wire.prompts] == [(7, (10, 20, 30, 40), "cam")]
+    assert [(p.prompt_id, p.box_xywh, p.frame_id, p.follow) for p in wire.prompts] == [
+        (7, (10, 20, 30, 40), "cam", 2)]
 
 
 MILLION = b"\x00\x01\x00\x00" + struct.pack("<iII", 0, 0, 1) + b"\x00" * 4 + struct.pack("<I", 10**6)

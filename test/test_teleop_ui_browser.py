@@ -151,7 +151,8 @@ class Rig:
 
 
 @contextlib.contextmanager
-def rig_running(tmp: Path, domain_id: int, sensor_model: Path | None = None, rate: float = 10.0):
+def rig_running(tmp: Path, domain_id: int, sensor_model: Path | None = None, rate: float = 10.0,
+                standin_args: tuple[str, ...] = ()):
     """The teleop_ui node and the stand-in (and, with a model, the real sensor node answering
     instead of the stand-in); every child is stopped on the way out."""
     nonce = f"teleop-{uuid.uuid4().hex[:8]}"
@@ -161,7 +162,7 @@ def rig_running(tmp: Path, domain_id: int, sensor_model: Path | None = None, rat
     procs: list[Proc] = []
     try:
         standin_cmd = [sys.executable, "test/teleop_standin.py", nonce, "--width", str(STREAM_W),
-                       "--height", str(STREAM_H), "--rate", str(rate)]
+                       "--height", str(STREAM_H), "--rate", str(rate), *standin_args]
         if sensor_model is not None:
             from node_helpers import node_command
 
@@ -466,6 +467,46 @@ def test_with_the_real_sensor_node(tmp_path):
                  "the sensor node's mask drawn at the box centre", procs=real.procs)
         assert np.abs(stage_pixel(driver, 0.1, 0.1) - GREY).max() < 12
         all_sets_valid(real)
+
+
+def test_the_box_is_drawn_where_the_node_followed_it(tmp_path):
+    """Drag once: the page draws the prompt's box where the node followed it (Segmentation.box), keeps
+    republishing the dragged box unchanged (a keep-alive), and a drag that starts on the box gives
+    that prompt a new box (same id)."""
+    shift = 96  # stream px: the stand-in answers like a node that followed the object 96 px right
+    with rig_running(tmp_path, REAL_NODE_DOMAIN_ID, standin_args=("--follow-shift", str(shift))) as moved, \
+            browser_on(moved, tmp_path) as driver:
+        expected = drag_fraction(driver, 0.10, 0.30, 0.30, 0.60)
+        pid, *roi = moved.wait_set(lambda s: len(s) == 1, "the dragged prompt")[0]
+        assert_roi_close(roi, expected, driver)
+        r = stage_rect(driver)
+
+        def drawn_left() -> float:
+            return driver.execute_script(
+                "const b = document.querySelector(`.prompt-box[data-prompt-id='${arguments[0]}']`);"
+                "return b ? b.getBoundingClientRect().left : -1;", pid)
+
+        followed_left = r["left"] + (roi[0] + shift) * r["width"] / STREAM_W
+        wait_for(lambda: abs(drawn_left() - followed_left) <= 3, "the box drawn at the followed place",
+                 procs=moved.procs)
+        assert "(followed)" in driver.execute_script(
+            "return document.querySelector(`#prompt-rows tr[data-prompt-id='${arguments[0]}'] .box`)"
+            ".textContent;", pid)
+        # The mask is where the object went, not under the dragged box.
+        fx = (roi[0] + shift + roi[2] / 2) / STREAM_W
+        wait_for(lambda: np.abs(stage_pixel(driver, fx, 0.45) - tinted(pid)).max() < 25,
+                 "the mask at the followed box", procs=moved.procs)
+        # Republished sets are the dragged box, unchanged: keep-alives that do not reset a follower.
+        since = len(moved.prompt_sets())
+        moved.wait_set(lambda s: len(s) == 1, "a republished set", since)
+        assert all(s == [[pid, *roi]] for s in moved.prompt_sets()[since:])
+        # A drag that starts on the (followed) box gives the same prompt a new box.
+        start = (roi[0] + shift + roi[2] / 2) / STREAM_W
+        since = len(moved.prompt_sets())
+        drag_fraction(driver, start, 0.40, start + 0.15, 0.80)
+        replaced = moved.wait_set(lambda s: len(s) == 1 and s[0][1:] != roi, "the prompt's new box", since)
+        assert replaced[0][0] == pid
+        all_sets_valid(moved)
 
 
 def test_page_before_any_frame(tmp_path):

@@ -17,12 +17,21 @@ to the CPU for good: the frames keep coming, the network no longer runs on them.
 Each prompt's crop is computed once per box and stream size (``core.crop``) and shared
 by the two threads: the ROI the camera thread programs and the validity the worker
 reports come from the same computation.
+
+Following (``core.follow``): followed prompts are segmented on their followed box. On the CPU
+path every followed prompt is moved to the frame by the optical flow, segmented, corrected from
+its mask and (``FollowSettings.second_pass``) segmented again on the corrected box. On the sensor
+path the camera thread writes each ROI for the box predicted on the frame where it takes effect
+(``roi_apply_delay_frames + 1`` frames after the frame just captured); the worker moves every
+follower on every frame and corrects the one the sensor served, with the box its ROI was
+written for. A LOST prompt is not segmented and gets no ROI until it is given a new box.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -38,6 +47,7 @@ from picosam3_ros.core.backend_api import (
     SensorFrameSource,
 )
 from picosam3_ros.core.crop import CropRect, InvalidRoiError
+from picosam3_ros.core.follow import FollowedPrompt, Followers, FollowSettings
 from picosam3_ros.core.pipeline import (
     Prompt,
     PromptResult,
@@ -85,6 +95,8 @@ class FrameServer:
         threshold: float = 0.5,
         roi_policy: str = "staleness",
         box_margin: float | None = None,
+        follow: bool = False,
+        follow_settings: FollowSettings | None = None,
     ):
         if segmenter is None and (sensor is None or not sensor.runs_network):
             raise ValueError("a frame server needs a CPU segmenter or a sensor that runs the network")
@@ -95,6 +107,8 @@ class FrameServer:
         self.scheduler = RoiScheduler(roi_policy)
         self.fallback_reason = ""
         self._crops = _CropCache()
+        # `follow`: what prompts without their own RoiPrompt.follow choice do (the node's parameter).
+        self.followers = Followers(follow_settings or FollowSettings(), default_follow=follow)
 
     # --- state ---------------------------------------------------------------------------------
     @property
@@ -134,16 +148,24 @@ class FrameServer:
         return out
 
     # --- camera thread -------------------------------------------------------------------------
-    def program_next_roi(self, prompts: Sequence[Prompt], frame_id: str = "") -> str:
+    def program_next_roi(
+        self, prompts: Sequence[Prompt], frame_id: str = "", sequence: int | None = None
+    ) -> str:
         """Write the ROI of the prompt to serve next (none: the full sensor); returns an error or "".
 
         Prompts drawn in another ``frame_id`` than the camera's are never served (the worker
-        reports them INVALID_ROI), so they get no sensor frames either.
+        reports them INVALID_ROI), so they get no sensor frames either. ``sequence``: the frame
+        just captured; followed prompts then get the box predicted on the frame the ROI takes
+        effect on (LOST ones get none).
         """
         if not self.on_sensor:
             return ""
         if frame_id:
             prompts = [p for p in prompts if not p.frame_id or p.frame_id == frame_id]
+        if sequence is not None and self.followers.any_followed(prompts):
+            target = sequence + 1 + self.sensor.roi_apply_delay_frames
+            boxes = self.followers.boxes_for(prompts, target)
+            prompts = [replace(p, box_xywh=b) for p, b in zip(prompts, boxes) if b is not None]
         size = self.sensor.stream_size
         choice = self.scheduler.choose(prompts, size, self.crops(prompts, size))
         try:
@@ -161,7 +183,7 @@ class FrameServer:
         self, image_rgb: np.ndarray, prompts: Sequence[Prompt], arrival_ns: int | None = None
     ) -> ServedFrame:
         """A frame the node did not capture (``image`` topic): the CPU path."""
-        return ServedFrame(self._on_cpu(image_rgb, prompts, arrival_ns), self.backend)
+        return ServedFrame(self._on_cpu(image_rgb, prompts, arrival_ns, None), self.backend)
 
     def serve_frame(
         self, frame: SensorFrame, prompts: Sequence[Prompt], arrival_ns: int | None = None
@@ -169,19 +191,32 @@ class FrameServer:
         """A camera frame: the sensor's output for its ROI, or the CPU path (fallback, plain camera)."""
         fell_back = frame.error if frame.error and self.fall_back(frame.error) else ""
         if not self.on_sensor:
-            results = self._on_cpu(frame.image_rgb, prompts, arrival_ns)
+            results = self._on_cpu(frame.image_rgb, prompts, arrival_ns, frame.sequence)
             return ServedFrame(results, self.backend, fell_back)
         inference = frame.inference
         height, width = frame.image_rgb.shape[:2]
-        results = sensor_frame_results(
+        plan = None
+        if self.followers.any_followed(prompts):
+            plan = self.followers.prepare(prompts, frame.image_rgb, frame.sequence)
+            prompts = [self._as_sensor_served(p, f, inference) for p, f in zip(prompts, plan)]
+        else:
+            self.followers.retain(prompts)
+        active = [i for i, p in enumerate(prompts) if p is not None]
+        served = sensor_frame_results(
             frame,
-            prompts,
+            [prompts[i] for i in active],
             self.threshold,
             self.sensor.name,
             arrival_ns,
-            crops=self.crops(prompts, (width, height)),
+            crops=self.crops([prompts[i] for i in active], (width, height)),
             box_margin=self.box_margin,
         )
+        results = self._merge(plan, active, served, self.sensor.name)
+        if plan is not None:
+            for followed, result in zip(plan, results):
+                if result.status == Status.OK:
+                    self.followers.observe(followed, result.logits96, result.crop, result.box, self.threshold)
+                    self.followers.published(followed, result.crop, result.crop_mask)
         return ServedFrame(
             results,
             self.backend,
@@ -190,14 +225,80 @@ class FrameServer:
         )
 
     def _on_cpu(
-        self, image_rgb: np.ndarray, prompts: Sequence[Prompt], arrival_ns: int | None
+        self, image_rgb: np.ndarray, prompts: Sequence[Prompt], arrival_ns: int | None, sequence: int | None
     ) -> list[PromptResult]:
         if self.segmenter is None:
             why = self.fallback_reason or "no CPU model"
             return [
                 PromptResult(p.prompt_id, Status.BACKEND_ERROR, backend="none", detail=why) for p in prompts
             ]
-        return segment_frame(self.segmenter, image_rgb, prompts, self.threshold, arrival_ns, self.box_margin)
+        if not self.followers.any_followed(prompts):
+            self.followers.retain(prompts)
+            return segment_frame(
+                self.segmenter, image_rgb, prompts, self.threshold, arrival_ns, self.box_margin
+            )
+        followers = self.followers
+        if sequence is None:
+            sequence = followers.next_sequence()
+        plan = followers.prepare(prompts, image_rgb, sequence)
+        active = [i for i, f in enumerate(plan) if not f.lost]
+        first = self._segment(image_rgb, [replace(prompts[i], box_xywh=plan[i].box) for i in active])
+        again = []
+        for i, result in zip(active, first):
+            if result.status == Status.OK:
+                followers.observe(plan[i], result.logits96, result.crop, result.box, self.threshold)
+                if plan[i].second_pass:
+                    again.append(i)
+            else:
+                followers.observe(plan[i], None, None, None, self.threshold)  # no mask: a miss
+        results = self._merge(plan, active, first, self.segmenter.name)
+        if again:
+            second = self._segment(image_rgb, [replace(prompts[i], box_xywh=followers.corrected_box(plan[i]))
+                                               for i in again])
+            for i, result in zip(again, second):
+                if result.status == Status.OK:
+                    results[i] = result
+        for followed, result in zip(plan, results):
+            if result.status == Status.OK:
+                followers.published(followed, result.crop, result.crop_mask)
+        latency = 0.0 if arrival_ns is None else (time.monotonic_ns() - arrival_ns) / 1e6
+        for result in results:
+            result.latency_ms = latency
+        return results
+
+    def _segment(self, image_rgb: np.ndarray, prompts: list[Prompt]) -> list[PromptResult]:
+        return segment_frame(self.segmenter, image_rgb, prompts, self.threshold, None, self.box_margin)
+
+    def _as_sensor_served(self, prompt: Prompt, followed: FollowedPrompt, inference) -> Prompt | None:
+        """The prompt with the box to attribute a sensor output by: its followed box, or the box of the
+        ROI in effect when its follower wrote that ROI (the box moved since); None when LOST."""
+        if followed.lost:
+            return None
+        box = followed.box
+        if (
+            followed.follower is not None
+            and inference is not None
+            and inference.prompt_id == prompt.prompt_id
+            and self.followers.issued(prompt.prompt_id, inference.box_xywh)
+        ):
+            box = tuple(inference.box_xywh)
+        return replace(prompt, box_xywh=box)
+
+    @staticmethod
+    def _merge(plan: list[FollowedPrompt] | None, active: list[int], results: list[PromptResult],
+               backend: str) -> list[PromptResult]:
+        """Results in prompt order: the active prompts' results, LOST for the others."""
+        if plan is None:
+            return list(results)
+        merged: list[PromptResult | None] = [None] * len(plan)
+        for i, result in zip(active, results):
+            merged[i] = result
+        return [
+            result if result is not None else PromptResult(
+                followed.prompt_id, Status.LOST, box=followed.box, backend=backend,
+                detail="lost: no credible object for a while; give the prompt a new box")
+            for followed, result in zip(plan, merged)
+        ]
 
     def close(self) -> None:
         """Stop the camera and release the CPU model (idempotent)."""
@@ -215,6 +316,7 @@ def build_frame_server(
     roi_policy: str = "staleness",
     warn: Callable[[str], None] = lambda message: None,
     box_margin: float | None = None,
+    follow: bool = False,
 ) -> FrameServer:
     """The server for a node's ``backend`` ("onnx", "imx500" or "auto") and ``camera`` ("none", ...).
 
@@ -232,11 +334,11 @@ def build_frame_server(
         except ModelLoadError as exc:
             warn(f"no CPU fallback: {exc}")
             segmenter = None
-        return FrameServer(segmenter, sensor, threshold, roi_policy, box_margin)
+        return FrameServer(segmenter, sensor, threshold, roi_policy, box_margin, follow)
     segmenter = create_backend(name, config)
     sensor = None
     if camera != "none":
         from picosam3_ros.backends.camera import PlainCamera
 
         sensor = PlainCamera(config)
-    return FrameServer(segmenter, sensor, threshold, roi_policy, box_margin)
+    return FrameServer(segmenter, sensor, threshold, roi_policy, box_margin, follow)

@@ -9,7 +9,8 @@ latched at frame starts). Every write is recorded with the monotonic times
 just before and after it; frame k (``SensorTimestamp`` t_k, same clock) used
 the last ROI written before ``t_k - delay * FrameDuration``. When a write
 straddles that instant and changed the ROI, the frame's output is ambiguous
-and is not attributed to any prompt (never to the wrong one).
+and is not attributed to any prompt (never to the wrong one). ``clock`` is that
+monotonic clock; an offline replay shares a virtual one with the emulator.
 """
 
 from __future__ import annotations
@@ -257,6 +258,8 @@ class Imx500Backend(PicameraSource):
         self._first_timestamp: int | None = None
         self._missing_tensors = 0
         self._started = False
+        # The clock of SensorTimestamp that ROI writes are stamped with (a replay's virtual one).
+        self.clock = config.emulator.get("clock") or time.monotonic_ns
 
     def _camera_config(self, stream_size: tuple[int, int]) -> dict:
         config = super()._camera_config(stream_size)
@@ -283,12 +286,12 @@ class Imx500Backend(PicameraSource):
         roi = FULL_SENSOR_ROI if crop is None else roi_as_latched(self.geometry.stream_rect_to_sensor(crop))
         if roi[2] <= 0 or roi[3] <= 0:
             roi, prompt_id, crop, box_xywh = FULL_SENSOR_ROI, None, None, None
-        t_before = time.monotonic_ns()
+        t_before = self.clock()
         if roi != self._last_written:
             self.imx500.set_inference_roi_abs(roi)
             self._last_written = roi
         box = None if box_xywh is None else tuple(float(v) for v in box_xywh)
-        self._writes.append(_RoiWrite(t_before, time.monotonic_ns(), roi, prompt_id, crop, box))
+        self._writes.append(_RoiWrite(t_before, self.clock(), roi, prompt_id, crop, box))
 
     def next_frame(self, timeout_s: float = 1.0) -> SensorFrame | None:
         captured = self.capture()
@@ -297,7 +300,7 @@ class Imx500Backend(PicameraSource):
         metadata, image = captured
         # picamera2's "RGB888" arrays are [B, G, R] per pixel.
         image_rgb = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB)
-        timestamp = int(metadata.get("SensorTimestamp", time.monotonic_ns()))
+        timestamp = int(metadata.get("SensorTimestamp", self.clock()))
         duration_ns = int(metadata.get("FrameDuration", round(1e6 / self.config.frame_rate))) * 1000
         if "ScalerCrop" in metadata:
             crop = tuple(int(v) for v in metadata["ScalerCrop"])

@@ -20,7 +20,9 @@ without holding every decoded mask. ``instances()`` walks image ids in ascending
 and each image's annotations by id (the order of training stores, evaluation sets and
 teacher caches); ``shard_images`` splits that walk into contiguous, balanced parts.
 
-``frames()`` serves whole evaluation frames (``coco_to_bag``, the clip):
+``frames()`` serves whole evaluation frames (``coco_to_bag``, the clip). A video set (every
+image carries ``davis_sequence`` and ``frame``, as DAVIS 2016 here) is served in sequence
+order (``is_video``), each frame naming its sequence.
 
 Prompt order, which is also the ground-truth encoding order (value k = k-th
 prompt), is by decreasing mask area, so that where instances overlap the
@@ -42,6 +44,8 @@ from picosam3_ros.core.crop import InvalidRoiError, crop_rect_for_box
 
 # A mono8 ground-truth image can tell 255 instances apart.
 MAX_INSTANCES_PER_FRAME = 255
+# The image fields of a video set: its sequence and the frame's number in it (DAVIS 2016 here).
+VIDEO_KEYS = ("davis_sequence", "frame")
 
 
 class DatasetError(ValueError):
@@ -92,6 +96,8 @@ class EvalFrame:
     file_name: str
     image_rgb: np.ndarray  # uint8 HxWx3
     instances: list[Instance]
+    sequence: str | None = None  # the video it belongs to (video sets), else None
+    source_path: Path | None = None  # the image file the pixels were decoded from
 
     def ground_truth(self) -> np.ndarray:
         """mono8 HxW: 0 background, k = the k-th instance (1-based); later instances win."""
@@ -321,14 +327,25 @@ class CocoDataset:
         instances = list(self.image_instances(image_info, rgb))
         # Larger first, so smaller (usually occluding) instances win overlapping pixels.
         instances.sort(key=lambda inst: (-inst.area, inst.annotation_id))
-        return EvalFrame(int(image_info["id"]), self.file_name(image_info), rgb, instances[:max_instances])
+        sequence = image_info.get(VIDEO_KEYS[0])
+        return EvalFrame(int(image_info["id"]), self.file_name(image_info), rgb, instances[:max_instances],
+                         None if sequence is None else str(sequence), path)
+
+    def is_video(self) -> bool:
+        """True for a video set: every image with instances names its sequence and frame number."""
+        images = [i for i in self.images if int(i["id"]) in self.annotations_by_image]
+        return bool(images) and all(all(key in i for key in VIDEO_KEYS) for i in images)
 
     def frames(
         self, max_images: int | None = None, max_instances: int = MAX_INSTANCES_PER_FRAME
     ) -> Iterator[EvalFrame]:
-        """Frames of the images that have instances, in the JSON's order."""
+        """Frames of the images that have instances: in the JSON's order, or for a video set
+        (:meth:`is_video`) sequence by sequence, each in frame order."""
         count = 0
-        for info in self.images:
+        images = self.images
+        if self.is_video():
+            images = sorted(images, key=lambda i: (str(i[VIDEO_KEYS[0]]), int(i[VIDEO_KEYS[1]])))
+        for info in images:
             if int(info["id"]) not in self.annotations_by_image:
                 continue
             if max_images is not None and count >= max_images:

@@ -33,6 +33,7 @@ another object (boxes overlapping less) gets NOT_SERVED until its own ROI is in 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from enum import IntEnum
@@ -42,6 +43,7 @@ import numpy as np
 
 from picosam3_ros.core.backend_api import CropSegmenter, SensorFrame, SensorInference
 from picosam3_ros.core.crop import CropRect, InvalidRoiError, crop_and_resize, crop_rect_for_box
+from picosam3_ros.core.follow import FOLLOW_DEFAULT
 from picosam3_ros.core.metrics import box_iou
 from picosam3_ros.core.postprocess import mask_from_logits
 
@@ -59,16 +61,19 @@ class Status(IntEnum):
     BACKEND_ERROR = 3
     NOT_SERVED = 4
     TOO_MANY_PROMPTS = 5
+    LOST = 6
 
 
 @dataclass(frozen=True)
 class Prompt:
-    """A box prompt: id, (x, y, w, h) in stream pixels, and when it was received (ns, node clock)."""
+    """A box prompt: id, (x, y, w, h) in stream pixels, when it was received (ns, node clock), and
+    whether it is followed (``core.follow``: FOLLOW_DEFAULT = the node's choice, FOLLOW, FIXED)."""
 
     prompt_id: int
     box_xywh: tuple[float, float, float, float]
     stamp_ns: int = 0
     frame_id: str = ""
+    follow: int = FOLLOW_DEFAULT
 
 
 @dataclass
@@ -76,6 +81,8 @@ class PromptResult:
     """The result for one prompt on one frame.
 
     crop: the region fed to the network, in frame pixels (None unless OK or NOT_SERVED with a crop).
+    box: the box the mask was made for (frame pixels): the prompt's box, or its followed box; on the
+        sensor path the box the ROI in effect was requested for. Without a mask: the prompt's box.
     crop_mask: uint8 (crop.height, crop.width), 255 = object (None unless OK).
     logits96: the raw network output (S, S) float32 (None unless OK).
     score: mean object probability inside the mask (0 unless OK).
@@ -86,6 +93,7 @@ class PromptResult:
     prompt_id: int
     status: Status
     crop: CropRect | None = None
+    box: tuple[float, float, float, float] | None = None
     crop_mask: np.ndarray | None = None
     logits96: np.ndarray | None = None
     score: float = 0.0
@@ -119,7 +127,7 @@ def segment_frame(
     height, width = frame_rgb.shape[:2]
     size = segmenter.input_size
     results: list[PromptResult] = [
-        PromptResult(p.prompt_id, Status.OK, backend=segmenter.name) for p in prompts
+        PromptResult(p.prompt_id, Status.OK, box=tuple(p.box_xywh), backend=segmenter.name) for p in prompts
     ]
     crops: list[np.ndarray] = []
     served: list[int] = []
@@ -194,13 +202,15 @@ def sensor_frame_results(
         crop = prompt_crop(prompt, (width, height)) if crops is None else crops[index]
         if isinstance(crop, InvalidRoiError):
             results.append(
-                PromptResult(prompt.prompt_id, Status.INVALID_ROI, backend=backend, detail=str(crop))
+                PromptResult(prompt.prompt_id, Status.INVALID_ROI, box=tuple(prompt.box_xywh),
+                             backend=backend, detail=str(crop))
             )
             continue
         if not sensor_output_serves(inference, prompt):
             results.append(
                 PromptResult(
-                    prompt.prompt_id, Status.NOT_SERVED, backend=backend, detail="waiting for its turn"
+                    prompt.prompt_id, Status.NOT_SERVED, box=tuple(prompt.box_xywh), backend=backend,
+                    detail="waiting for its turn"
                 )
             )
             continue
@@ -214,6 +224,7 @@ def sensor_frame_results(
                 prompt.prompt_id,
                 Status.OK,
                 crop=inference.crop,
+                box=tuple(float(v) for v in box),
                 crop_mask=mask,
                 logits96=inference.logits,
                 score=score,
@@ -232,6 +243,19 @@ def prompt_crop(prompt: Prompt, frame_size: tuple[int, int]) -> CropRect | Inval
         return crop_rect_for_box(prompt.box_xywh, frame_size)
     except InvalidRoiError as exc:
         return exc
+
+
+def frame_box(box: Sequence[float] | None, frame_size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """A (followed) box as whole frame pixels clipped to the frame (``Segmentation.box``); None when
+    there is no box or nothing of it is inside the frame."""
+    if box is None or len(box) != 4 or not all(math.isfinite(float(v)) for v in box):
+        return None
+    x, y, w, h = (float(v) for v in box)
+    left, top = max(0, round(x)), max(0, round(y))
+    right, bottom = min(int(frame_size[0]), round(x + w)), min(int(frame_size[1]), round(y + h))
+    if right <= left or bottom <= top:
+        return None
+    return (left, top, right - left, bottom - top)
 
 
 def compose_frame_mask(results: Sequence[PromptResult], frame_size: tuple[int, int]) -> np.ndarray:

@@ -11,7 +11,7 @@ little or big endian) then the fields in order, each aligned to its size relativ
 end of that header::
 
     RoiPromptArray: Header header, RoiPrompt[] prompts (uint32 count, then the entries)
-    RoiPrompt:      Header header, uint32 id, RegionOfInterest roi
+    RoiPrompt:      Header header, uint32 id, RegionOfInterest roi, uint8 follow
     Header:         int32 sec, uint32 nanosec, string frame_id (uint32 length incl. NUL, bytes)
     RegionOfInterest: uint32 x_offset, y_offset, height, width; bool do_rectify
 
@@ -37,6 +37,7 @@ class WirePrompt:
     prompt_id: int
     box_xywh: tuple[int, int, int, int]
     frame_id: str
+    follow: int = 0  # RoiPrompt.follow
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,13 @@ class _Reader:
         self.pos = end
         return text
 
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            raise WireFormatError("message truncated")
+        value = self.data[self.pos]
+        self.pos += 1
+        return int(value)
+
     def header_frame_id(self) -> str:
         self.uint32s(2)  # stamp: the node stamps prompts on arrival
         return self.string()
@@ -89,10 +97,11 @@ def read_prompt_array(data: bytes | memoryview, limit: int) -> WirePromptArray:
     for _ in range(min(total, max(0, limit))):
         prompt_frame_id = reader.header_frame_id()
         prompt_id, x, y, height, width = reader.uint32s(5)
-        reader.pos += 1  # do_rectify
-        prompts.append(WirePrompt(prompt_id, (x, y, width, height), prompt_frame_id))
-    # Each entry takes at least 29 bytes: a count the bytes cannot hold is a corrupt message.
-    if total > len(prompts) and (total - len(prompts)) * 29 > len(reader.data) - reader.pos:
+        reader.byte()  # do_rectify
+        follow = reader.byte()
+        prompts.append(WirePrompt(prompt_id, (x, y, width, height), prompt_frame_id, follow))
+    # Each entry takes at least 30 bytes: a count the bytes cannot hold is a corrupt message.
+    if total > len(prompts) and (total - len(prompts)) * 30 > len(reader.data) - reader.pos:
         raise WireFormatError(f"the array claims {total} prompts but the message is too short")
     return WirePromptArray(frame_id, prompts, total)
 

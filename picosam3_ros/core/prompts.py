@@ -26,6 +26,8 @@ Rules (documented in the README):
   each received prompt also counts it as rejected (``FramePlan.change``: the node logs the
   reason, throttled, and counts it in ``/diagnostics``), so a detector publishing in the
   wrong frame is said once per prompt it sends, not once per frame nor never.
+* Followed prompts (``core/follow.py``): the store keeps the box as given; a message repeating
+  it only refreshes the stamp (a keep-alive), the followers keep the box on the object.
 """
 
 from __future__ import annotations

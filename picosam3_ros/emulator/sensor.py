@@ -35,7 +35,10 @@ What the emulated picamera2 module (``picosam3_ros/emulator/picamera2``) drives:
   evaluation: a frame starts one frame time after the previous one, or when it
   is asked for if that is later (the sensor waits for a slow consumer, so its
   timestamps never fall behind the clock the ROI writes are stamped with); the
-  network keeps up with every frame in step mode (its runtime only counts in realtime);
+  network keeps up with every frame in step mode (its runtime only counts in realtime).
+  With a ``clock`` of its own (a replay's virtual clock, shared with the backend that stamps
+  its ROI writes), step mode never sleeps: the caller moves the clock by a frame time before
+  each capture, so the ROI lag is exact in frames however slow the host is;
 * the ROI control (raspberrypi/linux ``drivers/media/i2c/imx500.c``,
   ``imx500_set_inference_window``) is four u32 in full-sensor pixels whatever the
   mode; V4L2 clamps each to the control's maximum (4032), the driver takes a width or
@@ -66,6 +69,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -163,6 +167,8 @@ class EmulatorSettings:
         the frame leaves frames without output).
     input_tensor: also attach ``CnnInputTensor`` (the ISP tensor) to frames with an output
         (picamera2: the ``CnnEnableInputTensor`` control).
+    clock: the monotonic clock (ns) frames and ROI writes are stamped with; None = time.monotonic_ns.
+        Step mode only (a replay's virtual clock, see the module docstring).
     """
 
     source: object = ""
@@ -179,6 +185,7 @@ class EmulatorSettings:
     dnn_runtime_ms: float = DEFAULT_DNN_RUNTIME_MS
     dsp_runtime_ms: float = DEFAULT_DSP_RUNTIME_MS
     input_tensor: bool = False
+    clock: Callable[[], int] | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -194,6 +201,8 @@ class EmulatorSettings:
             )
         if not (self.dnn_runtime_ms >= 0 and self.dsp_runtime_ms >= 0):
             raise ValueError("dnn_runtime_ms and dsp_runtime_ms must be >= 0")
+        if self.clock is not None and self.mode != "step":
+            raise ValueError("an emulator clock of its own needs mode 'step'")
 
     @property
     def roi_delay(self) -> int:
@@ -291,6 +300,7 @@ class EmulatedSensor:
         self._pending: _Result | None = None  # an inference that completes during a later frame
         self._next_seq = 0
         self._next_step_ns = 0  # step mode: the earliest start of the next frame
+        self._now = settings.clock or time.monotonic_ns
         self._t0_ns = 0
         self._latest: _Frame | None = None
         self._returned_seq = -1
@@ -325,7 +335,7 @@ class EmulatedSensor:
         """
         roi = latch_roi_control(bytes(payload))
         with self._lock:
-            now = time.monotonic_ns()
+            now = self._now()
             self._roi_history.append((now, roi))
             # Forget entries that no future frame can use any more.
             horizon = now - (self.settings.roi_delay + 2) * self.frame_duration_ns
@@ -365,7 +375,7 @@ class EmulatedSensor:
                 return
             self._running = True
             self._stop_error = None
-            self._t0_ns = time.monotonic_ns()
+            self._t0_ns = self._now()
             self._next_step_ns = self._t0_ns
             self._latest, self._returned_seq = None, -1  # a restarted camera streams from its new t0
             self._busy_until_ns, self._pending = -(2**62), None
@@ -420,8 +430,8 @@ class EmulatedSensor:
                 if not self._running:
                     raise RuntimeError("camera is not started")
                 sequence, start = self._next_seq, self._next_step_ns
-            now = time.monotonic_ns()
-            if start > now:
+            now = self._now()
+            if start > now and self.settings.clock is None:
                 # Never expose a frame before its time: the ROI latch of a frame must lie in the past.
                 time.sleep((start - now) / 1e9)
             else:

@@ -6,6 +6,12 @@ Run the node's pipeline on a bag (CPU ONNX or the emulated IMX500):
         [--model DIR|model_card.json|FILE.onnx] [--backend onnx|imx500] --json out.json \
         [--markdown out.md] [--figures DIR]
 
+with the prompts followed from frame to frame as the node's ``follow`` does (``--follow``), and only
+every Nth prompt message of the bag (``--prompt-every N``, a slow detector; 0 = the first box of
+each object only):
+
+    bag_eval BAG ... --follow --prompt-every 24 [--backend imx500 --roi-apply-delay 2]
+
 or score what a live node recorded (its ``segmentations`` topic) against ground truth:
 
     bag_eval BAG --image-topic /image_raw --prompt-topic /prompts --gt-topic /ground_truth \
@@ -70,6 +76,17 @@ def build_arg_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = default)")
     parser.add_argument(
+        "--follow", action="store_true",
+        help="follow each prompt's object from frame to frame, as the node's `follow` does; every prompt "
+        "in effect is then scored on every frame (no mask = IoU 0). imx500: frames in order, each once, "
+        "with the ROI lag (docs/following.md)",
+    )
+    parser.add_argument(
+        "--prompt-every", type=int, default=None, metavar="N",
+        help="use only every Nth prompt message (a slow detector); a message with other prompt ids "
+        "(a new object) is always used; 0 = only those (each object's first box)",
+    )
+    parser.add_argument(
         "--roi-apply-delay",
         type=int,
         default=2,
@@ -92,6 +109,18 @@ def _model_args(model: Path | None) -> tuple[Path | None, str]:
     return model, ""
 
 
+def follow_report(backend: str, roi_apply_delay: int) -> dict:
+    """The report's "follow" block: the settings the followers ran with and how frames were shown."""
+    import dataclasses
+
+    from picosam3_ros.core.follow import FollowSettings
+
+    shown = ("every bag frame once, in order, at an emulated 30 fps; an ROI takes effect "
+             f"{roi_apply_delay + 1} frames after the frame it was written on") if backend == "imx500" else \
+        "every bag frame in order (CPU path)"
+    return {"settings": dataclasses.asdict(FollowSettings()), "frames": shown}
+
+
 def run(args: argparse.Namespace) -> dict:
     from picosam3_ros.backends import BackendError
     from picosam3_ros.core.model_card import postprocess_in_use
@@ -107,6 +136,12 @@ def run(args: argparse.Namespace) -> dict:
         raise BagError(f"--protocols must be project or project,papers, got {args.protocols!r}")
     if "papers" in protocols and args.backend != "onnx":
         raise BagError("--protocols papers needs --backend onnx (the sensor crops with the node's rule)")
+    if args.prompt_every is not None and args.prompt_every < 0:
+        raise BagError(f"--prompt-every must be >= 0, got {args.prompt_every}")
+    if args.segmentations_topic and (args.follow or args.prompt_every is not None):
+        raise BagError("--follow and --prompt-every run the pipeline; not with --segmentations-topic")
+    if args.follow and "papers" in protocols:
+        raise BagError("--follow runs the node's crop rule only (no --protocols papers)")
     segment = papers_segment = post = None
     model_path = ""
     backend_name = "recorded" if args.segmentations_topic else args.backend
@@ -120,7 +155,8 @@ def run(args: argparse.Namespace) -> dict:
         try:
             if args.backend == "onnx":
                 segment, model_path = cpu_segmenter(
-                    model_dir, onnx_file, args.precision, args.threads, post.threshold, post.box_margin
+                    model_dir, onnx_file, args.precision, args.threads, post.threshold, post.box_margin,
+                    follow=args.follow,
                 )
                 if "papers" in protocols:
                     papers_segment, _ = cpu_segmenter(
@@ -131,7 +167,8 @@ def run(args: argparse.Namespace) -> dict:
                 from picosam3_ros.evaluation.sensor_replay import sensor_segmenter
 
                 segment, model_path = sensor_segmenter(
-                    model_dir, onnx_file, post.threshold, args.roi_apply_delay, box_margin=post.box_margin
+                    model_dir, onnx_file, post.threshold, args.roi_apply_delay, box_margin=post.box_margin,
+                    follow=args.follow,
                 )
         except BackendError as exc:
             raise BagError(f"cannot load the model: {exc}") from None
@@ -158,6 +195,8 @@ def run(args: argparse.Namespace) -> dict:
         papers_segment=papers_segment,
         box_jitter=args.box_jitter,
         seed=args.seed,
+        prompt_every=args.prompt_every,
+        follow=follow_report(args.backend, args.roi_apply_delay) if args.follow else None,
     )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     summary = write_json(evaluation, args.json, {"model": model_path})

@@ -50,6 +50,7 @@ import cv2
 import numpy as np
 
 from picosam3_ros.core.crop import MODEL_INPUT_SIZE, CropRect, InvalidRoiError, crop_rect_for_box
+from picosam3_ros.core.follow import FollowSettings
 from picosam3_ros.core.metrics import (
     box_mask_in_crop,
     box_mask_in_rect,
@@ -117,6 +118,7 @@ class Evaluation:
     frames_with_ground_truth: int = 0
     prompts: int = 0  # (prompt, frame) pairs offered to the pipeline
     prompt_messages: int = 0
+    prompt_messages_used: int = 0  # after --prompt-every
     bad_frames: int = 0  # frames the node would drop too (bad encoding, a decompression bomb): skipped
     bad_frame_reason: str = ""  # the first one's
     status_counts: dict[str, int] = field(default_factory=dict)
@@ -130,6 +132,12 @@ class Evaluation:
     postprocess: Postprocess | None = None  # run mode: what the pipeline applied
     box_jitter: float = 0.0
     seed: int = 0
+    # Following (--follow): every prompt in effect on a frame with ground truth is an instance; a
+    # prompt without a mask there (LOST, waiting for its first sensor ROI) scores as an empty mask,
+    # and a NOT_SERVED entry carrying its last mask is scored as the node publishes it.
+    score_every_prompt: bool = False
+    follow: dict | None = None  # what --follow ran with (the report's "follow" block)
+    prompt_every: int | None = None  # --prompt-every
     _first_time_ns: int | None = None
 
     def add_frame(
@@ -167,7 +175,10 @@ class Evaluation:
         index_of = {p.id: k for k, p in enumerate(prompts, start=1)}
         for result, status_name in results:
             self.status_counts[status_name] = self.status_counts.get(status_name, 0) + 1
-            if gt is None or result.status != Status.OK:
+            has_mask = result.crop is not None and result.crop_mask is not None and (
+                result.status == Status.OK or (self.score_every_prompt and result.status == Status.NOT_SERVED)
+            )
+            if gt is None or not (has_mask or self.score_every_prompt):
                 continue
             k = index_of.get(result.prompt_id)
             if k is None:
@@ -175,9 +186,13 @@ class Evaluation:
                 continue
             instance, value = instance_ground_truth(gt, k, len(prompts))
             box = prompts[k - 1].box
-            iou_crop, iou_full, box_iou, box_full = score_result(
-                result, box, instance, (width, height), self.postprocess
-            )
+            if has_mask:
+                iou_crop, iou_full, box_iou, box_full = score_result(
+                    result, box, instance, (width, height), self.postprocess, clip_box=result.box
+                )
+            else:  # no mask on this frame: what a consumer gets is nothing
+                iou_crop = iou_full = 0.0 if instance.any() else 1.0
+                box_iou, box_full = box_baseline(box, instance, (width, height))
             area = int(instance.sum())
             score = InstanceScore(
                 index, stamp, result.prompt_id, value, area, iou_crop, iou_full, box_iou, box_full
@@ -235,6 +250,12 @@ class Evaluation:
             "frames_with_ground_truth": self.frames_with_ground_truth,
             "prompts": self.prompts,
             "prompt_messages": self.prompt_messages,
+            "prompt_messages_used": self.prompt_messages_used,
+            "prompt_every": self.prompt_every,
+            "follow": self.follow,
+            "scored": "every prompt in effect on every frame with ground truth (no mask: IoU 0; a NOT_SERVED "
+            "entry carrying its last mask: that mask)" if self.score_every_prompt
+            else "OK results on frames with ground truth",
             "bad_frames": self.bad_frames,
             "bad_frame_reason": self.bad_frame_reason,
             "instances": len(self.instances),
@@ -323,12 +344,14 @@ def score_result(
     frame_size: tuple[int, int],
     postprocess: Postprocess | None = None,
     border: str = "shrink",
+    clip_box: Sequence[float] | None = None,
 ) -> tuple[float, float, float, float]:
     """(iou_crop, iou_full, box_iou_crop, box_iou_full) of one OK result against its instance.
 
     With logits and ``postprocess``, crop space scores the post-processed mask on the
-    network's grid; with logits alone, ``logits > 0``; recorded results (no logits) bring
-    their crop-local mask to the grid. The box baseline uses the crop rule ``border``."""
+    network's grid (clipped to ``clip_box``, the box the mask was made for, default ``box``);
+    with logits alone, ``logits > 0``; recorded results (no logits) bring their crop-local
+    mask to the grid. The box baseline is ``box`` under the crop rule ``border``."""
     width, height = frame_size
     rect: CropRect = result.crop
     full = np.zeros((height, width), bool)
@@ -336,7 +359,8 @@ def score_result(
     iou_full = mask_iou(full, gt_instance)
     size = MODEL_INPUT_SIZE if result.logits96 is None else int(result.logits96.shape[-1])
     if result.logits96 is not None and postprocess is not None:
-        pred = grid_mask(result.logits96, rect, postprocess.threshold, box, postprocess.box_margin)
+        clip = box if clip_box is None else clip_box
+        pred = grid_mask(result.logits96, rect, postprocess.threshold, clip, postprocess.box_margin)
         iou_crop = mask_iou(pred, gt_crop(gt_instance, rect, size))
     elif result.logits96 is not None:
         iou_crop = crop_space_iou(result.logits96, gt_crop(gt_instance, rect, size))
@@ -344,15 +368,24 @@ def score_result(
         # Recorded results carry the crop-local mask only: bring it to the network's grid.
         pred = cv2.resize(result.crop_mask, (size, size), interpolation=cv2.INTER_NEAREST)
         iou_crop = crop_space_iou(pred.astype(np.float32) - 127.5, gt_crop(gt_instance, rect, size))
-    box_iou = box_full = float("nan")
+    box_iou, box_full = box_baseline(box, gt_instance, frame_size, border, size)
+    return iou_crop, iou_full, box_iou, box_full
+
+
+def box_baseline(
+    box: Sequence[float], gt_instance: np.ndarray, frame_size: tuple[int, int], border: str = "shrink",
+    size: int = MODEL_INPUT_SIZE,
+) -> tuple[float, float]:
+    """(crop space, full frame) IoU of the box itself used as the mask, on the prompt's own crop
+    (the crop the pipeline would use); NaN for a box the crop rule refuses."""
+    width, height = frame_size
     try:
-        # The box baseline on the prompt's own crop (the crop the pipeline would use).
         box_rect = crop_rect_for_box(box, frame_size, border=border)
         box_iou = mask_iou(box_mask_in_crop(box, box_rect, size), gt_crop(gt_instance, box_rect, size))
         box_full = mask_iou(box_mask_in_rect(box, CropRect(0, 0, width, height)), gt_instance)
     except InvalidRoiError:
-        pass
-    return iou_crop, iou_full, box_iou, box_full
+        return float("nan"), float("nan")
+    return box_iou, box_full
 
 
 def jittered_prompts(
@@ -363,7 +396,7 @@ def jittered_prompts(
     for p in prompts:
         left, top, w, h = jitter_box(p.box, fraction, np.random.default_rng([seed, frame_index, p.id]))
         x, y = round(left), round(top)
-        out.append(BagPrompt(p.id, (x, y, max(1, round(left + w) - x), max(1, round(top + h) - y))))
+        out.append(BagPrompt(p.id, (x, y, max(1, round(left + w) - x), max(1, round(top + h) - y)), p.follow))
     return out
 
 
@@ -441,6 +474,31 @@ def results_from_segmentations(msg) -> list[tuple[PromptResult, str]]:
 FrameSegmenter = Callable[[np.ndarray, list[Prompt]], list[PromptResult]]
 
 
+class PromptThinning:
+    """``--prompt-every N``: which prompt messages a slow detector would have sent.
+
+    A message is kept when it is the Nth since the last kept one, or when its prompt ids differ
+    from the last kept message's (a new object, or one gone: a detector reports those at once).
+    N = 0 keeps only those, so a bag with a box on every frame and a new id per video gives the
+    first frame's box of each video only.
+    """
+
+    def __init__(self, every: int):
+        if every < 0:
+            raise ValueError(f"--prompt-every must be >= 0, got {every}")
+        self.every = int(every)
+        self._ids: list[int] | None = None
+        self._since = 0
+
+    def keep(self, prompts: Sequence[BagPrompt]) -> bool:
+        ids = [p.id for p in prompts]
+        self._since += 1
+        if ids != self._ids or (self.every and self._since >= self.every):
+            self._ids, self._since = ids, 0
+            return True
+        return False
+
+
 def evaluate_bag(
     bag: Path | str,
     image_topic: str,
@@ -455,6 +513,8 @@ def evaluate_bag(
     papers_segment: FrameSegmenter | None = None,
     box_jitter: float = 0.0,
     seed: int = 0,
+    prompt_every: int | None = None,
+    follow: dict | None = None,
 ) -> Evaluation:
     """Evaluate a bag: run ``segment`` on every frame with prompts, or score recorded segmentations.
 
@@ -462,9 +522,17 @@ def evaluate_bag(
     backend (see :func:`cpu_segmenter`) applying ``postprocess``; ``papers_segment`` the
     same under the papers' crop rule. Pass ``segmentations_topic`` instead to score what a
     node recorded. ``box_jitter`` > 0 moves the prompt boxes (run mode).
+
+    ``prompt_every`` N (run mode): only every Nth prompt message reaches the pipeline, a slow
+    detector (:class:`PromptThinning`). ``follow`` (run mode, ``segment`` follows): every prompt in
+    effect is scored on every frame with ground truth (:attr:`Evaluation.score_every_prompt`), and
+    a jittered box (``box_jitter``) is drawn once per prompt message, as a detector's would be,
+    not once per frame.
     """
     if (segment is None) == (segmentations_topic is None):
         raise ValueError("give exactly one of segment and segmentations_topic")
+    if segment is None and (prompt_every is not None or follow is not None):
+        raise ValueError("prompt_every and follow need a segment function (run mode)")
     with BagReader(bag) as reader:
         topics = _resolve_topics(reader, image_topic, prompt_topic, gt_topic, segmentations_topic)
         mode = "run" if segment is not None else "recorded"
@@ -481,7 +549,11 @@ def evaluate_bag(
             postprocess=postprocess if segment is not None else None,
             box_jitter=box_jitter,
             seed=seed,
+            score_every_prompt=follow is not None,
+            follow=follow,
+            prompt_every=prompt_every,
         )
+        thinning = PromptThinning(prompt_every) if prompt_every is not None else None
         truth = _read_ground_truth(reader, topics.gt)
         recorded: dict[int, list[tuple[PromptResult, str]]] = {}
         recorded_times: list[int] = []
@@ -495,8 +567,14 @@ def evaluate_bag(
         read_frames = 0  # frames converted (the others are counted in bad_frames)
         for item in reader.messages([topics.prompt, topics.image]):
             if item.topic == topics.prompt:
-                prompts = prompts_from_msg(item.msg, item.msgtype)
+                given = prompts_from_msg(item.msg, item.msgtype)
                 evaluation.prompt_messages += 1
+                if thinning is not None and not thinning.keep(given):
+                    continue
+                evaluation.prompt_messages_used += 1
+                prompts = given
+                if follow is not None and box_jitter > 0:  # one draw per message: a detection
+                    prompts = jittered_prompts(given, box_jitter, seed, evaluation.prompt_messages)
                 continue
             index = evaluation.frames
             evaluation.frames += 1
@@ -512,9 +590,12 @@ def evaluate_bag(
                 evaluation.bad_frame_reason = evaluation.bad_frame_reason or f"frame {index}: {exc}"
                 continue
             read_frames += 1
-            frame_prompts = jittered_prompts(prompts, box_jitter, seed, index) if box_jitter > 0 else prompts
+            frame_prompts = prompts
+            if box_jitter > 0 and follow is None:
+                frame_prompts = jittered_prompts(prompts, box_jitter, seed, index)
             node_prompts = [
-                Prompt(p.id, tuple(float(v) for v in p.box), item.log_time_ns) for p in frame_prompts
+                Prompt(p.id, tuple(float(v) for v in p.box), item.log_time_ns, follow=p.follow)
+                for p in frame_prompts
             ]
             papers_results = None
             if segment is not None:
@@ -560,15 +641,27 @@ def cpu_segmenter(
     threshold: float = 0.5,
     box_margin: float | None = None,
     border: str = "shrink",
+    follow: bool = False,
+    follow_settings: FollowSettings | None = None,
 ) -> tuple[FrameSegmenter, str]:
     """The node's CPU pipeline (onnx backend + segment_frame) as a frame function;
-    ``border="cut"`` runs the papers' crop rule instead of the node's."""
+    ``border="cut"`` runs the papers' crop rule instead of the node's. ``follow``: the node's
+    frame server with following on (``backends.frame_server``), frames in bag order."""
     from picosam3_ros.backends import BackendConfig, create_backend
 
     backend = create_backend(
         "onnx",
         BackendConfig(model_dir=model_dir, onnx_model=onnx_model, onnx_precision=precision, threads=threads),
     )
+    if follow:
+        from picosam3_ros.backends.frame_server import FrameServer
+
+        server = FrameServer(backend, None, threshold, box_margin=box_margin, follow=True,
+                             follow_settings=follow_settings)
+        def follow_segment(frame_rgb: np.ndarray, prompts: list[Prompt]) -> list[PromptResult]:
+            return server.serve_image(frame_rgb, prompts).results
+
+        return follow_segment, str(backend.model_path)
 
     def segment(frame_rgb: np.ndarray, prompts: list[Prompt]) -> list[PromptResult]:
         return segment_frame(backend, frame_rgb, prompts, threshold, None, box_margin, border)

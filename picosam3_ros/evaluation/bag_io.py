@@ -176,29 +176,41 @@ def make_compressed_image(array: np.ndarray, fmt: str, stamp: int, frame_id: str
     return CompressedImage(header=make_header(stamp, frame_id), format=fmt, data=data)
 
 
+def make_compressed_from_bytes(data: bytes, fmt: str, stamp: int, frame_id: str = "camera"):
+    """A ``sensor_msgs/CompressedImage`` carrying already encoded bytes (e.g. a JPEG file as it is)."""
+    CompressedImage = msg_class(COMPRESSED_IMAGE_TYPE)
+    data = np.frombuffer(data, np.uint8)
+    return CompressedImage(header=make_header(stamp, frame_id), format=fmt, data=data)
+
+
 def make_roi(box_xywh: Sequence[int]):
     RegionOfInterest = msg_class(ROI_TYPE)
     x, y, w, h = (int(v) for v in box_xywh)
     return RegionOfInterest(x_offset=x, y_offset=y, height=h, width=w, do_rectify=False)
 
 
-def make_prompt_array(prompts: Sequence[tuple[int, Sequence[int]]], stamp: int, frame_id: str = "camera"):
-    """A ``RoiPromptArray`` from (id, (x, y, w, h)) pairs, in that order."""
+def make_prompt_array(prompts: Sequence[tuple], stamp: int, frame_id: str = "camera"):
+    """A ``RoiPromptArray`` from (id, (x, y, w, h)) or (id, box, follow) tuples, in that order."""
     RoiPrompt = msg_class(PROMPT_TYPE)
     RoiPromptArray = msg_class(PROMPT_ARRAY_TYPE)
     header = make_header(stamp, frame_id)
     return RoiPromptArray(
         header=header,
-        prompts=[RoiPrompt(header=header, id=int(pid), roi=make_roi(box)) for pid, box in prompts],
+        prompts=[
+            RoiPrompt(header=header, id=int(p[0]), roi=make_roi(p[1]), follow=int(p[2]) if len(p) > 2 else 0)
+            for p in prompts
+        ],
     )
 
 
 @dataclass(frozen=True)
 class BagPrompt:
-    """One prompt read from a bag: caller id and box (x, y, width, height) in frame pixels."""
+    """One prompt read from a bag: caller id, box (x, y, width, height) in frame pixels, and its
+    RoiPrompt.follow (0 = the node's choice)."""
 
     id: int
     box: tuple[int, int, int, int]
+    follow: int = 0
 
 
 def prompts_from_msg(msg, msgtype: str) -> list[BagPrompt]:
@@ -210,7 +222,7 @@ def prompts_from_msg(msg, msgtype: str) -> list[BagPrompt]:
     if msgtype == ROI_TYPE:
         return [BagPrompt(0, box(msg))]
     if msgtype == PROMPT_ARRAY_TYPE:
-        return [BagPrompt(int(p.id), box(p.roi)) for p in msg.prompts]
+        return [BagPrompt(int(p.id), box(p.roi), int(getattr(p, "follow", 0))) for p in msg.prompts]
     raise BagError(f"unsupported prompt type {msgtype} (use {ROI_TYPE} or {PROMPT_ARRAY_TYPE})")
 
 

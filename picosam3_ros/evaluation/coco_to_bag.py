@@ -9,7 +9,14 @@ frames per second of bag time:
   one prompt per instance, id = annotation id, box = the COCO box rounded to
   whole pixels. Prompt order is by decreasing mask area.
 * ``/image`` (``sensor_msgs/Image`` rgb8, or ``--encoding``: any encoding the node reads,
-  or jpeg/png as ``sensor_msgs/CompressedImage``).
+  or jpeg/png as ``sensor_msgs/CompressedImage``; jpeg keeps a JPEG file's own bytes).
+
+A video set (images carrying ``davis_sequence`` and ``frame``, e.g. DAVIS 2016 at full rate) is
+written sequence by sequence in frame order, and a prompt keeps one id through its sequence (the
+annotation id of the sequence's first frame; instances are matched by their order in each frame):
+a new prompt id at each sequence start, the frame's own box on every frame. ``bag_eval
+--prompt-every 0`` then keeps each sequence's first box only, ``--prompt-every 24`` one box a
+second at 24 fps (``--rate 24``).
 * ``/ground_truth`` (``sensor_msgs/Image`` mono8, the frame's stamp): 0 =
   background, k = the k-th prompt of the array in effect (1-based), later
   prompts winning where instances overlap (the node's ``mask`` encoding).
@@ -33,6 +40,7 @@ from picosam3_ros.evaluation.bag_io import (
     STORAGE_FORMATS,
     BagError,
     BagWriter,
+    make_compressed_from_bytes,
     make_frame,
     make_image,
     make_prompt_array,
@@ -63,6 +71,8 @@ def write_frames_to_bag(
     period_ns = int(round(1e9 / rate_hz))
     prompt_lead_ns = max(1, min(1_000_000, period_ns // 4))
     n_frames = n_prompts = 0
+    sequence: str | None = None
+    sequence_ids: list[int] = []
     with BagWriter(out_bag, storage) as writer:
         writer.add_topic(prompt_topic, PROMPT_ARRAY_TYPE)
         writer.add_topic(image_topic, COMPRESSED_IMAGE_TYPE if encoding in ("jpeg", "png") else IMAGE_TYPE)
@@ -70,17 +80,30 @@ def write_frames_to_bag(
         for index, frame in enumerate(frames):
             frame: EvalFrame
             stamp = START_TIME_NS + index * period_ns
-            prompts = [(prompt_id(inst.annotation_id), inst.box) for inst in frame.instances]
+            ids = [prompt_id(inst.annotation_id) for inst in frame.instances]
+            if frame.sequence is not None:  # a video: one id per object through its sequence
+                if frame.sequence != sequence:
+                    sequence, sequence_ids = frame.sequence, ids
+                ids = [sequence_ids[k] if k < len(sequence_ids) else i for k, i in enumerate(ids)]
+            prompts = [(pid, inst.box) for pid, inst in zip(ids, frame.instances)]
             writer.write(
                 prompt_topic,
                 stamp - prompt_lead_ns,
                 make_prompt_array(prompts, stamp - prompt_lead_ns, frame_id),
             )
-            writer.write(image_topic, stamp, make_frame(frame.image_rgb, encoding, stamp, frame_id))
+            writer.write(image_topic, stamp, frame_message(frame, encoding, stamp, frame_id))
             writer.write(gt_topic, stamp, make_image(frame.ground_truth(), "mono8", stamp, frame_id))
             n_frames += 1
             n_prompts += len(prompts)
     return {"frames": n_frames, "prompts": n_prompts}
+
+
+def frame_message(frame: EvalFrame, encoding: str, stamp: int, frame_id: str):
+    """The frame as a message; "jpeg" from a JPEG file keeps the file's bytes (no second encoding)."""
+    path = frame.source_path
+    if encoding == "jpeg" and path is not None and path.suffix.lower() in (".jpg", ".jpeg"):
+        return make_compressed_from_bytes(path.read_bytes(), "jpeg", stamp, frame_id)
+    return make_frame(frame.image_rgb, encoding, stamp, frame_id)
 
 
 def prompt_id(annotation_id: int) -> int:

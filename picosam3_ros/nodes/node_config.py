@@ -386,6 +386,9 @@ SENSOR_PARAMS = ParamTable(
               "transpose the sensor output (picamera2's Fortran-order reshape)"),
         Param("roi_policy", "staleness", "which prompt the sensor serves next: round_robin | staleness",
               POLICIES, True),
+        Param("follow", True,
+              "prompts follow their object from frame to frame (the box moves with the masks; "
+              "RoiPrompt.follow overrides it per prompt; docs/following.md)", None, True),
         Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.1, 60.0)),
         Param("detections_type", "vision_msgs/msg/Detection2DArray",
               "also publish `detections` (the box each mask was made for, the prompt id as id, the mask "
@@ -437,6 +440,7 @@ class NodeConfig:
     roi_apply_delay_frames: int = 2
     imx500_output_transpose: bool = True
     roi_policy: str = "staleness"
+    follow: bool = True
     diagnostics_period: float = 1.0
     detections_type: str = "vision_msgs/msg/Detection2DArray"
     lifecycle: bool = False

@@ -43,7 +43,7 @@ from picosam3_ros.core.image_conversion import (
     image_to_rgb,
 )
 from picosam3_ros.core.input_monitor import InputMonitor
-from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask
+from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask, frame_box
 from picosam3_ros.core.prompt_wire import WireFormatError, read_prompt_array
 from picosam3_ros.core.prompts import MAX_MESSAGE_PROMPTS, FramePlan, PromptChange, PromptStore
 from picosam3_ros.nodes.image_input import ImageInput, frame_writer, input_topic
@@ -66,11 +66,10 @@ class StartupError(RuntimeError):
 def mask_box(result: PromptResult, prompt_boxes: dict[int, tuple]) -> tuple | None:
     """The box (x, y, w, h, frame px) the result's mask was made for: what ``detections`` carries.
 
-    For now the prompt's box as the store holds it when the frame is published (a box that
-    moved since the frame was served is the new one). Where the result carries the box it was
-    made for (Segmentation.box, issue 17), return that instead: this is the one place to change.
+    The result's own box (``Segmentation.box``: the followed box, or on the sensor path the box
+    its ROI was written for); the prompt's box as the store holds it for a result without one.
     """
-    return prompt_boxes.get(result.prompt_id)
+    return result.box if result.box is not None else prompt_boxes.get(result.prompt_id)
 
 
 class SensorNode(LifecycleNodeMixin, Node):
@@ -162,6 +161,7 @@ class SensorNode(LifecycleNodeMixin, Node):
                 cfg.roi_policy,
                 warn=self.get_logger().warning,
                 box_margin=self.postprocess.box_margin,
+                follow=cfg.follow,
             )
         except (ModelLoadError, BackendError) as exc:
             raise StartupError(str(exc)) from exc
@@ -295,6 +295,8 @@ class SensorNode(LifecycleNodeMixin, Node):
             self.store.configure(cfg.max_prompts, cfg.prompt_timeout)
         if "roi_policy" in changes:
             self.server.scheduler = RoiScheduler(cfg.roi_policy)
+        if "follow" in changes:
+            self.server.followers.default_follow = cfg.follow
         if "threshold" in changes or "box_margin" in changes:
             self.postprocess = cfg.postprocess()
             self.server.threshold = self.postprocess.threshold
@@ -328,7 +330,9 @@ class SensorNode(LifecycleNodeMixin, Node):
         except WireFormatError as exc:
             self._log_prompt_problems(PromptChange(1, [f"prompts message ignored: {exc}"]))
             return
-        prompts = [Prompt(p.prompt_id, p.box_xywh, now, p.frame_id or wire.frame_id) for p in wire.prompts]
+        prompts = [
+            Prompt(p.prompt_id, p.box_xywh, now, p.frame_id or wire.frame_id, p.follow) for p in wire.prompts
+        ]
         self._log_prompt_problems(self.store.set_all(prompts, unread=wire.total - len(prompts)))
 
     def _log_prompt_problems(self, change: PromptChange) -> None:
@@ -421,7 +425,9 @@ class SensorNode(LifecycleNodeMixin, Node):
                 continue
             failures = 0
             # Program the next ROI at once: the sooner it is written, the sooner it is in effect.
-            roi_error = self.server.program_next_roi(self.store.snapshot(), self.config.frame_id)
+            roi_error = self.server.program_next_roi(
+                self.store.snapshot(), self.config.frame_id, frame.sequence
+            )
             frame.error = frame.error or roi_error or None
             header = Header(frame_id=self.config.frame_id)
             stamp_ns = frame.sensor_timestamp_ns + self._clock_offset_ns
@@ -537,6 +543,9 @@ class SensorNode(LifecycleNodeMixin, Node):
                     width=result.crop.width,
                     height=result.crop.height,
                 )
+            box = frame_box(result.box, (width, height))
+            if box is not None:
+                seg.box = RegionOfInterest(x_offset=box[0], y_offset=box[1], width=box[2], height=box[3])
             seg.mask.header = entry_header
             if result.status in (Status.OK, Status.NOT_SERVED) and result.crop_mask is not None:
                 fill_image(seg.mask, result.crop_mask, "mono8")

@@ -41,6 +41,7 @@ STATUS_NAMES = {
     Segmentation.BACKEND_ERROR: "BACKEND_ERROR",
     Segmentation.NOT_SERVED: "NOT_SERVED",
     Segmentation.TOO_MANY_PROMPTS: "TOO_MANY_PROMPTS",
+    Segmentation.LOST: "LOST",
 }
 
 
@@ -174,8 +175,9 @@ class TeleopUiNode(Node):
                     age = stamp_age_ms(msg.header.stamp, s.header.stamp)
                 except ImageConversionError:
                     carried = None
+            box = (s.box.x_offset, s.box.y_offset, s.box.width, s.box.height) if s.box.width > 0 else None
             results.append(PromptResult(s.prompt_id, STATUS_NAMES.get(s.status, f"UNKNOWN({s.status})"),
-                                        float(s.score), s.backend, float(s.latency_ms), age, carried))
+                                        float(s.score), s.backend, float(s.latency_ms), age, carried, box))
         self.hub.put_results(stamp, results)
 
     def republish_callback(self) -> None:

@@ -96,6 +96,7 @@ class PromptResult:
     A NOT_SERVED entry may carry the prompt's last mask (the sensor serves one prompt per
     frame): ``age_ms`` is then how much older its frame is, and ``carried`` = (crop x, y, w, h,
     crop-local mono8 mask), drawn dimmed so the prompt does not blink. ``age_ms`` < 0: not carried.
+    ``box``: where the node followed the prompt's box to (Segmentation.box, stream pixels), or None.
     """
 
     prompt_id: int
@@ -105,6 +106,7 @@ class PromptResult:
     latency_ms: float
     age_ms: float = -1.0
     carried: tuple[int, int, int, int, np.ndarray] | None = None
+    box: tuple[int, int, int, int] | None = None
 
 
 def overlay_mask(bgr: np.ndarray, mask: np.ndarray, prompt_ids: list[int], alpha: float) -> np.ndarray:

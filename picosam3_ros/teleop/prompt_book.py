@@ -166,6 +166,15 @@ class PromptBook:
             self.version += 1
             return prompt_id
 
+    def replace(self, prompt_id: int, box: Box) -> None:
+        """A new box for an existing prompt (a drag started on it): the sensor node's follower starts
+        again from it."""
+        with self._lock:
+            if prompt_id not in self._prompts:
+                raise InvalidPromptError(f"no prompt with id {prompt_id}")
+            self._prompts[prompt_id] = box
+            self.version += 1
+
     def remove(self, prompt_id: int) -> None:
         with self._lock:
             if prompt_id not in self._prompts:

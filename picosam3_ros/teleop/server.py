@@ -6,6 +6,7 @@ Routes:
     GET  /frame.jpg         the latest such frame, once
     GET  /api/state         JSON: stream size and rates, prompts with their latest results, backend
     POST /api/prompts       JSON {"action": "add", x0, y0, x1, y1, display_width, display_height}
+                            | {"action": "replace", "id": n, x0, y0, ...} (a new box for prompt n)
                             | {"action": "remove", "id": n} | {"action": "clear"}
 
 Every change to the prompt set goes through ``teleop_prompts`` (validation, clipping, the
@@ -142,7 +143,10 @@ class TeleopServer:
                 entry["result"] = {"status": res.status, "score": round(res.score, 4), "backend": res.backend,
                                    "latency_ms": round(res.latency_ms, 2),
                                    # a carried mask (NOT_SERVED): how old its frame is
-                                   "age_ms": round(res.age_ms, 1) if res.age_ms >= 0 else None}
+                                   "age_ms": round(res.age_ms, 1) if res.age_ms >= 0 else None,
+                                   # where the sensor node followed the box to (the object now)
+                                   "box": None if res.box is None else dict(zip(("x", "y", "width", "height"),
+                                                                                res.box))}
             prompts.append(entry)
         latest = self.hub.latest_results
         backends = sorted({r.backend for r in latest if r.backend})
@@ -174,7 +178,7 @@ class TeleopServer:
         # Only additions are rate limited: removing must always work (the operator may be
         # stopping the robot from following something), and a remove or clear publishes only
         # when it changes the set, so publishes stay bounded by the additions let through.
-        if action == "add":
+        if action in ("add", "replace"):
             with self._limiter_lock:
                 allowed = self.limiter.allow(time.monotonic())
             if not allowed:
@@ -186,6 +190,12 @@ class TeleopServer:
                 box = display_box_to_stream(payload, stream[0], stream[1], self.config.min_box_size)
                 prompt_id = self.book.add(box, stream)
                 reply = {"ok": True, "id": prompt_id, "box": box.as_dict()}
+            elif action == "replace":
+                prompt_id = parse_prompt_id(payload)
+                width, height = self.hub.stream_size
+                box = display_box_to_stream(payload, width, height, self.config.min_box_size)
+                self.book.replace(prompt_id, box)
+                reply = {"ok": True, "id": prompt_id, "box": box.as_dict()}
             elif action == "remove":
                 self.book.remove(parse_prompt_id(payload))
                 reply = {"ok": True}
@@ -195,7 +205,7 @@ class TeleopServer:
                 self.book.clear()
                 reply = {"ok": True}
             else:
-                raise InvalidPromptError(f"unknown action {action!r} (add, remove or clear)")
+                raise InvalidPromptError(f"unknown action {action!r} (add, replace, remove or clear)")
         except InvalidPromptError as exc:
             return self._reject(HTTPStatus.BAD_REQUEST, "invalid", str(exc))
         self.on_change()

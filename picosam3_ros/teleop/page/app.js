@@ -1,4 +1,7 @@
-// PicoSAM3 teleop page: drag a box to add a prompt, click a box to remove it.
+// PicoSAM3 teleop page: drag a box to add a prompt, click a box to remove it. With the sensor
+// node's `follow` on, each box is drawn where the node followed it to (Segmentation.box): drag
+// once and the box stays on the object; the node keeps the prompt alive as long as this page
+// republishes it (the dragged box, unchanged, every republish_period).
 // Everything the page needs comes from the node (no external scripts). The page sends
 // drags in display pixels with the size the image is drawn at; the node converts them
 // to stream pixels, validates and clips them (see teleop_prompts.py).
@@ -101,7 +104,10 @@ overlay.addEventListener("pointerup", (ev) => {
       return;
     }
   }
-  post({ action: "add", x0: d.x0, y0: d.y0, x1: d.x1, y1: d.y1, display_width: d.w, display_height: d.h });
+  // A drag that starts on a prompt's box gives that prompt a new box (its follower starts again).
+  const corners = { x0: d.x0, y0: d.y0, x1: d.x1, y1: d.y1, display_width: d.w, display_height: d.h };
+  if (d.promptId !== null) post({ action: "replace", id: d.promptId, ...corners });
+  else post({ action: "add", ...corners });
 });
 
 document.getElementById("clear").addEventListener("click", () => post({ action: "clear" }));
@@ -115,6 +121,7 @@ function statusClass(status, carried) {
   if (carried) return "st-carried";
   if (status === "OK") return "st-OK";
   if (status === "NOT_SERVED") return "st-wait";
+  if (status === "LOST") return "st-lost";
   return "st-bad";
 }
 
@@ -153,9 +160,10 @@ function render(s) {
   for (const el of overlay.querySelectorAll(".prompt-box")) if (!ids.has(el.dataset.promptId)) el.remove();
   for (const el of rows.querySelectorAll("tr")) if (!ids.has(el.dataset.promptId)) el.remove();
   for (const p of s.prompts) {
-    const b = p.box;
-    const color = rgb(p.color);
     const res = p.result;
+    const followed = Boolean(res && res.box);
+    const b = followed ? res.box : p.box;   // where the object is now, else where it was dragged
+    const color = rgb(p.color);
     let el = overlay.querySelector(`.prompt-box[data-prompt-id="${p.id}"]`);
     if (!el) {
       el = document.createElement("div");
@@ -173,6 +181,7 @@ function render(s) {
       el.style.height = `${100 * b.height / ps.height}%`;
     }
     el.style.borderColor = color;
+    el.classList.toggle("followed", followed);
     // A carried result: the prompt's last mask, from a frame age_ms older (shown dimmed).
     const age = res && res.age_ms !== null && res.age_ms !== undefined ? `${(res.age_ms / 1000).toFixed(1)} s ago` : "";
     el.classList.toggle("carried", Boolean(age));
@@ -191,7 +200,7 @@ function render(s) {
     }
     tr.querySelector(".swatch").style.background = color;
     tr.querySelector(".id").textContent = String(p.id);
-    tr.querySelector(".box").textContent = `${b.x},${b.y} ${b.width}\u00d7${b.height}`;
+    tr.querySelector(".box").textContent = `${b.x},${b.y} ${b.width}\u00d7${b.height}${followed ? " (followed)" : ""}`;
     const status = tr.querySelector(".status");
     status.textContent = res ? (age ? `${res.status}, last mask ${age}` : res.status) : "-";
     status.className = `status ${res ? statusClass(res.status, Boolean(age)) : ""}`;
