@@ -158,10 +158,12 @@ def run_row(name: str, single: Path, pairs_bag: Path, model: Path | None) -> dic
     replay = None
     if "imx500" in name:
         delay = 3 if name.endswith("_d3") else 2
-        replay = FollowReplay(model, "", post.threshold, delay, 30.0, post.box_margin)
+        replay = FollowReplay(model, "", post.threshold, delay, 30.0, post.box_margin,
+                              grow_threshold=post.grow_threshold)
         segment = replay.segment
     else:
-        segment, _ = cpu_segmenter(model, threshold=post.threshold, box_margin=post.box_margin, follow=follow)
+        segment, _ = cpu_segmenter(model, threshold=post.threshold, box_margin=post.box_margin, follow=follow,
+                                   grow_threshold=post.grow_threshold)
         if name.startswith("naive"):
             segment = NaiveFollowing(segment, lag=2 if name.endswith("lag3") else 0)
     started = time.perf_counter()

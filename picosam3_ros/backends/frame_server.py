@@ -97,6 +97,7 @@ class FrameServer:
         box_margin: float | None = None,
         follow: bool = False,
         follow_settings: FollowSettings | None = None,
+        grow_threshold: float | None = None,
     ):
         if segmenter is None and (sensor is None or not sensor.runs_network):
             raise ValueError("a frame server needs a CPU segmenter or a sensor that runs the network")
@@ -104,6 +105,7 @@ class FrameServer:
         self.sensor = sensor
         self.threshold = threshold
         self.box_margin = box_margin  # the post-processing's box clip (core/postprocess.py)
+        self.grow_threshold = grow_threshold  # and where the mask grows beyond it
         self.scheduler = RoiScheduler(roi_policy)
         self.fallback_reason = ""
         self._crops = _CropCache()
@@ -210,6 +212,7 @@ class FrameServer:
             arrival_ns,
             crops=self.crops([prompts[i] for i in active], (width, height)),
             box_margin=self.box_margin,
+            grow_threshold=self.grow_threshold,
         )
         results = self._merge(plan, active, served, self.sensor.name)
         if plan is not None:
@@ -235,7 +238,8 @@ class FrameServer:
         if not self.followers.any_followed(prompts):
             self.followers.retain(prompts)
             return segment_frame(
-                self.segmenter, image_rgb, prompts, self.threshold, arrival_ns, self.box_margin
+                self.segmenter, image_rgb, prompts, self.threshold, arrival_ns, self.box_margin,
+                grow_threshold=self.grow_threshold,
             )
         followers = self.followers
         if sequence is None:
@@ -267,7 +271,8 @@ class FrameServer:
         return results
 
     def _segment(self, image_rgb: np.ndarray, prompts: list[Prompt]) -> list[PromptResult]:
-        return segment_frame(self.segmenter, image_rgb, prompts, self.threshold, None, self.box_margin)
+        return segment_frame(self.segmenter, image_rgb, prompts, self.threshold, None, self.box_margin,
+                             grow_threshold=self.grow_threshold)
 
     def _as_sensor_served(self, prompt: Prompt, followed: FollowedPrompt, inference) -> Prompt | None:
         """The prompt with the box to attribute a sensor output by: its followed box, or the box of the
@@ -317,6 +322,7 @@ def build_frame_server(
     warn: Callable[[str], None] = lambda message: None,
     box_margin: float | None = None,
     follow: bool = False,
+    grow_threshold: float | None = None,
 ) -> FrameServer:
     """The server for a node's ``backend`` ("onnx", "imx500" or "auto") and ``camera`` ("none", ...).
 
@@ -334,11 +340,13 @@ def build_frame_server(
         except ModelLoadError as exc:
             warn(f"no CPU fallback: {exc}")
             segmenter = None
-        return FrameServer(segmenter, sensor, threshold, roi_policy, box_margin, follow)
+        return FrameServer(segmenter, sensor, threshold, roi_policy, box_margin, follow,
+                           grow_threshold=grow_threshold)
     segmenter = create_backend(name, config)
     sensor = None
     if camera != "none":
         from picosam3_ros.backends.camera import PlainCamera
 
         sensor = PlainCamera(config)
-    return FrameServer(segmenter, sensor, threshold, roi_policy, box_margin, follow)
+    return FrameServer(segmenter, sensor, threshold, roi_policy, box_margin, follow,
+                       grow_threshold=grow_threshold)

@@ -114,6 +114,7 @@ def segment_frame(
     arrival_ns: int | None = None,
     box_margin: float | None = None,
     border: str = "shrink",
+    grow_threshold: float | None = None,
 ) -> list[PromptResult]:
     """Segment ``prompts`` on one RGB frame with one batched call; results in prompt order.
 
@@ -154,7 +155,7 @@ def segment_frame(
             result = results[index]
             result.logits96 = logits[row]
             result.crop_mask, result.score = mask_from_logits(
-                logits[row], result.crop, threshold, prompts[index].box_xywh, box_margin
+                logits[row], result.crop, threshold, prompts[index].box_xywh, box_margin, grow_threshold
             )
     latency = _elapsed_ms(arrival_ns)
     for result in results:
@@ -183,6 +184,7 @@ def sensor_frame_results(
     arrival_ns: int | None = None,
     crops: Sequence[CropRect | InvalidRoiError] | None = None,
     box_margin: float | None = None,
+    grow_threshold: float | None = None,
 ) -> list[PromptResult]:
     """Results for a sensor frame: the prompt the output serves (:func:`sensor_output_serves`) gets the mask.
 
@@ -217,7 +219,8 @@ def sensor_frame_results(
         # The box the sensor's ROI was made from, not the prompt's current one (it may have moved).
         box = inference.box_xywh if inference.box_xywh is not None else prompt.box_xywh
         mask, score = mask_from_logits(
-            inference.logits, inference.crop, threshold, box_xywh=box, box_margin=box_margin
+            inference.logits, inference.crop, threshold, box_xywh=box, box_margin=box_margin,
+            grow_threshold=grow_threshold,
         )
         results.append(
             PromptResult(

@@ -90,11 +90,13 @@ class SensorReplay:
         roi_apply_delay: int = 2,
         fps: float = REPLAY_FPS,
         box_margin: float | None = None,
+        grow_threshold: float | None = None,
     ):
         self.model_dir = model_dir
         self.network_file = network_file
         self.threshold = threshold
         self.box_margin = box_margin
+        self.grow_threshold = grow_threshold
         self.roi_apply_delay = roi_apply_delay
         self.fps = fps
         self.source = HeldFrame()
@@ -138,7 +140,8 @@ class SensorReplay:
                 ):
                     continue
                 result = sensor_frame_results(
-                    frame, [prompt], self.threshold, box_margin=self.box_margin
+                    frame, [prompt], self.threshold, box_margin=self.box_margin,
+                    grow_threshold=self.grow_threshold,
                 )[0]
                 break
             if result is None:
@@ -192,6 +195,7 @@ class FollowReplay:
         follow: bool = True,
         follow_settings: FollowSettings | None = None,
         roi_policy: str = "staleness",
+        grow_threshold: float | None = None,
     ):
         from picosam3_ros.backends.frame_server import FrameServer
 
@@ -203,7 +207,7 @@ class FollowReplay:
         self.source = HeldFrame()
         self.backend = None
         self._make_server = lambda sensor: FrameServer(
-            None, sensor, threshold, roi_policy, box_margin, follow, follow_settings
+            None, sensor, threshold, roi_policy, box_margin, follow, follow_settings, grow_threshold
         )
         self.server = None
         self.carry: LastResults[int] = LastResults()
@@ -257,14 +261,16 @@ def sensor_segmenter(
     box_margin: float | None = None,
     follow: bool = False,
     follow_settings: FollowSettings | None = None,
+    grow_threshold: float | None = None,
 ):
     """(segment function, network path) for bag_eval: the emulated IMX500 path (``follow``: in
     order with the ROI lag, :class:`FollowReplay` at 30 fps; else held frames, :class:`SensorReplay`)."""
     if follow:
         replay = FollowReplay(model_dir, onnx_file, threshold, roi_apply_delay, 30.0, box_margin,
-                              True, follow_settings)
+                              True, follow_settings, grow_threshold=grow_threshold)
     else:
-        replay = SensorReplay(model_dir, onnx_file, threshold, roi_apply_delay, fps, box_margin)
+        replay = SensorReplay(model_dir, onnx_file, threshold, roi_apply_delay, fps, box_margin,
+                              grow_threshold)
     from picosam3_ros.backends import BackendConfig
     from picosam3_ros.backends.imx500_backend import resolve_network_file
 

@@ -162,6 +162,7 @@ class SensorNode(LifecycleNodeMixin, Node):
                 warn=self.get_logger().warning,
                 box_margin=self.postprocess.box_margin,
                 follow=cfg.follow,
+                grow_threshold=self.postprocess.grow_threshold,
             )
         except (ModelLoadError, BackendError) as exc:
             raise StartupError(str(exc)) from exc
@@ -301,6 +302,7 @@ class SensorNode(LifecycleNodeMixin, Node):
             self.postprocess = cfg.postprocess()
             self.server.threshold = self.postprocess.threshold
             self.server.box_margin = self.postprocess.box_margin
+            self.server.grow_threshold = self.postprocess.grow_threshold
         if cfg.overlay and self.overlay_pub is None:
             self.overlay_pub = self._publisher(Image, "overlay")
         if not cfg.carry_results:
