@@ -87,7 +87,7 @@ assert set(PROTOCOLS.values()) <= set(BORDER_RULES)
 HEADLINE = ("project", "gt", "node")  # the figure users feel: the node's rule, GT boxes, its post-processing
 SWEEP_THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 SWEEP_MARGINS = (None, 0.0, 0.02, 0.05, 0.1)
-SWEEP_GROWS = (None,)  # growth beyond the clip (postprocess.grow_threshold); --sweep-grows adds levels
+SWEEP_GROWS = (None, 0.8, 0.9)  # growth beyond the clip (postprocess.grow_threshold; None = a hard clip)
 # The robustness sweep every report carries: GT boxes and each side moved by N(0, j x size).
 JITTER_SWEEP = (0.0, 0.05, 0.1, 0.2)
 

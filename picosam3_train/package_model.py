@@ -146,7 +146,7 @@ def build_package(
     else:
         files["imx500"] = IMX500_NAME
 
-    print(f"[4/5] evaluation on {eval_spec}: post-processing sweep, then both protocols")
+    print(f"[4/5] post-processing sweep on {choose_on}, then the evaluation on {eval_spec}")
     metrics, node = _evaluate(out_dir, spec, sensor.quantized, eval_spec, eval_limit, work, checkpoint,
                               choose_on)
 

@@ -42,6 +42,24 @@ def test_the_clip_grows_where_the_object_goes_on_and_not_into_a_neighbour():
     assert (mask[10:30, 5:30] == 255).all() and not mask[:, 30:].any()
 
 
+def test_a_tight_box_does_not_grow_into_what_touches_its_object_at_a_point():
+    """A disc inscribed in its box touches each side at one point: beyond the box a confident
+    region joined to that point (a neighbour, the ground) stays cut; a box cutting the disc grows."""
+    import cv2
+
+    logits = np.full((60, 60), -4.0, np.float32)
+    disc = np.zeros((60, 60), np.uint8)
+    cv2.circle(disc, (30, 30), 10, 1, -1)
+    logits[disc.astype(bool)] = 4.0
+    logits[25:36, 41:55] = 4.0  # confident, joined to the disc's rightmost point, outside its box
+    rect = CropRect(0, 0, 60, 60)
+    tight = (20.0, 20.0, 21.0, 21.0)
+    assert not grid_mask(logits, rect, 0.5, tight, 0.0, grow_threshold=0.9)[:, 41:].any()
+    cut = (20.0, 20.0, 12.0, 21.0)  # stops at column 32: the disc goes on
+    grown = grid_mask(logits, rect, 0.5, cut, 0.0, grow_threshold=0.9)
+    assert grown[disc.astype(bool)].all()
+
+
 def test_growth_is_read_from_the_card_and_checked():
     post = postprocess_from_card({"threshold": 0.3, "box_margin": 0.0, "grow_threshold": 0.8})
     assert post == Postprocess(0.3, 0.0, 0.8)

@@ -10,10 +10,12 @@ Box-aware output: the prompt box bounds the object, so pixels farther than
 whatever the network says. ``box_margin=None`` turns the clip off.
 
 The clip follows the evidence (``grow_threshold``): a box is often too small (detector
-jitter, a followed or lagged box), and then the object goes on beyond it. Outside the
-grown box a pixel is kept when the network is confident there (probability above
-``grow_threshold``) and it is connected, through such confident pixels, to the mask
-inside the box. Confident blobs that do not touch the object (a neighbour) stay cut.
+jitter, a followed or lagged box), and then the object goes on beyond it. A tight box
+touches its object at a few points per side; a box that is too small cuts it along a long
+edge. So beyond each side where the clipped mask runs along at least ``GROW_CONTACT`` of
+the side, a pixel is kept when the network is confident there (probability above
+``grow_threshold``) and it is connected, through such confident pixels, to the mask inside
+the box. Confident blobs that do not touch the object (a neighbour) stay cut.
 
 Which threshold and margin (:class:`Postprocess`): the node's ``threshold`` and
 ``box_margin`` parameters (bag_eval's and ``picosam3_train evaluate``'s options) over the
@@ -135,6 +137,29 @@ def box_keep_map(
     return keep_rows[:, None] & keep_cols[None, :]
 
 
+# A side of the clip lets the mask grow only where the mask runs into it along at least this
+# fraction of the side: a tight box touches its object at a few points, a box that is too small
+# cuts it along a long edge (the evidence that the object goes on).
+GROW_CONTACT = 0.3
+
+
+def _grow_region(clipped: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Where the mask may grow beyond ``keep`` (a rectangle): beyond each side the mask cuts."""
+    rows, cols = np.flatnonzero(keep.any(1)), np.flatnonzero(keep.any(0))
+    r0, r1, c0, c1 = rows[0], rows[-1], cols[0], cols[-1]
+    height, width = keep.shape
+    region = np.zeros_like(keep)
+    if c0 > 0 and clipped[r0:r1 + 1, c0].mean() >= GROW_CONTACT:
+        region[:, :c0] = True
+    if c1 < width - 1 and clipped[r0:r1 + 1, c1].mean() >= GROW_CONTACT:
+        region[:, c1 + 1:] = True
+    if r0 > 0 and clipped[r0, c0:c1 + 1].mean() >= GROW_CONTACT:
+        region[:r0, :] = True
+    if r1 < height - 1 and clipped[r1, c0:c1 + 1].mean() >= GROW_CONTACT:
+        region[r1 + 1:, :] = True
+    return region
+
+
 def _clip(
     logits: np.ndarray, inside: np.ndarray, keep: np.ndarray, grow_threshold: float | None
 ) -> np.ndarray:
@@ -142,7 +167,7 @@ def _clip(
     clipped = inside & keep
     if grow_threshold is None or keep.all() or not clipped.any():
         return clipped
-    strong = (logits > logit_threshold(grow_threshold)) & ~keep
+    strong = (logits > logit_threshold(grow_threshold)) & _grow_region(clipped, keep)
     if not strong.any():
         return clipped
     count, labels = cv2.connectedComponents((clipped | strong).astype(np.uint8), connectivity=8)
