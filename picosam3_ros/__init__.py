@@ -12,3 +12,15 @@ Layers, each importing only the ones listed before it (see docs/architecture.md)
 - ``nodes``: the ROS 2 nodes (one node class per file) and their one parameter table.
 - ``demo``: ``make demo``, which starts the nodes as processes and scores them.
 """
+
+__all__ = ["Mask", "Predictor"]
+
+
+def __getattr__(name: str):
+    """``picosam3_ros.Predictor`` / ``Mask`` (backends/predictor.py), imported on first use so that
+    ``import picosam3_ros.core...`` stays light."""
+    if name in __all__:
+        from picosam3_ros.backends import predictor
+
+        return getattr(predictor, name)
+    raise AttributeError(f"module 'picosam3_ros' has no attribute {name!r}")

@@ -89,8 +89,8 @@ def test_bundled_model_masks_stay_in_the_box():
     backend = create_backend("onnx", BackendConfig(threads=1))
     box = (width * 0.3, height * 0.25, width * 0.35, height * 0.2)  # wide: the square crop sticks out
     prompts = [Prompt(1, box)]
-    raw = segment_frame(backend, rgb, prompts, 0.2)[0]
-    clipped = segment_frame(backend, rgb, prompts, 0.2, None, 0.0)[0]
+    raw = segment_frame(backend, rgb, prompts, Postprocess(0.2))[0]
+    clipped = segment_frame(backend, rgb, prompts, Postprocess(0.2, 0.0))[0]
     assert raw.status == clipped.status == Status.OK
     keep = box_keep_map(box, clipped.crop, 0.0, (clipped.crop.width, clipped.crop.height))
     assert clipped.crop_mask[~keep].max() == 0

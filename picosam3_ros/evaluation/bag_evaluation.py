@@ -50,7 +50,6 @@ import cv2
 import numpy as np
 
 from picosam3_ros.core.crop import MODEL_INPUT_SIZE, CropRect, InvalidRoiError, crop_rect_for_box
-from picosam3_ros.core.follow import FollowSettings
 from picosam3_ros.core.metrics import (
     box_mask_in_crop,
     box_mask_in_rect,
@@ -62,7 +61,7 @@ from picosam3_ros.core.metrics import (
     mean_iou,
     size_bucket,
 )
-from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask, segment_frame
+from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask
 from picosam3_ros.core.postprocess import Postprocess, grid_mask
 from picosam3_ros.evaluation.bag_io import (
     FRAME_TYPES,
@@ -628,42 +627,3 @@ def evaluate_bag(
     if evaluation.bad_frames and not read_frames:  # the topic is unreadable (a depth topic, say)
         raise BagError(f"no frame of {topics.image} could be read: {evaluation.bad_frame_reason}")
     return evaluation
-
-
-# --------------------------------------------------------------------------- backends
-
-
-def cpu_segmenter(
-    model_dir: Path | None,
-    onnx_model: str = "",
-    precision: str = "fp32",
-    threads: int = 0,
-    threshold: float = 0.5,
-    box_margin: float | None = None,
-    border: str = "shrink",
-    follow: bool = False,
-    follow_settings: FollowSettings | None = None,
-) -> tuple[FrameSegmenter, str]:
-    """The node's CPU pipeline (onnx backend + segment_frame) as a frame function;
-    ``border="cut"`` runs the papers' crop rule instead of the node's. ``follow``: the node's
-    frame server with following on (``backends.frame_server``), frames in bag order."""
-    from picosam3_ros.backends import BackendConfig, create_backend
-
-    backend = create_backend(
-        "onnx",
-        BackendConfig(model_dir=model_dir, onnx_model=onnx_model, onnx_precision=precision, threads=threads),
-    )
-    if follow:
-        from picosam3_ros.backends.frame_server import FrameServer
-
-        server = FrameServer(backend, None, threshold, box_margin=box_margin, follow=True,
-                             follow_settings=follow_settings)
-        def follow_segment(frame_rgb: np.ndarray, prompts: list[Prompt]) -> list[PromptResult]:
-            return server.serve_image(frame_rgb, prompts).results
-
-        return follow_segment, str(backend.model_path)
-
-    def segment(frame_rgb: np.ndarray, prompts: list[Prompt]) -> list[PromptResult]:
-        return segment_frame(backend, frame_rgb, prompts, threshold, None, box_margin, border)
-
-    return segment, str(getattr(backend, "model_path", ""))

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from picosam3_ros.backends import BACKENDS, backend_names
 from picosam3_ros.backends.roi_scheduler import POLICIES
 from picosam3_ros.core.backend_api import BackendConfig
 from picosam3_ros.core.compressed_guard import DEFAULT_MAX_PIXELS
@@ -48,7 +49,8 @@ class ConfigError(ValueError):
 class Param:
     """One parameter: name, default (its type is the parameter's type), description and rules.
 
-    limits: ``(low, high)`` for numbers, a tuple of allowed strings for a choice, or None.
+    limits: ``(low, high)`` for numbers, a tuple of allowed strings for a choice (or a function
+        returning one, read when asked: the backend names come from the registry), or None.
     runtime: True when ``set_parameters`` may change it while the node runs.
     check: an extra rule, returning the reason a value is refused (or None).
     """
@@ -56,12 +58,14 @@ class Param:
     name: str
     default: Any
     description: str
-    limits: tuple | None = None
+    limits: tuple | Callable[[], tuple] | None = None
     runtime: bool = False
     check: Callable[[Any], str | None] | None = None
 
     @property
     def choices(self) -> tuple[str, ...] | None:
+        if callable(self.limits):
+            return tuple(self.limits())
         if self.limits and all(isinstance(v, str) for v in self.limits):
             return tuple(self.limits)
         return None
@@ -295,7 +299,6 @@ def type_name_check(parameter: str, allow_empty: bool = False) -> Callable[[str]
 
 
 # --- the sensor node ---------------------------------------------------------------------------
-BACKEND_CHOICES = ("auto", "imx500", "onnx")
 CAMERA_CHOICES = ("none", "picamera2", "emulator")
 PRECISION_CHOICES = ("fp32", "int8")
 EMULATOR_MODES = ("realtime", "step")
@@ -335,15 +338,21 @@ def _box_margin_check(value: float) -> str | None:
 
 
 def _sensor_cross_check(values: Mapping[str, Any]) -> str | None:
-    if values.get("backend") == "imx500" and values.get("camera", "none") == "none":
-        return "backend 'imx500' needs the camera: set camera to picamera2 or emulator"
+    backend = values.get("backend")
+    if backend in BACKENDS and BACKENDS[backend].needs_camera and values.get("camera", "none") == "none":
+        return f"backend '{backend}' needs the camera: set camera to picamera2 or emulator"
     return None
+
+
+def _backend_choices() -> tuple[str, ...]:
+    return backend_names(auto=True)
 
 
 SENSOR_PARAMS = ParamTable(
     [
-        Param("backend", "auto", "auto | imx500 | onnx (auto: imx500 when the camera is there)",
-              BACKEND_CHOICES),
+        Param("backend", "auto", "auto | a registered backend (picosam3_ros/backends/__init__.py: imx500 "
+              "on the AI Camera, onnx on the CPU); auto: the sensor when the camera is there",
+              _backend_choices),
         Param("camera", "none", "none (subscribe to `image`) | picamera2 | emulator", CAMERA_CHOICES),
         Param("model", "", "directory with model_card.json (or the card file); '' = the packaged model"),
         Param("onnx_precision", "fp32", "CPU backend model: fp32 | int8 file of the model card",

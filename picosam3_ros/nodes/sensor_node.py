@@ -32,7 +32,6 @@ from std_msgs.msg import Header
 from picosam3_msgs.msg import RoiPromptArray, Segmentation, SegmentationArray
 from picosam3_ros.backends import BackendError, ModelLoadError
 from picosam3_ros.backends.frame_server import ServedFrame, build_frame_server
-from picosam3_ros.backends.roi_scheduler import RoiScheduler
 from picosam3_ros.core.carry import LastResults
 from picosam3_ros.core.diagnostics import WARN, NodeStats
 from picosam3_ros.core.frame_slot import FrameSlot
@@ -157,10 +156,9 @@ class SensorNode(LifecycleNodeMixin, Node):
                 cfg.backend,
                 cfg.camera,
                 cfg.backend_config(),
-                self.postprocess.threshold,
+                self.postprocess,
                 cfg.roi_policy,
                 warn=self.get_logger().warning,
-                box_margin=self.postprocess.box_margin,
                 follow=cfg.follow,
             )
         except (ModelLoadError, BackendError) as exc:
@@ -293,14 +291,13 @@ class SensorNode(LifecycleNodeMixin, Node):
         cfg = self.config
         if "max_prompts" in changes or "prompt_timeout" in changes:
             self.store.configure(cfg.max_prompts, cfg.prompt_timeout)
-        if "roi_policy" in changes:
-            self.server.scheduler = RoiScheduler(cfg.roi_policy)
-        if "follow" in changes:
-            self.server.followers.default_follow = cfg.follow
         if "threshold" in changes or "box_margin" in changes:
             self.postprocess = cfg.postprocess()
-            self.server.threshold = self.postprocess.threshold
-            self.server.box_margin = self.postprocess.box_margin
+        self.server.configure(
+            self.postprocess,
+            cfg.roi_policy if "roi_policy" in changes else None,
+            cfg.follow if "follow" in changes else None,
+        )
         if cfg.overlay and self.overlay_pub is None:
             self.overlay_pub = self._publisher(Image, "overlay")
         if not cfg.carry_results:
