@@ -461,9 +461,7 @@ def evaluate_frames(
                     )
                     setting = settings[first]
                     started = time.perf_counter()
-                    results = segment_frame(
-                        segmenter, image.rgb, prompts, setting.threshold, None, setting.box_margin, border
-                    )
+                    results = segment_frame(segmenter, image.rgb, prompts, setting, None, border)
                     evaluation.seconds[name] += time.perf_counter() - started
                     by_index = {}
                     for row, (k, result) in enumerate(zip(valid, results)):

@@ -56,7 +56,8 @@ def lefthalf():
 
 def test_a_registered_backend_is_a_choice_of_the_node_and_of_bag_eval(lefthalf):
     from picosam3_ros.evaluation.bag_eval import build_arg_parser
-    from picosam3_ros.nodes.node_config import SENSOR_PARAMS, ConfigError, validate
+    from picosam3_ros.nodes.node_config import ConfigError
+    from picosam3_ros.nodes.sensor_params import SENSOR_PARAMS, validate
 
     assert lefthalf in SENSOR_PARAMS.params["backend"].choices
     assert validate({"backend": lefthalf}).backend == lefthalf

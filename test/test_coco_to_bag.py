@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from node_helpers import write_disk_model, write_red_model
 
+from picosam3_ros.core.clip import ANNOTATIONS_NAME, DEFAULT_CLIP_DIR
 from picosam3_ros.core.coco_dataset import CocoDataset, decode_segmentation
 from picosam3_ros.evaluation.bag_io import PROMPT_ARRAY_TYPE, BagReader, image_to_array, stamp_ns
-from picosam3_ros.evaluation.clip import ANNOTATIONS_NAME, DEFAULT_CLIP_DIR
 from picosam3_ros.evaluation.coco_to_bag import main as coco_to_bag_main
 
 N_IMAGES = 4

@@ -21,7 +21,8 @@ from picosam3_ros.core.crop import CropRect, crop_rect_for_box
 from picosam3_ros.core.model_card import ModelCardError, load_model_card, postprocess_in_use
 from picosam3_ros.core.pipeline import Prompt, Status, segment_frame
 from picosam3_ros.core.postprocess import RAW_POSTPROCESS, Postprocess, box_keep_map, mask_from_logits
-from picosam3_ros.nodes.node_config import ConfigError, validate
+from picosam3_ros.nodes.node_config import ConfigError
+from picosam3_ros.nodes.sensor_params import validate
 
 DOMAIN = 37
 WIDTH, HEIGHT = 320, 240

@@ -48,7 +48,7 @@ from node_helpers import (
 )
 
 from picosam3_ros.core.pipeline import Status
-from picosam3_ros.nodes.node_config import SENSOR_PARAMS
+from picosam3_ros.nodes.sensor_params import SENSOR_PARAMS
 
 DOMAIN = 24
 README_ONLY = (REPO / "README.md").read_text()

@@ -47,8 +47,9 @@ from picosam3_ros.core.prompt_wire import WireFormatError, read_prompt_array
 from picosam3_ros.core.prompts import MAX_MESSAGE_PROMPTS, FramePlan, PromptChange, PromptStore
 from picosam3_ros.nodes.image_input import ImageInput, frame_writer, input_topic
 from picosam3_ros.nodes.message_types import optional_detections
-from picosam3_ros.nodes.node_config import SENSOR_PARAMS, ConfigError, NodeConfig, declare_and_read
+from picosam3_ros.nodes.node_config import ConfigError
 from picosam3_ros.nodes.node_main import run_node
+from picosam3_ros.nodes.sensor_params import SENSOR_PARAMS, NodeConfig, declare_and_read
 
 NODE_NAME = "picosam3_sensor"
 INPUT_FIX = (
