@@ -148,8 +148,8 @@ class NaiveFollowing:
 
 def run_row(name: str, single: Path, pairs_bag: Path, model: Path | None) -> dict:
     from picosam3_ros.backends.frame_server import FrameServer
-    from picosam3_ros.backends.predictor import Predictor
     from picosam3_ros.core.model_card import postprocess_in_use
+    from picosam3_ros.core.predictor import Predictor
     from picosam3_ros.evaluation.bag_evaluation import evaluate_bag
     from picosam3_ros.evaluation.sensor_replay import FollowReplay
 

@@ -13,14 +13,18 @@ Layers, each importing only the ones listed before it (see docs/architecture.md)
 - ``demo``: ``make demo``, which starts the nodes as processes and scores them.
 """
 
+# The built-in backends register themselves (core/backend_registry.py) before anything runs, so
+# that a name such as "onnx" means the same everywhere; their heavy imports wait until one is built.
+from picosam3_ros import backends as _backends  # noqa: E402,F401
+
 __all__ = ["Mask", "Predictor"]
 
 
 def __getattr__(name: str):
-    """``picosam3_ros.Predictor`` / ``Mask`` (backends/predictor.py), imported on first use so that
-    ``import picosam3_ros.core...`` stays light."""
+    """``picosam3_ros.Predictor`` / ``Mask`` (core/predictor.py), imported on first use so that
+    ``import picosam3_ros`` stays light."""
     if name in __all__:
-        from picosam3_ros.backends import predictor
+        from picosam3_ros.core import predictor
 
         return getattr(predictor, name)
     raise AttributeError(f"module 'picosam3_ros' has no attribute {name!r}")

@@ -37,7 +37,6 @@ from typing import Callable, Sequence
 import numpy as np
 
 from picosam3_ros.backends import AUTO, backend_spec, create_backend, resolve_auto
-from picosam3_ros.backends.predictor import Predictor
 from picosam3_ros.backends.roi_scheduler import RoiScheduler
 from picosam3_ros.core.backend_api import (
     BackendConfig,
@@ -51,6 +50,7 @@ from picosam3_ros.core.crop import CropRect, InvalidRoiError
 from picosam3_ros.core.follow import FollowedPrompt, Followers, FollowSettings
 from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, prompt_crop, sensor_frame_results
 from picosam3_ros.core.postprocess import RAW_POSTPROCESS, Postprocess
+from picosam3_ros.core.predictor import Predictor
 
 # Crops remembered per (box, stream size); far above any prompt set, so a live set never
 # misses, and bounded so that a stream of ever-new boxes cannot grow it.
@@ -83,7 +83,7 @@ class _CropCache:
 class FrameServer:
     """Serves frames from a sensor that runs the network, a CPU segmenter, or both (with fallback).
 
-    The CPU path is a :class:`~picosam3_ros.backends.predictor.Predictor` around ``segmenter``;
+    The CPU path is a :class:`~picosam3_ros.core.predictor.Predictor` around ``segmenter``;
     both paths read masks with the one ``postprocess`` (:meth:`configure` changes it at run time).
     """
 

@@ -127,8 +127,8 @@ def follow_report(backend: str, roi_apply_delay: int) -> dict:
 def run(args: argparse.Namespace) -> dict:
     from picosam3_ros.backends import BackendError
     from picosam3_ros.backends.frame_server import FrameServer
-    from picosam3_ros.backends.predictor import Predictor
     from picosam3_ros.core.model_card import postprocess_in_use
+    from picosam3_ros.core.predictor import Predictor
     from picosam3_ros.evaluation.bag_evaluation import evaluate_bag
     from picosam3_ros.evaluation.report import markdown_summary, write_figures, write_json
 

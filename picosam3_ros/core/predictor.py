@@ -11,8 +11,10 @@ the one post-processing step) with the backend and the post-processing held toge
 the node's frame server, bag evaluation and ``picosam3_train evaluate`` all make masks with the
 same call (:meth:`Predictor.segment`, per-prompt results as the node publishes them).
 
-ROS-free. It sits in ``backends/`` rather than ``core/`` because it builds backends by name from
-the registry (``core`` imports nothing of the project); ``picosam3_ros.Predictor`` re-exports it.
+ROS-free, in ``core``: it builds a backend by name from the registry
+(:mod:`picosam3_ros.core.backend_registry`, filled by ``picosam3_ros.backends``, which the package
+imports first), or takes a built :class:`CropSegmenter` (the trainer's torch model).
+``picosam3_ros.Predictor`` is this class.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
-from picosam3_ros.backends import BackendConfig, BackendError, backend_spec, create_backend
-from picosam3_ros.core.backend_api import CropSegmenter
+from picosam3_ros.core.backend_api import BackendConfig, BackendError, CropSegmenter
+from picosam3_ros.core.backend_registry import backend_spec, create_backend
 from picosam3_ros.core.crop import CropRect
 from picosam3_ros.core.model_card import postprocess_in_use
 from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, segment_frame
