@@ -31,6 +31,6 @@ def test_no_function_is_over_100_lines():
 
 
 def test_the_check_counts_a_long_function(tmp_path):
-    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_LINES))
+    body = "\n".join(f"        x{i} = {i}" for i in range(MAX_LINES))
     (tmp_path / "m.py").write_text(f"def short():\n    pass\n\n\nclass C:\n    def long(self):\n{body}\n")
     assert [line.split()[1] for line in long_functions(tmp_path)] == ["long:"]
