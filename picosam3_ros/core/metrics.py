@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-from picosam3_ros.core.crop import MODEL_INPUT_SIZE, CropRect, crop_and_resize, paste_back
+from picosam3_ros.core.crop import MODEL_INPUT_SIZE, CropRect, crop_and_resize
 from picosam3_ros.core.postprocess import box_keep_map
 
 # COCO's area buckets (pixels of the ground-truth instance in the full image).
@@ -81,12 +81,6 @@ def gt_crop(mask_full: np.ndarray, rect: CropRect, size: int = MODEL_INPUT_SIZE)
 def crop_space_iou(logits: np.ndarray, gt_crop_mask: np.ndarray) -> float:
     """The papers' per-instance IoU: ``logits > 0`` against the cropped GT (empty union = 1)."""
     return mask_iou(np.asarray(logits) > 0, gt_crop_mask)
-
-
-def full_resolution_iou(logits: np.ndarray, rect: CropRect, gt_mask_full: np.ndarray) -> float:
-    """IoU after pasting the crop's logits back into the full frame (``paste_back``)."""
-    height, width = gt_mask_full.shape[:2]
-    return mask_iou(paste_back(logits, rect, (width, height)) > 0, gt_mask_full)
 
 
 def box_mask_in_rect(box_xywh: Sequence[float], rect: CropRect) -> np.ndarray:

@@ -73,7 +73,7 @@ from picosam3_ros.evaluation.bag_io import (
     BagPrompt,
     BagReader,
     frame_to_rgb,
-    image_to_array,
+    label_array,
     prompts_from_msg,
     stamp_ns,
 )
@@ -440,7 +440,7 @@ def _read_ground_truth(reader: BagReader, topic: str | None) -> dict[int, np.nda
             raise BagError(
                 f"ground-truth topic '{topic}' has encoding '{item.msg.encoding}'; it must be mono8"
             )
-        truth[stamp_ns(item.msg.header)] = image_to_array(item.msg, ("mono8",))
+        truth[stamp_ns(item.msg.header)] = label_array(item.msg)
     return truth
 
 
@@ -460,7 +460,7 @@ def results_from_segmentations(msg) -> list[tuple[PromptResult, str]]:
             rect = CropRect(
                 int(seg.crop.x_offset), int(seg.crop.y_offset), int(seg.crop.width), int(seg.crop.height)
             )
-            mask = image_to_array(seg.mask, ("mono8",))
+            mask = label_array(seg.mask)
             if rect.width <= 0 or rect.height <= 0 or mask.shape != (rect.height, rect.width):
                 result.status = Status.BACKEND_ERROR
                 result.detail = f"recorded mask {mask.shape} does not match its crop {rect}"
