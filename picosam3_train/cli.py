@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "export": ("picosam3_train.export", "export a checkpoint to fp32 ONNX"),
     "quantize": ("picosam3_train.quantize", "MCT INT8 PTQ, QDQ ONNX and imxconv-pt packerOut.zip"),
     "package": ("picosam3_train.package_model", "build picosam3_ros/models/ from a checkpoint"),
+    "import-onnx": ("picosam3_train.import_onnx", "a checkpoint from a shipped fp32 ONNX (to fine-tune)"),
     "model": ("picosam3_train.model", "print a model's parameters and MACs at 96x96"),
 }
 

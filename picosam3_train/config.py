@@ -39,6 +39,9 @@ class TrainConfig:
     cache_dir: str = ".cache/picosam3_train"  # decoded context crops (npz), relative to the repo
     context_size: int = 192  # stored context crop side: 2x the padded square, so jitter is a crop
     max_train_instances: int = 0  # 0 = all (tests use a handful)
+    # Leave the calibration split's images (picosam3_train/splits.py) out of training: they
+    # choose the post-processing and the best checkpoint. val_dataset "calibration" reads them.
+    hold_out_calibration: bool = True
     # augmentation
     augment: bool = True
     hflip_prob: float = 0.5
@@ -50,6 +53,16 @@ class TrainConfig:
     # first learns to segment from imperfect boxes, then sharpens on tight, detector-like ones.
     final_phase_start: float = 1.0  # 1.0 = never
     final_jitter_mult: float = 0.25
+    # Detector-like boxes (data.CropDataset.jitter_box). > 0: each sample draws its own edge
+    # noise level uniformly in [0, box_jitter_max] (tight boxes and very loose ones in one
+    # batch, as a detector gives), instead of the fixed ``box_jitter``.
+    box_jitter_max: float = 0.0
+    # Probability that the whole box is displaced as an object that moved since it was
+    # detected (a lagged or followed box): a shift of N(0, box_lag) of the box size per axis.
+    lag_prob: float = 0.0
+    box_lag: float = 0.15
+    # Crops with other objects in them drawn this many times as often (1 = plain sampling).
+    crowd_oversample: float = 1.0
     # loss
     teacher_sharpen: float = 5.0  # the published sigmoid(5x) of the teacher term
     teacher_weight_max: float = 0.8  # cap of the per-sample teacher weight
@@ -103,7 +116,12 @@ class TrainConfig:
         return Path(self.data_root).expanduser() if self.data_root else DEFAULT_DATA_ROOT
 
     def resolve_dataset(self, spec: str) -> tuple[Path, Path]:
-        """'annotations.json:image_dir' -> absolute (annotation file, image dir)."""
+        """'annotations.json:image_dir' -> absolute (annotation file, image dir); the spec
+        ``calibration`` is the calibration split (picosam3_train/splits.py)."""
+        from picosam3_train.splits import CALIBRATION_SPEC, calibration_dataset
+
+        if spec == CALIBRATION_SPEC:
+            return calibration_dataset(self.resolved_data_root(), self.resolved_cache_dir())
         if ":" not in spec:
             raise ValueError(f"dataset spec {spec!r} must be 'annotations.json:image_dir'")
         ann, images = spec.rsplit(":", 1)

@@ -50,11 +50,12 @@ from picosam3_ros.core.crop import (
     crop_and_resize,
     crop_rect_for_box,
 )
+from picosam3_ros.core.metrics import objects_in_crop
 from picosam3_ros.core.postprocess import box_keep_map
 from picosam3_train.npy_append import NpyAppender
 
 CROP_SIZE = MODEL_INPUT_SIZE  # the network input, defined once in the crop rule
-CACHE_VERSION = 4  # 4: instances, order and areas from core.coco_dataset
+CACHE_VERSION = 5  # 5: image ids (crowding); 4: instances, order and areas from core.coco_dataset
 CONTEXT_FACTOR = 2.0  # context side / padded-square side
 
 
@@ -106,7 +107,7 @@ def _cut_square(array: np.ndarray, x0: int, y0: int, side: int, border: int) -> 
 class InstanceStore:
     """Memory-mapped per-instance arrays of one dataset (see module docstring)."""
 
-    ARRAYS = ("images", "masks", "boxes", "image_sizes", "context", "ann_ids", "areas")
+    ARRAYS = ("images", "masks", "boxes", "image_sizes", "context", "ann_ids", "areas", "image_ids")
 
     @classmethod
     def open_prebuilt(cls, directory: str | Path) -> "InstanceStore | None":
@@ -123,7 +124,11 @@ class InstanceStore:
         self.directory = directory
         self.name = name
         for key in self.ARRAYS:
-            setattr(self, key, np.load(directory / f"{key}.npy", mmap_mode="r"))
+            path = directory / f"{key}.npy"
+            if key == "image_ids" and not path.is_file():  # a store packed before v5: no crowding
+                self.image_ids = -1 - np.arange(len(self.ann_ids))
+                continue
+            setattr(self, key, np.load(path, mmap_mode="r"))
         self.stats = LoadStats(**json.loads((directory / "stats.json").read_text()))
 
     def __len__(self) -> int:
@@ -152,7 +157,7 @@ class InstanceStore:
         dataset = CocoDataset(annotation_file, image_dir)
         skipped = SkipCounts()
         side_out = context_size if kind == "context" else CROP_SIZE
-        boxes, sizes, contexts, ann_ids, areas, image_ids = [], [], [], [], [], set()
+        boxes, sizes, contexts, ann_ids, areas, image_ids = [], [], [], [], [], []
         # A unique scratch name: several processes (ranks, nodes sharing the cache) may build at once.
         tmp = directory.with_name(f"{directory.name}.tmp-{socket.gethostname()}-{os.getpid()}")
         tmp.mkdir(parents=True, exist_ok=True)
@@ -183,10 +188,10 @@ class InstanceStore:
             sizes.append(image_size)
             ann_ids.append(instance.annotation_id)
             areas.append(float(instance.area))
-            image_ids.add(instance.image_id)
+            image_ids.append(instance.image_id)
         images.close()
         masks.close()
-        stats = LoadStats.from_skips(len(image_ids), len(ann_ids), skipped)
+        stats = LoadStats.from_skips(len(set(image_ids)), len(ann_ids), skipped)
         if not ann_ids:
             shutil.rmtree(tmp, ignore_errors=True)
             raise ValueError(f"{annotation_file} yielded no usable instances ({stats})")
@@ -196,6 +201,7 @@ class InstanceStore:
             "context": np.asarray(contexts, np.int64),
             "ann_ids": np.asarray(ann_ids, np.int64),
             "areas": np.asarray(areas, np.float32),
+            "image_ids": np.asarray(image_ids, np.int64),
         }
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", array)
@@ -262,9 +268,16 @@ class CropDataset:
     def __init__(self, stores: list[InstanceStore], mean, std, scale: float, augment: bool = True,
                  hflip_prob: float = 0.5, box_jitter: float = 0.08, scale_jitter: float = 0.15,
                  color_jitter: float = 0.25, teachers: dict[str, TeacherEntry] | None = None, seed: int = 0,
-                 box_margin: float = -1.0):
+                 box_margin: float = -1.0, box_jitter_max: float = 0.0, lag_prob: float = 0.0,
+                 box_lag: float = 0.15, crowd_oversample: float = 1.0):
         self.stores = stores
         self.offsets = np.cumsum([0] + [len(s) for s in stores])
+        self.box_jitter_max = box_jitter_max
+        self.lag_prob = lag_prob
+        self.box_lag = box_lag
+        self.crowding = np.concatenate([crowding_counts(s) for s in stores]) if stores else np.zeros(0, int)
+        repeats = sample_repeats(self.crowding, crowd_oversample)
+        self.samples = np.repeat(np.arange(int(self.offsets[-1])), repeats)
         self.mean = np.asarray(mean, np.float32)
         self.std = np.asarray(std, np.float32)
         self.scale = float(scale)
@@ -278,25 +291,32 @@ class CropDataset:
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
-        return int(self.offsets[-1])
+        return len(self.samples)
 
     def reseed(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
 
     def _locate(self, index: int) -> tuple[InstanceStore, int]:
+        index = int(self.samples[index])
         k = int(np.searchsorted(self.offsets, index, side="right") - 1)
         return self.stores[k], index - int(self.offsets[k])
 
     def jitter_box(self, box: np.ndarray, image_size) -> np.ndarray:
-        """Imitate a detector: independent edge noise plus a global log-normal scale."""
+        """Imitate a detector: independent edge noise (a fixed level, or with ``box_jitter_max``
+        one drawn per sample, so tight and loose boxes are both common), a global log-normal
+        scale, and with ``lag_prob`` the whole box displaced as by an object that moved."""
         x, y, w, h = (float(v) for v in box)
         rng = self.rng
-        x0 = x + rng.normal(0, self.box_jitter) * w
-        x1 = x + w + rng.normal(0, self.box_jitter) * w
-        y0 = y + rng.normal(0, self.box_jitter) * h
-        y1 = y + h + rng.normal(0, self.box_jitter) * h
+        level = rng.uniform(0.0, self.box_jitter_max) if self.box_jitter_max > 0 else self.box_jitter
+        x0 = x + rng.normal(0, level) * w
+        x1 = x + w + rng.normal(0, level) * w
+        y0 = y + rng.normal(0, level) * h
+        y1 = y + h + rng.normal(0, level) * h
         s = float(np.exp(np.clip(rng.normal(0, self.scale_jitter), -0.4, 0.4)))
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        if self.lag_prob > 0 and rng.random() < self.lag_prob:
+            cx += rng.normal(0, self.box_lag) * w
+            cy += rng.normal(0, self.box_lag) * h
         nw, nh = max(1.0, (x1 - x0) * s), max(1.0, (y1 - y0) * s)
         # Stay within the cached context (2x the padded square) so no pixel is invented.
         nw, nh = min(nw, 1.5 * max(w, h)), min(nh, 1.5 * max(w, h))
@@ -374,6 +394,33 @@ class CropDataset:
             "teacher_score": np.float32(score),
             "keep": np.ascontiguousarray(keep[None], dtype=np.float32),
         }
+
+
+def sample_repeats(crowding: np.ndarray, oversample: float) -> np.ndarray:
+    """Draws per epoch of each instance: crowded crops (other objects inside) more often, up to
+    ``oversample`` times for 3 or more others (the authors' hardest group), 1 for none."""
+    extra = (max(1.0, oversample) - 1.0) * np.minimum(np.asarray(crowding), 3) / 3.0
+    return (1 + np.rint(extra)).astype(np.int64)
+
+
+def crowding_counts(store: InstanceStore) -> np.ndarray:
+    """Per instance: the other instances of its image inside its standard crop
+    (``picosam3_ros.core.metrics.objects_in_crop``)."""
+    counts = np.zeros(len(store), np.int64)
+    image_ids = np.asarray(store.image_ids)
+    boxes = np.asarray(store.boxes, np.float64)
+    order = np.argsort(image_ids, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(image_ids[order]) != 0])
+    for group in np.split(order, starts[1:]):
+        group_boxes = boxes[group]
+        size = tuple(int(v) for v in store.image_sizes[group[0]])
+        for own, i in enumerate(group):
+            try:
+                rect = crop_rect_for_box(boxes[i], size)
+            except InvalidRoiError:
+                continue
+            counts[i] = objects_in_crop(rect, group_boxes, own)
+    return counts
 
 
 def collate(samples: list[dict]) -> dict:

@@ -54,13 +54,16 @@ from picosam3_ros.core.crop import (
     crop_rect_for_box,
 )
 from picosam3_ros.core.metrics import (
+    CROWDING_BUCKETS,
     IOU_THRESHOLDS,
     box_mask_in_crop,
     box_mask_in_rect,
+    crowding_bucket,
     gt_crop,
     jitter_box,
     mask_iou,
     mean_fraction_above_iou_thresholds,
+    objects_in_crop,
     size_bucket,
 )
 from picosam3_ros.core.model_card import InputSpec, ModelCardError, load_model_card, postprocess_in_use
@@ -84,6 +87,18 @@ assert set(PROTOCOLS.values()) <= set(BORDER_RULES)
 HEADLINE = ("project", "gt", "node")  # the figure users feel: the node's rule, GT boxes, its post-processing
 SWEEP_THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 SWEEP_MARGINS = (None, 0.0, 0.02, 0.05, 0.1)
+SWEEP_GROWS = (None,)  # growth beyond the clip (postprocess.grow_threshold); --sweep-grows adds levels
+# The robustness sweep every report carries: GT boxes and each side moved by N(0, j x size).
+JITTER_SWEEP = (0.0, 0.05, 0.1, 0.2)
+
+
+def box_set_name(fraction: float) -> str:
+    """"gt" for the annotated box, "jitter10" for each side moved by N(0, 0.10) of its size."""
+    return "gt" if fraction <= 0 else f"jitter{round(fraction * 100):d}"
+
+
+def jitter_box_sets(fractions: Sequence[float] = JITTER_SWEEP) -> dict[str, float]:
+    return {box_set_name(f): float(f) for f in sorted({0.0, *fractions})}
 
 
 @dataclass(frozen=True)
@@ -102,8 +117,13 @@ Predictor = Callable[[np.ndarray, CropBatch], np.ndarray]
 # --------------------------------------------------------------------------- the evaluation set
 def resolve_dataset(spec: str, data_root: Path | None = None) -> tuple[Path, Path]:
     """'annotations.json:image_dir' (relative to cwd or to ../shared/data) -> absolute paths.
-    A bare annotation file of the shared layout finds its image folder by itself."""
+    A bare annotation file of the shared layout finds its image folder by itself; the spec
+    ``calibration`` is the calibration split (picosam3_train/splits.py)."""
     root = Path(data_root) if data_root else DEFAULT_DATA_ROOT
+    from picosam3_train.splits import CALIBRATION_SPEC, calibration_dataset
+
+    if spec == CALIBRATION_SPEC:
+        return calibration_dataset(root, REPO_ROOT / ".cache" / "picosam3_train")
     if ":" in spec:
         ann_text, images_text = spec.rsplit(":", 1)
     else:
@@ -325,6 +345,7 @@ class FrameEvaluation:
     gt_areas: list[int] = field(default_factory=list)  # mask pixels (calibration)
     ann_ids: list[int] = field(default_factory=list)
     image_ids: list[int] = field(default_factory=list)
+    crowding: list[int] = field(default_factory=list)  # other objects in the GT box's crop (project rule)
     skipped: dict[str, int] = field(default_factory=dict)
     invalid_prompts: dict[str, int] = field(default_factory=dict)  # per box set: boxes off the frame
     scores: dict[str, dict[tuple[str, str, str], Scores]] = field(default_factory=dict)
@@ -337,6 +358,9 @@ class FrameEvaluation:
 
     def size_classes(self) -> np.ndarray:
         return np.array([size_bucket(a) for a in self.areas])
+
+    def crowding_classes(self) -> np.ndarray:
+        return np.array([crowding_bucket(c) for c in self.crowding])
 
 
 class _PredictorSegmenter(CropSegmenter):
@@ -420,6 +444,8 @@ def evaluate_frames(
         evaluation.areas += image.areas
         gt_totals = [int(m.sum()) for m in image.masks]
         evaluation.gt_areas += gt_totals
+        evaluation.crowding += [objects_in_crop(crop_rect_for_box(box, (width, height)), image.boxes, k)
+                                for k, box in enumerate(image.boxes)]
         for box_name, fraction in box_sets.items():
             boxes = prompt_boxes(image, fraction, seed)
             for protocol in protocols:
@@ -488,10 +514,12 @@ def evaluate_frames(
                                     setting.threshold,
                                     boxes[k],
                                     setting.box_margin,
+                                    setting.grow_threshold,
                                 )
                             pred = crop_mask > 0
                             grid = grid_mask(
-                                result.logits96, result.crop, setting.threshold, boxes[k], setting.box_margin
+                                result.logits96, result.crop, setting.threshold, boxes[k], setting.box_margin,
+                                setting.grow_threshold,
                             )
                             scores.add(
                                 mask_iou(grid, gt96[k]),
@@ -510,8 +538,10 @@ def evaluate_frames(
     return evaluation
 
 
-def summarize(crop_ious: Sequence[float], full_ious: Sequence[float], size_classes: np.ndarray) -> dict:
-    """The numbers of one method: overall and by COCO size class."""
+def summarize(crop_ious: Sequence[float], full_ious: Sequence[float], size_classes: np.ndarray,
+              crowding_classes: np.ndarray | None = None) -> dict:
+    """The numbers of one method: overall, by COCO size class and (given the crowding classes)
+    by the number of other objects in the crop."""
     crop_ious, full_ious = np.asarray(crop_ious, np.float64), np.asarray(full_ious, np.float64)
 
     def block(mask: np.ndarray) -> dict:
@@ -527,6 +557,8 @@ def summarize(crop_ious: Sequence[float], full_ious: Sequence[float], size_class
     overall = block(np.ones(len(crop_ious), bool))
     overall["mean_frac_iou_50_95"] = overall["crop_mean_frac_iou_50_95"]
     overall["by_size"] = {bucket: block(size_classes == bucket) for bucket in SIZE_BUCKETS}
+    if crowding_classes is not None and len(crowding_classes) == len(crop_ious):
+        overall["by_crowding"] = {bucket: block(crowding_classes == bucket) for bucket in CROWDING_BUCKETS}
     return overall
 
 
@@ -565,13 +597,14 @@ def build_report(evaluation: FrameEvaluation, meta: dict | None = None, sweep: S
     """The report: per method the headline (project rule, GT boxes, the node's post-processing),
     every variant, the calibration; the box baseline per variant; the sweep rows."""
     sizes = evaluation.size_classes()
+    crowds = evaluation.crowding_classes()
     methods: dict[str, dict] = {}
     headline = (
         HEADLINE if HEADLINE[2] in evaluation.settings else (*HEADLINE[:2], next(iter(evaluation.settings)))
     )
     for name, by_variant in evaluation.scores.items():
         variants = {
-            variant_key(*key): summarize(s.crop_ious, s.full_ious, sizes)
+            variant_key(*key): summarize(s.crop_ious, s.full_ious, sizes, crowds)
             for key, s in by_variant.items()
             if key[2] not in sweep
         }
@@ -589,7 +622,7 @@ def build_report(evaluation: FrameEvaluation, meta: dict | None = None, sweep: S
         }
     if evaluation.box_scores:
         box_variants = {
-            variant_key(*key): summarize(s.crop_ious, s.full_ious, sizes)
+            variant_key(*key): summarize(s.crop_ious, s.full_ious, sizes, crowds)
             for key, s in evaluation.box_scores.items()
         }
         box_calib = {
@@ -615,6 +648,7 @@ def build_report(evaluation: FrameEvaluation, meta: dict | None = None, sweep: S
                     "setting": setting_name,
                     "threshold": setting.threshold,
                     "box_margin": setting.box_margin,
+                    "grow_threshold": setting.grow_threshold,
                     "crop_miou": summary["crop_miou"],
                     "full_miou": summary["full_miou"],
                     "full_by_size": {b: summary["by_size"][b]["full_miou"] for b in SIZE_BUCKETS},
@@ -635,6 +669,7 @@ def build_report(evaluation: FrameEvaluation, meta: dict | None = None, sweep: S
         "skipped": evaluation.skipped,
         "invalid_prompts": evaluation.invalid_prompts,
         "instances_by_size": {b: int((sizes == b).sum()) for b in SIZE_BUCKETS},
+        "instances_by_crowding": {b: int((crowds == b).sum()) for b in CROWDING_BUCKETS},
         "headline": variant_key(*headline),
         "postprocess": {name: s.as_dict() for name, s in evaluation.settings.items() if name not in sweep},
         "boxes": box_desc,
@@ -655,6 +690,8 @@ def build_report(evaluation: FrameEvaluation, meta: dict | None = None, sweep: S
             + " of the fraction of instances with IoU >= threshold (the papers' 'mAP')",
             "size": "COCO classes of the annotation area: small < 32^2, medium < 96^2, large",
             "calibration": "predicted vs true mask area in full-frame pixels, project rule",
+            "crowding": "other annotated objects with at least half their box inside the GT box's crop "
+            "(project rule): 0, 1-2, 3+ (metrics.objects_in_crop)",
         },
         "methods": methods,
         "meta": meta or {},
@@ -666,6 +703,34 @@ def build_report(evaluation: FrameEvaluation, meta: dict | None = None, sweep: S
 
 def _fmt(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
+def robustness_markdown(report: dict, protocol: str = "project") -> list[str]:
+    """The jitter sweep (full-frame mIoU of each box set, the node's post-processing) and the
+    crowding breakdown (GT boxes), one row per method."""
+    methods = report["methods"]
+    box_sets = list(report.get("boxes", {}))
+    post = "node" if any(k.endswith("/node") for m in methods.values() for k in m["variants"]) else "raw"
+
+    def variant(m: dict, boxes: str) -> dict | None:
+        variants = m["variants"]
+        return variants.get(variant_key(protocol, boxes, post)) or variants.get(variant_key(protocol, boxes))
+
+    lines = ["", f"## Box noise sweep ({protocol} rule, full-frame mIoU, models post-processed '{post}')", "",
+             "| method | " + " | ".join(box_sets) + " |", "|---|" + "---|" * len(box_sets)]
+    for name, m in methods.items():
+        cells = [_fmt((variant(m, b) or {}).get("full_miou")) for b in box_sets]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    counts = report.get("instances_by_crowding")
+    if counts:
+        lines += ["", f"## By other objects in the crop ({protocol} rule, GT boxes, full-frame mIoU)", "",
+                  "| method | " + " | ".join(f"{b} (n={counts[b]})" for b in CROWDING_BUCKETS) + " |",
+                  "|---|" + "---|" * len(CROWDING_BUCKETS)]
+        for name, m in methods.items():
+            by = (variant(m, "gt") or {}).get("by_crowding", {})
+            cells = [_fmt(by.get(b, {}).get("full_miou")) for b in CROWDING_BUCKETS]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def report_markdown(report: dict) -> str:
@@ -695,6 +760,7 @@ def report_markdown(report: dict) -> str:
                 + " | ".join(_fmt(by[b]["crop_miou"]) for b in SIZE_BUCKETS)
                 + " |"
             )
+    lines += robustness_markdown(report)
     lines += [
         "",
         "## Calibration: predicted vs true area (full-frame pixels, project rule)",
@@ -723,6 +789,8 @@ def report_markdown(report: dict) -> str:
         ]
         for row in report["sweep"]:
             margin = "none" if row["box_margin"] is None else f"{row['box_margin']:g}"
+            if row.get("grow_threshold") is not None:
+                margin += f", grow p>{row['grow_threshold']:g}"
             lines.append(
                 f"| {row['method']} | {row['boxes']} | {row['threshold']:g} | {margin} | "
                 f"{_fmt(row['full_miou'])} | {_fmt(row['crop_miou'])} | "
@@ -827,11 +895,18 @@ def _safe(name: str) -> str:
 
 
 def sweep_settings(
-    thresholds: Sequence[float] = SWEEP_THRESHOLDS, margins: Sequence[float | None] = SWEEP_MARGINS
+    thresholds: Sequence[float] = SWEEP_THRESHOLDS,
+    margins: Sequence[float | None] = SWEEP_MARGINS,
+    grows: Sequence[float | None] = SWEEP_GROWS,
 ) -> dict[str, Postprocess]:
-    return {
-        f"p{t:g}/m{'none' if m is None else f'{m:g}'}": Postprocess(t, m) for t in thresholds for m in margins
-    }
+    """Every threshold x margin x growth (growth only with a clip)."""
+    settings = {}
+    for t in thresholds:
+        for m in margins:
+            for g in grows if m is not None else (None,):
+                name = f"p{t:g}/m{'none' if m is None else f'{m:g}'}" + ("" if g is None else f"/g{g:g}")
+                settings[name] = Postprocess(t, m, g)
+    return settings
 
 
 # --------------------------------------------------------------------------- CLI
@@ -864,9 +939,9 @@ def main(argv: list[str] | None = None) -> int:
     add_postprocess_arguments(parser)
     parser.add_argument(
         "--box-jitter",
-        type=float,
-        default=0.0,
-        help="also evaluate detector-like boxes: each side moved by N(0, this) of the box size",
+        default=",".join(f"{f:g}" for f in JITTER_SWEEP[1:]),
+        help="comma list of box noise levels evaluated besides GT boxes: each side moved by N(0, f) of "
+        "the box size (default: the sweep 0.05,0.1,0.2; '0' = GT boxes only)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the box jitter")
     parser.add_argument("--protocols", default="project,papers", help="comma list of project,papers")
@@ -884,6 +959,11 @@ def main(argv: list[str] | None = None) -> int:
         "--sweep-margins",
         default=",".join("none" if m is None else f"{m:g}" for m in SWEEP_MARGINS),
         help="comma list of box margins for --sweep ('none' = no clip)",
+    )
+    parser.add_argument(
+        "--sweep-grows",
+        default=",".join("none" if g is None else f"{g:g}" for g in SWEEP_GROWS),
+        help="comma list of grow thresholds for --sweep ('none' = a hard clip)",
     )
     parser.add_argument("--out", default=None, help="write report.json/.md and figures here")
     args = parser.parse_args(argv)
@@ -915,11 +995,10 @@ def main(argv: list[str] | None = None) -> int:
         sweep = sweep_settings(
             [float(t) for t in args.sweep_thresholds.split(",")],
             [None if m.strip() == "none" else float(m) for m in args.sweep_margins.split(",")],
+            [None if g.strip() == "none" else float(g) for g in args.sweep_grows.split(",")],
         )
     settings.update(sweep)
-    box_sets = {"gt": 0.0}
-    if args.box_jitter > 0:
-        box_sets["jitter"] = args.box_jitter
+    box_sets = jitter_box_sets([float(f) for f in str(args.box_jitter).split(",") if f.strip()])
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     evaluation = evaluate_frames(
         predictors,

@@ -40,6 +40,7 @@ from picosam3_train.loss import distillation_loss
 from picosam3_train.model import build_model, describe
 from picosam3_train.sampling import BatchPlan, Jitter, KeyedSamples, run_loader
 from picosam3_train.seed import seed_everything
+from picosam3_train.splits import CALIBRATION_SPEC, fit_annotation_file
 
 BOX_CLIP_LOGIT = -12.0  # sigmoid = 6e-6: certain background, still a finite loss
 
@@ -58,8 +59,10 @@ def build_train_dataset(config: TrainConfig, quiet: bool = False) -> CropDataset
         store = InstanceStore.open_prebuilt(spec)
         if store is None:
             ann, images = config.resolve_dataset(spec)
-            if "val2017" in ann.name:
-                raise ValueError(f"refusing to train on {ann.name}: the val split is for evaluation only")
+            if "val2017" in ann.name or spec == CALIBRATION_SPEC:
+                raise ValueError(f"refusing to train on {spec}: it is for evaluation only")
+            if config.hold_out_calibration:
+                ann = fit_annotation_file(ann, config.resolved_cache_dir())
             store = InstanceStore.build(ann, images, config.resolved_cache_dir(), "context",
                                         config.context_size, config.max_train_instances, quiet=quiet)
         elif "val2017" in store.name:
@@ -72,7 +75,9 @@ def build_train_dataset(config: TrainConfig, quiet: bool = False) -> CropDataset
     return CropDataset(stores, IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE, augment=config.augment,
                        hflip_prob=config.hflip_prob, box_jitter=config.box_jitter,
                        scale_jitter=config.scale_jitter, color_jitter=config.color_jitter,
-                       teachers=teachers, seed=config.seed, box_margin=config.box_margin)
+                       teachers=teachers, seed=config.seed, box_margin=config.box_margin,
+                       box_jitter_max=config.box_jitter_max, lag_prob=config.lag_prob, box_lag=config.box_lag,
+                       crowd_oversample=config.crowd_oversample)
 
 
 @dataclass(frozen=True)

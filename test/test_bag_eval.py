@@ -519,7 +519,7 @@ def test_box_clip_papers_protocol_and_box_baseline(tmp_path, known_bag, left_hal
     args = [*known_topics(known_bag), "--model", str(left_half_model), "--json", str(out), "--quiet"]
     assert main([*args, "--box-margin", "0", "--protocols", "project,papers"]) == 0
     report = json.loads(out.read_text())
-    assert report["postprocess"] == {"threshold": 0.5, "box_margin": 0.0}
+    assert report["postprocess"] == {"threshold": 0.5, "box_margin": 0.0, "grow_threshold": None}
     by_id = {row["prompt_id"]: row for row in report["per_instance"]}
     # A: crop (35..95, 25..85), left half x 35..65, clipped to the box (40..90, 30..80): 25x50
     # inside the GT (the crop's left half, 30x60).
@@ -641,3 +641,22 @@ def test_bag_reader_round_trip_types(tmp_path, known_bag):
         arrays = [m.msg for m in reader.messages(["/prompts"])]
     assert [p.id for p in arrays[0].prompts] == [7, 9]
     assert arrays[1].prompts == []
+
+
+def test_jitter_sweep_and_crowding_in_the_report(tmp_path, known_bag, left_half_model):
+    """--jitter-sweep runs the bag at box noise 0, 5, 10 and 20%: the 0 row is the plain run, the
+    noisy rows move the crops; each instance counts the other prompts inside its crop."""
+    from picosam3_ros.evaluation.bag_eval import main
+
+    out, md = tmp_path / "sweep.json", tmp_path / "sweep.md"
+    args = [*known_topics(known_bag), "--model", str(left_half_model), "--json", str(out), "--quiet"]
+    assert main([*args, "--jitter-sweep", "--markdown", str(md)]) == 0
+    report = json.loads(out.read_text())
+    rows = report["jitter_sweep"]
+    assert [row["box_jitter"] for row in rows] == [0.0, 0.05, 0.1, 0.2]
+    assert rows[0]["miou_full"] == report["miou_full"] == pytest.approx(0.75)
+    assert rows[3]["miou_full"] != pytest.approx(0.75)
+    assert [row["instances"] for row in rows] == [report["instances"]] * 4
+    assert sum(report["instances_by_crowding"].values()) == report["instances"]
+    text = md.read_text()
+    assert "## Box noise sweep" in text and "| 0.2 |" in text and "## By other prompted objects" in text

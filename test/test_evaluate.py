@@ -281,13 +281,13 @@ def test_cli_writes_report_and_figures(fixture_data, tmp_path):
     box = report["methods"]["box"]
     assert set(box) >= {"crop_miou", "full_miou", "mean_frac_iou_50_95", "by_size", "variants", "calibration"}
     assert 0.85 < box["crop_miou"] < 0.95  # three exact rectangles (1.0) and three discs (~pi/4)
-    assert set(box["variants"]) == {"project/gt", "project/jitter", "papers/gt", "papers/jitter"}
-    assert box["variants"]["project/jitter"]["full_miou"] < box["full_miou"]  # jittered boxes are worse
+    assert set(box["variants"]) == {"project/gt", "project/jitter5", "papers/gt", "papers/jitter5"}
+    assert box["variants"]["project/jitter5"]["full_miou"] < box["full_miou"]  # jittered boxes are worse
     grabcut = report["methods"]["grabcut"]
-    assert {"project/gt/node", "project/gt/raw", "papers/jitter/raw"} <= set(grabcut["variants"])
+    assert {"project/gt/node", "project/gt/raw", "papers/jitter5/raw"} <= set(grabcut["variants"])
     assert set(grabcut["calibration"]["project/gt/raw"]) == {"all", "small", "medium", "large"}
     text = (out / "report.md").read_text()
-    assert "| box | papers | jitter |" in text and "## Calibration" in text
+    assert "| box | papers | jitter5 |" in text and "## Calibration" in text
     for name in ("size_bars.png", "examples_grabcut.png"):
         assert cv2.imread(str(out / name)) is not None
 

@@ -126,7 +126,8 @@ def test_package_writes_a_readable_card_and_explains_a_missing_converter(tmp_pat
     )
     monkeypatch.setattr(imx500, "find_imxconv", lambda: None)  # as on a machine without the converter
     spec = f"{ann}:{images}"
-    card = build_package(ckpt, tmp_path / "models", spec, 4, spec, work_dir=tmp_path / "work", command="test")
+    card = build_package(ckpt, tmp_path / "models", spec, 4, spec, work_dir=tmp_path / "work", command="test",
+                         choose_on=spec)
     assert "imx500" not in card["files"] and "imxconv-pt not found" in card["imx500"]["missing_reason"]
     loaded = load_model_card(tmp_path / "models")
     assert loaded.path("fp32").is_file() and loaded.path("int8").is_file()
@@ -135,9 +136,11 @@ def test_package_writes_a_readable_card_and_explains_a_missing_converter(tmp_pat
     assert metrics["instances"] == 4 and metrics["box"]["crop_miou"] > 0.85
     assert {"fp32", "int8", "imx500_fakequant", "int8_gap_full_miou_pt"} <= set(metrics)
     # Both protocols, GT and jittered boxes, raw and the node's post-processing, by size.
-    assert {"project/gt/node", "papers/gt/raw", "project/jitter/node"} <= set(metrics["fp32"]["variants"])
+    assert {"project/gt/node", "papers/gt/raw", "project/jitter10/node"} <= set(metrics["fp32"]["variants"])
     assert set(metrics["box"]["by_size_full_miou"]) == {"small", "medium", "large"}
     # The card carries the post-processing it was evaluated with, and the runtime reads it.
     chosen = card["postprocess"]
     assert loaded.postprocess.threshold == chosen["threshold"]
     assert loaded.postprocess.box_margin == chosen["box_margin"]
+    assert loaded.postprocess.grow_threshold == chosen["grow_threshold"]
+    assert chosen["chosen_on"].startswith(spec)

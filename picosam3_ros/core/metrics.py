@@ -83,6 +83,28 @@ def crop_space_iou(logits: np.ndarray, gt_crop_mask: np.ndarray) -> float:
     return mask_iou(np.asarray(logits) > 0, gt_crop_mask)
 
 
+CROWDING_BUCKETS = ("0", "1-2", "3+")
+
+
+def objects_in_crop(rect: CropRect, boxes: Sequence[Sequence[float]], own: int) -> int:
+    """How many other objects a crop shows: the boxes (xywh, the image's other annotated
+    instances; ``own`` is the prompted one's index) with at least half their area inside
+    ``rect``. The PicoSAM3 authors report mIoU by this count (0, 1-2, 3 or more)."""
+    count = 0
+    for k, (x, y, w, h) in enumerate(boxes):
+        if k == own or w <= 0 or h <= 0:
+            continue
+        ix = max(0.0, min(x + w, rect.x_end) - max(x, rect.x))
+        iy = max(0.0, min(y + h, rect.y_end) - max(y, rect.y))
+        count += ix * iy >= 0.5 * w * h
+    return count
+
+
+def crowding_bucket(count: int) -> str:
+    """0, 1-2 or 3+ other objects in the crop (:data:`CROWDING_BUCKETS`)."""
+    return "0" if count <= 0 else ("1-2" if count <= 2 else "3+")
+
+
 def box_mask_in_rect(box_xywh: Sequence[float], rect: CropRect) -> np.ndarray:
     """The box itself as a mask over ``rect``'s frame pixels: bool (rect.height, rect.width),
     True where the pixel centre lies inside the box (the box clip's rule, margin 0)."""

@@ -155,7 +155,7 @@ def segment_frame(
             result.logits96 = logits[row]
             result.crop_mask, result.score = mask_from_logits(
                 logits[row], result.crop, postprocess.threshold, prompts[index].box_xywh,
-                postprocess.box_margin,
+                postprocess.box_margin, postprocess.grow_threshold,
             )
     latency = _elapsed_ms(arrival_ns)
     for result in results:
@@ -218,7 +218,7 @@ def sensor_frame_results(
         box = inference.box_xywh if inference.box_xywh is not None else prompt.box_xywh
         mask, score = mask_from_logits(
             inference.logits, inference.crop, postprocess.threshold, box_xywh=box,
-            box_margin=postprocess.box_margin,
+            box_margin=postprocess.box_margin, grow_threshold=postprocess.grow_threshold,
         )
         results.append(
             PromptResult(

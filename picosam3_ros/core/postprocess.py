@@ -9,6 +9,12 @@ Box-aware output: the prompt box bounds the object, so pixels farther than
 ``box_margin`` (a fraction of the box's width/height) outside the box are background
 whatever the network says. ``box_margin=None`` turns the clip off.
 
+The clip follows the evidence (``grow_threshold``): a box is often too small (detector
+jitter, a followed or lagged box), and then the object goes on beyond it. Outside the
+grown box a pixel is kept when the network is confident there (probability above
+``grow_threshold``) and it is connected, through such confident pixels, to the mask
+inside the box. Confident blobs that do not touch the object (a neighbour) stay cut.
+
 Which threshold and margin (:class:`Postprocess`): the node's ``threshold`` and
 ``box_margin`` parameters (bag_eval's and ``picosam3_train evaluate``'s options) over the
 model card's ``postprocess`` block (a model brings its own calibration, chosen on dev val
@@ -22,6 +28,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
+import cv2
 import numpy as np
 
 from picosam3_ros.core.crop import CropRect, resize_to_crop
@@ -29,16 +36,22 @@ from picosam3_ros.core.crop import CropRect, resize_to_crop
 
 @dataclass(frozen=True)
 class Postprocess:
-    """Object probability threshold (0..1) and box margin (fraction of the box; None = no clip)."""
+    """Object probability threshold (0..1), box margin (fraction of the box; None = no clip)
+    and the probability above which the mask grows beyond the clip (None = a hard clip)."""
 
     threshold: float = 0.5
     box_margin: float | None = None
+    grow_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < float(self.threshold) < 1.0:
             raise ValueError(f"threshold must be strictly between 0 and 1, got {self.threshold}")
         if self.box_margin is not None and not float(self.box_margin) >= 0.0:
             raise ValueError(f"box_margin must be >= 0 or None, got {self.box_margin}")
+        if self.grow_threshold is not None and not 0.0 < float(self.grow_threshold) < 1.0:
+            raise ValueError(
+                f"grow_threshold must be strictly between 0 and 1 or None, got {self.grow_threshold}"
+            )
 
     def with_overrides(self, threshold: float | None = None, box_margin: float | None = None) -> Postprocess:
         """A copy with the given values replaced (None keeps the current one)."""
@@ -50,11 +63,18 @@ class Postprocess:
         return replace(self, **changes)
 
     def as_dict(self) -> dict[str, float | None]:
-        return {"threshold": self.threshold, "box_margin": self.box_margin}
+        return {
+            "threshold": self.threshold,
+            "box_margin": self.box_margin,
+            "grow_threshold": self.grow_threshold,
+        }
 
     def label(self) -> str:
         margin = "no clip" if self.box_margin is None else f"margin {self.box_margin:g}"
-        return f"p>{self.threshold:g}, {margin}"
+        grow = ""
+        if self.grow_threshold is not None and self.box_margin is not None:
+            grow = f", grow at p>{self.grow_threshold:g}"
+        return f"p>{self.threshold:g}, {margin}{grow}"
 
 
 def add_postprocess_arguments(parser) -> None:
@@ -78,9 +98,11 @@ def postprocess_from_card(block: Mapping[str, Any] | None) -> Postprocess:
     if not block:
         return RAW_POSTPROCESS
     margin = block.get("box_margin", RAW_POSTPROCESS.box_margin)
+    grow = block.get("grow_threshold")
     return Postprocess(
         float(block.get("threshold", RAW_POSTPROCESS.threshold)),
         None if margin is None else float(margin),
+        None if grow is None else float(grow),
     )
 
 
@@ -113,19 +135,37 @@ def box_keep_map(
     return keep_rows[:, None] & keep_cols[None, :]
 
 
+def _clip(
+    logits: np.ndarray, inside: np.ndarray, keep: np.ndarray, grow_threshold: float | None
+) -> np.ndarray:
+    """``inside`` cut to ``keep``, grown back where it continues confidently (module docstring)."""
+    clipped = inside & keep
+    if grow_threshold is None or keep.all() or not clipped.any():
+        return clipped
+    strong = (logits > logit_threshold(grow_threshold)) & ~keep
+    if not strong.any():
+        return clipped
+    count, labels = cv2.connectedComponents((clipped | strong).astype(np.uint8), connectivity=8)
+    touching = np.zeros(count, bool)
+    touching[np.unique(labels[clipped])] = True
+    return clipped | (strong & touching[labels])
+
+
 def grid_mask(
     logits: np.ndarray,
     crop: CropRect,
     threshold: float,
     box_xywh: Sequence[float] | None = None,
     box_margin: float | None = None,
+    grow_threshold: float | None = None,
 ) -> np.ndarray:
     """The same step on the network's own grid: bool (S, S), for crop-space metrics."""
     logits = np.asarray(logits)
     inside = logits > logit_threshold(threshold)
     if box_xywh is not None and box_margin is not None:
         height, width = logits.shape[-2:]
-        inside &= box_keep_map(box_xywh, crop, box_margin, (width, height))
+        keep = box_keep_map(box_xywh, crop, box_margin, (width, height))
+        inside = _clip(logits, inside, keep, grow_threshold)
     return inside
 
 
@@ -135,16 +175,19 @@ def mask_from_logits(
     threshold: float,
     box_xywh: Sequence[float] | None = None,
     box_margin: float | None = None,
+    grow_threshold: float | None = None,
 ) -> tuple[np.ndarray, float]:
     """Network logits (S, S) -> crop-local uint8 mask (255 = object) and its mean probability.
 
     ``threshold`` is an object probability. With a box and a margin, pixels outside the
-    grown box are background (see the module docstring).
+    grown box are background unless the mask continues there above ``grow_threshold``
+    (see the module docstring).
     """
     resized = resize_to_crop(logits, crop)
     inside = resized > logit_threshold(threshold)
     if box_xywh is not None and box_margin is not None:
-        inside &= box_keep_map(box_xywh, crop, box_margin, (crop.width, crop.height))
+        keep = box_keep_map(box_xywh, crop, box_margin, (crop.width, crop.height))
+        inside = _clip(resized, inside, keep, grow_threshold)
     mask = inside.astype(np.uint8) * np.uint8(255)
     if not inside.any():
         return mask, 0.0

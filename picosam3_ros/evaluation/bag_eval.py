@@ -33,6 +33,14 @@ from picosam3_ros.backends import backend_names, backend_spec
 from picosam3_ros.core.postprocess import add_postprocess_arguments
 from picosam3_ros.evaluation.bag_io import BagError
 
+JITTER_SWEEP = (0.0, 0.05, 0.1, 0.2)  # the same sweep as picosam3_train evaluate's
+
+
+def _sweep_row(level: float, evaluation) -> dict:
+    summary = evaluation.summary()
+    keys = ("miou_full", "miou_crop", "miou_full_box_baseline", "miou_full_by_size", "miou_full_by_crowding")
+    return {"box_jitter": level, "instances": summary["instances"], **{k: summary[k] for k in keys}}
+
 
 def build_arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bag_eval", description=__doc__.split("\n\n")[0])
@@ -70,6 +78,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
         help="move each prompt side by N(0, this) of the box size (detector-like boxes)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of --box-jitter")
+    parser.add_argument(
+        "--jitter-sweep", action="store_true",
+        help="also run the bag with box noise 0, 0.05, 0.1 and 0.2 and report the sweep (run mode)",
+    )
     parser.add_argument(
         "--protocols",
         default="project",
@@ -186,24 +198,36 @@ def run(args: argparse.Namespace) -> dict:
                 flush=True,
             )
 
-    evaluation = evaluate_bag(
-        args.bag,
-        args.image_topic,
-        args.prompt_topic,
-        args.gt_topic,
-        segment,
-        backend_name,
-        args.segmentations_topic,
-        progress=progress,
-        postprocess=post,
-        papers_segment=papers_segment,
-        box_jitter=args.box_jitter,
-        seed=args.seed,
-        prompt_every=args.prompt_every,
-        follow=follow_report(args.backend, args.roi_apply_delay) if args.follow else None,
-    )
+    if args.jitter_sweep and args.segmentations_topic:
+        raise BagError("--jitter-sweep runs the pipeline; not with --segmentations-topic")
+
+    def evaluate(box_jitter: float, papers=None):
+        return evaluate_bag(
+            args.bag,
+            args.image_topic,
+            args.prompt_topic,
+            args.gt_topic,
+            segment,
+            backend_name,
+            args.segmentations_topic,
+            progress=progress,
+            postprocess=post,
+            papers_segment=papers,
+            box_jitter=box_jitter,
+            seed=args.seed,
+            prompt_every=args.prompt_every,
+            follow=follow_report(args.backend, args.roi_apply_delay) if args.follow else None,
+        )
+
+    evaluation = evaluate(args.box_jitter, papers_segment)
+    extra = {"model": model_path}
+    if args.jitter_sweep:
+        extra["jitter_sweep"] = [
+            _sweep_row(level, evaluation if level == args.box_jitter else evaluate(level))
+            for level in JITTER_SWEEP
+        ]
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    summary = write_json(evaluation, args.json, {"model": model_path})
+    summary = write_json(evaluation, args.json, extra)
     figures = write_figures(evaluation, args.figures) if args.figures else []
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)

@@ -51,14 +51,17 @@ import numpy as np
 
 from picosam3_ros.core.crop import MODEL_INPUT_SIZE, CropRect, InvalidRoiError, crop_rect_for_box
 from picosam3_ros.core.metrics import (
+    CROWDING_BUCKETS,
     box_mask_in_crop,
     box_mask_in_rect,
     crop_space_iou,
+    crowding_bucket,
     gt_crop,
     jitter_box,
     mask_iou,
     mean_fraction_above_iou_thresholds,
     mean_iou,
+    objects_in_crop,
     size_bucket,
 )
 from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask
@@ -94,6 +97,7 @@ class InstanceScore:
     box_iou_full: float = float("nan")
     papers_iou_crop: float = float("nan")  # the papers' crop rule (run mode, --protocols ...,papers)
     papers_iou_full: float = float("nan")
+    crowding: int = 0  # other prompted objects inside this prompt's crop (metrics.objects_in_crop)
 
 
 @dataclass
@@ -196,6 +200,8 @@ class Evaluation:
             score = InstanceScore(
                 index, stamp, result.prompt_id, value, area, iou_crop, iou_full, box_iou, box_full
             )
+            if result.crop is not None:
+                score.crowding = objects_in_crop(result.crop, [p.box for p in prompts], k - 1)
             papers = [r for r in papers_results or () if r.prompt_id == result.prompt_id]
             if papers and papers[0].status == Status.OK:
                 score.papers_iou_crop, score.papers_iou_full, _, _ = score_result(
@@ -233,6 +239,12 @@ class Evaluation:
                 buckets[size_bucket(s.gt_area)].append(getattr(s, field_name))
             return {k: _nan_to_none(mean_iou(v)) for k, v in buckets.items()}
 
+        def crowded(field_name: str) -> dict[str, float | None]:
+            buckets: dict[str, list[float]] = {b: [] for b in CROWDING_BUCKETS}
+            for s in self.instances:
+                buckets[crowding_bucket(s.crowding)].append(getattr(s, field_name))
+            return {k: _nan_to_none(mean_iou(v)) for k, v in buckets.items()}
+
         def overall(field_name: str) -> float | None:
             return _nan_to_none(mean_iou(getattr(s, field_name) for s in self.instances))
         if self.mode == "run":
@@ -265,6 +277,11 @@ class Evaluation:
             "miou_crop_by_size": {k: _nan_to_none(mean_iou(v)) for k, v in by_size.items()},
             "miou_full_by_size": sized("iou_full"),
             "instances_by_size": {k: len(v) for k, v in by_size.items()},
+            "miou_full_by_crowding": crowded("iou_full"),
+            "box_baseline_full_by_crowding": crowded("box_iou_full"),
+            "instances_by_crowding": {b: sum(crowding_bucket(s.crowding) == b for s in self.instances)
+                                      for b in CROWDING_BUCKETS},
+            "crowding_rule": "other prompts in effect with at least half their box inside this prompt's crop",
             "miou_full_box_baseline": overall("box_iou_full"),
             "box_baseline_by_size": {"crop": sized("box_iou_crop"), "full": sized("box_iou_full")},
             "box_baseline_rule": "the prompt box as the mask: frame pixels whose centre lies inside the box; "
@@ -359,7 +376,8 @@ def score_result(
     size = MODEL_INPUT_SIZE if result.logits96 is None else int(result.logits96.shape[-1])
     if result.logits96 is not None and postprocess is not None:
         clip = box if clip_box is None else clip_box
-        pred = grid_mask(result.logits96, rect, postprocess.threshold, clip, postprocess.box_margin)
+        pred = grid_mask(result.logits96, rect, postprocess.threshold, clip, postprocess.box_margin,
+                         postprocess.grow_threshold)
         iou_crop = mask_iou(pred, gt_crop(gt_instance, rect, size))
     elif result.logits96 is not None:
         iou_crop = crop_space_iou(result.logits96, gt_crop(gt_instance, rect, size))

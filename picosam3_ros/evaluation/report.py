@@ -143,9 +143,29 @@ def markdown_summary(summary: dict, figures: list[str] = ()) -> str:
             f"{summary['unmatched_results']} recorded results named prompts absent from the bag's prompt set "
             "at that frame (not scored)."
         )
+    lines += _robustness_rows(summary)
     if figures:
         lines += ["", "## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
+
+
+def _robustness_rows(summary: dict) -> list[str]:
+    """The box-noise sweep (``--jitter-sweep``) and the crowding breakdown, full-frame mIoU (%)."""
+    lines = []
+    if summary.get("jitter_sweep"):
+        lines += ["", "## Box noise sweep (full-frame mIoU, %)", "",
+                  "| box noise | node | box itself |", "|---|---|---|"]
+        for row in summary["jitter_sweep"]:
+            lines.append(f"| {row['box_jitter']:g} | {_fmt(row['miou_full'], 2, 100)} | "
+                         f"{_fmt(row['miou_full_box_baseline'], 2, 100)} |")
+    counts = summary.get("instances_by_crowding")
+    if counts and summary.get("instances"):
+        lines += ["", "## By other prompted objects in the crop (full-frame mIoU, %)", "",
+                  "| other objects | instances | node | box itself |", "|---|---|---|---|"]
+        for bucket, n in counts.items():
+            lines.append(f"| {bucket} | {n} | {_fmt(summary['miou_full_by_crowding'][bucket], 2, 100)} | "
+                         f"{_fmt(summary['box_baseline_full_by_crowding'][bucket], 2, 100)} |")
+    return lines
 
 
 def _size_rows(summary: dict) -> list[str]:
