@@ -35,10 +35,11 @@ from picosam3_train.config import (
 )
 from picosam3_train.data import CropDataset, InstanceStore, load_teacher_caches
 from picosam3_train.distributed import Distributed, init_distributed, shutdown_distributed
-from picosam3_train.evaluate import TorchPredictor, default_input_spec, evaluate_frames, summarize
 from picosam3_train.loss import distillation_loss
 from picosam3_train.model import build_model, describe
+from picosam3_train.predictors import TorchPredictor, default_input_spec
 from picosam3_train.sampling import BatchPlan, Jitter, KeyedSamples, run_loader
+from picosam3_train.scoring import evaluate_frames, summarize
 from picosam3_train.seed import seed_everything
 from picosam3_train.splits import CALIBRATION_SPEC, fit_annotation_file
 
@@ -58,8 +59,10 @@ def build_train_dataset(config: TrainConfig, quiet: bool = False) -> CropDataset
     for spec in config.train_datasets:
         store = InstanceStore.open_prebuilt(spec)
         if store is None:
+            if spec == CALIBRATION_SPEC:  # refused before anything is read
+                raise ValueError(f"refusing to train on {spec}: it is for evaluation only")
             ann, images = config.resolve_dataset(spec)
-            if "val2017" in ann.name or spec == CALIBRATION_SPEC:
+            if "val2017" in ann.name:
                 raise ValueError(f"refusing to train on {spec}: it is for evaluation only")
             if config.hold_out_calibration:
                 ann = fit_annotation_file(ann, config.resolved_cache_dir())
@@ -102,7 +105,7 @@ def dev_split(config: TrainConfig) -> EvalSplit | None:
 
 def evaluate_on_dev(model: torch.nn.Module, split: EvalSplit, device: torch.device,
                     channels_last: bool = True) -> dict:
-    """The periodic evaluation: the one evaluator (``picosam3_train.evaluate.evaluate_frames``,
+    """The periodic evaluation: the one evaluator (``picosam3_train.scoring.evaluate_frames``,
     the node's pipeline on every image, GT boxes, the node's crop rule) on the plain network
     output (logits > 0), clipped to the box when the model was trained box-aware.
     ``miou`` (crop space) chooses the best checkpoint."""

@@ -127,7 +127,7 @@ def test_in_rect_full_iou_equals_the_full_frame_iou():
     full_pred = np.zeros_like(full_gt)
     full_pred[rect.y : rect.y_end, rect.x : rect.x_end] = pred
     expected = metrics.mask_iou(full_pred, full_gt)
-    assert ev._in_rect_iou(pred, region, int(full_gt.sum())) == pytest.approx(expected)
+    assert metrics.in_rect_iou(pred, region, int(full_gt.sum())) == pytest.approx(expected)
 
 
 def test_reader_skips_crowd_and_degenerate(fixture_data):

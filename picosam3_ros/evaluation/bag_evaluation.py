@@ -21,7 +21,7 @@ Bag conventions (the node's own):
 Metrics (per instance = one prompt on one frame with ground truth, averaged):
 
 * ``miou_crop``: the papers' protocol, as picosam3_train's evaluator
-  (``picosam3_ros.core.metrics.crop_space_iou``): the ground truth cut with the
+  (``picosam3_ros.core.metrics.score_instance``): the ground truth cut with the
   crop rule and resized to 96x96 (nearest) against logits > 0. In recorded
   mode there are no logits: the published crop mask, resized (nearest) to 96x96.
   The per-instance functions are shared with picosam3_train.evaluate (which imports
@@ -52,9 +52,9 @@ import numpy as np
 from picosam3_ros.core.crop import MODEL_INPUT_SIZE, CropRect, InvalidRoiError, crop_rect_for_box
 from picosam3_ros.core.metrics import (
     CROWDING_BUCKETS,
+    InstanceTruth,
     box_mask_in_crop,
     box_mask_in_rect,
-    crop_space_iou,
     crowding_bucket,
     gt_crop,
     jitter_box,
@@ -62,10 +62,11 @@ from picosam3_ros.core.metrics import (
     mean_fraction_above_iou_thresholds,
     mean_iou,
     objects_in_crop,
+    score_instance,
     size_bucket,
 )
 from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask
-from picosam3_ros.core.postprocess import Postprocess, grid_mask
+from picosam3_ros.core.postprocess import RAW_POSTPROCESS, Postprocess, grid_mask
 from picosam3_ros.evaluation.bag_io import (
     FRAME_TYPES,
     IMAGE_TYPE,
@@ -367,24 +368,18 @@ def score_result(
     With logits and ``postprocess``, crop space scores the post-processed mask on the
     network's grid (clipped to ``clip_box``, the box the mask was made for, default ``box``);
     with logits alone, ``logits > 0``; recorded results (no logits) bring their crop-local
-    mask to the grid. The box baseline is ``box`` under the crop rule ``border``."""
-    width, height = frame_size
+    mask to the grid (above half: the node's 0/255). The box baseline is ``box`` under the crop
+    rule ``border``. Both IoUs come from the one instance scorer (``metrics.score_instance``)."""
     rect: CropRect = result.crop
-    full = np.zeros((height, width), bool)
-    full[rect.y : rect.y_end, rect.x : rect.x_end] = result.crop_mask > 0
-    iou_full = mask_iou(full, gt_instance)
     size = MODEL_INPUT_SIZE if result.logits96 is None else int(result.logits96.shape[-1])
-    if result.logits96 is not None and postprocess is not None:
+    if result.logits96 is not None:
+        post = postprocess if postprocess is not None else RAW_POSTPROCESS
         clip = box if clip_box is None else clip_box
-        pred = grid_mask(result.logits96, rect, postprocess.threshold, clip, postprocess.box_margin,
-                         postprocess.grow_threshold)
-        iou_crop = mask_iou(pred, gt_crop(gt_instance, rect, size))
-    elif result.logits96 is not None:
-        iou_crop = crop_space_iou(result.logits96, gt_crop(gt_instance, rect, size))
-    else:
-        # Recorded results carry the crop-local mask only: bring it to the network's grid.
-        pred = cv2.resize(result.crop_mask, (size, size), interpolation=cv2.INTER_NEAREST)
-        iou_crop = crop_space_iou(pred.astype(np.float32) - 127.5, gt_crop(gt_instance, rect, size))
+        grid = grid_mask(result.logits96, rect, post.threshold, clip, post.box_margin, post.grow_threshold)
+    else:  # recorded results carry the crop-local mask only: bring it to the network's grid
+        grid = cv2.resize(result.crop_mask, (size, size), interpolation=cv2.INTER_NEAREST) > 127
+    truth = InstanceTruth.cut(gt_instance, rect, size)
+    iou_crop, iou_full = score_instance(truth, grid, result.crop_mask > 0)
     box_iou, box_full = box_baseline(box, gt_instance, frame_size, border, size)
     return iou_crop, iou_full, box_iou, box_full
 

@@ -395,7 +395,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from picosam3_train.evaluate import resolve_dataset
+    from picosam3_train.config import resolve_dataset
     from picosam3_train.teachers import TEACHER_KINDS, build_teacher
 
     parser = argparse.ArgumentParser(
