@@ -423,6 +423,11 @@ class _Topics:
     gt: str | None
     segmentations: str | None
 
+    def as_dict(self) -> dict[str, str | None]:
+        """The report's "topics" block."""
+        return {"image": self.image, "prompt": self.prompt, "ground_truth": self.gt,
+                "segmentations": self.segmentations}
+
 
 def _resolve_topics(
     reader: BagReader,
@@ -511,6 +516,35 @@ class PromptThinning:
         return False
 
 
+def _read_recorded(reader: BagReader, topic: str | None) -> tuple[dict[int, list], list[int]]:
+    """A node's recorded ``segmentations`` by frame stamp, and their log times."""
+    recorded: dict[int, list[tuple[PromptResult, str]]] = {}
+    times: list[int] = []
+    if topic:
+        for item in reader.messages([topic]):
+            recorded[stamp_ns(item.msg.header)] = results_from_segmentations(item.msg)
+            times.append(item.log_time_ns)
+    return recorded, times
+
+
+def _frame_results(evaluation: Evaluation, segment: FrameSegmenter | None,
+                   papers_segment: FrameSegmenter | None, frame_rgb: np.ndarray, prompts: list[Prompt],
+                   recorded: list | None):
+    """(results, papers results) of one frame: the pipeline run on it (timed), or what the node
+    recorded for it; None when it recorded nothing."""
+    if segment is None:
+        if recorded is None:
+            return None
+        evaluation.frame_latency_ms.extend(r.latency_ms for r, _ in recorded if r.status == Status.OK)
+        return recorded, None
+    started = time.perf_counter()
+    results = [(r, Status(r.status).name) for r in segment(frame_rgb, prompts)]
+    elapsed = time.perf_counter() - started
+    evaluation.processing_s += elapsed
+    evaluation.frame_latency_ms.append(elapsed * 1e3)
+    return results, None if papers_segment is None else papers_segment(frame_rgb, prompts)
+
+
 def evaluate_bag(
     bag: Path | str,
     image_topic: str,
@@ -531,7 +565,8 @@ def evaluate_bag(
     """Evaluate a bag: run ``segment`` on every frame with prompts, or score recorded segmentations.
 
     ``segment(frame_rgb, prompts) -> results`` is the node's pipeline bound to a
-    backend (see :func:`cpu_segmenter`) applying ``postprocess``; ``papers_segment`` the
+    backend (``picosam3_ros.core.predictor.Predictor.segment``, or the frame server's) applying
+    ``postprocess``; ``papers_segment`` the
     same under the papers' crop rule. Pass ``segmentations_topic`` instead to score what a
     node recorded. ``box_jitter`` > 0 moves the prompt boxes (run mode).
 
@@ -547,32 +582,14 @@ def evaluate_bag(
         raise ValueError("prompt_every and follow need a segment function (run mode)")
     with BagReader(bag) as reader:
         topics = _resolve_topics(reader, image_topic, prompt_topic, gt_topic, segmentations_topic)
-        mode = "run" if segment is not None else "recorded"
         evaluation = Evaluation(
-            mode,
-            backend_name,
-            str(reader.path),
-            {
-                "image": topics.image,
-                "prompt": topics.prompt,
-                "ground_truth": topics.gt,
-                "segmentations": topics.segmentations,
-            },
-            postprocess=postprocess if segment is not None else None,
-            box_jitter=box_jitter,
-            seed=seed,
-            score_every_prompt=follow is not None,
-            follow=follow,
-            prompt_every=prompt_every,
+            "run" if segment is not None else "recorded", backend_name, str(reader.path), topics.as_dict(),
+            postprocess=postprocess if segment is not None else None, box_jitter=box_jitter, seed=seed,
+            score_every_prompt=follow is not None, follow=follow, prompt_every=prompt_every,
         )
         thinning = PromptThinning(prompt_every) if prompt_every is not None else None
         truth = _read_ground_truth(reader, topics.gt)
-        recorded: dict[int, list[tuple[PromptResult, str]]] = {}
-        recorded_times: list[int] = []
-        if topics.segmentations:
-            for item in reader.messages([topics.segmentations]):
-                recorded[stamp_ns(item.msg.header)] = results_from_segmentations(item.msg)
-                recorded_times.append(item.log_time_ns)
+        recorded, recorded_times = _read_recorded(reader, topics.segmentations)
         total_frames = reader.message_count(topics.image)
         overlay_every = max(1, total_frames // max(1, max_overlays)) if max_overlays else 0
         prompts: list[BagPrompt] = []
@@ -605,36 +622,16 @@ def evaluate_bag(
             frame_prompts = prompts
             if box_jitter > 0 and follow is None:
                 frame_prompts = jittered_prompts(prompts, box_jitter, seed, index)
-            node_prompts = [
-                Prompt(p.id, tuple(float(v) for v in p.box), item.log_time_ns, follow=p.follow)
-                for p in frame_prompts
-            ]
-            papers_results = None
-            if segment is not None:
-                started = time.perf_counter()
-                results = [(r, Status(r.status).name) for r in segment(frame_rgb, node_prompts)]
-                elapsed = time.perf_counter() - started
-                evaluation.processing_s += elapsed
-                evaluation.frame_latency_ms.append(elapsed * 1e3)
-                if papers_segment is not None and stamp in truth:  # only scored frames need it
-                    papers_results = papers_segment(frame_rgb, node_prompts)
-            else:
-                if stamp not in recorded:
-                    continue  # the node published nothing for this frame (dropped, or not recorded)
-                results = recorded[stamp]
-                evaluation.frame_latency_ms.extend(r.latency_ms for r, _ in results if r.status == Status.OK)
-            evaluation.add_frame(
-                index,
-                stamp,
-                item.log_time_ns,
-                frame_rgb,
-                frame_prompts,
-                results,
-                truth.get(stamp),
-                overlay=bool(overlay_every) and index % overlay_every == 0,
-                max_overlays=max_overlays,
-                papers_results=papers_results,
-            )
+            node_prompts = [Prompt(p.id, tuple(float(v) for v in p.box), item.log_time_ns, follow=p.follow)
+                            for p in frame_prompts]
+            papers = papers_segment if stamp in truth else None  # only scored frames need it
+            served = _frame_results(evaluation, segment, papers, frame_rgb, node_prompts, recorded.get(stamp))
+            if served is None:
+                continue  # the node published nothing for this frame (dropped, or not recorded)
+            results, papers_results = served
+            evaluation.add_frame(index, stamp, item.log_time_ns, frame_rgb, frame_prompts, results,
+                                 truth.get(stamp), overlay=bool(overlay_every) and index % overlay_every == 0,
+                                 max_overlays=max_overlays, papers_results=papers_results)
         if topics.segmentations and len(recorded_times) > 1:
             evaluation.bag_duration_s = (max(recorded_times) - min(recorded_times)) / 1e9
     if evaluation.bad_frames and not read_frames:  # the topic is unreadable (a depth topic, say)
