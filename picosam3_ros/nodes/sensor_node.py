@@ -4,7 +4,7 @@ Thin ROS layer over the ROS-free core (pipeline, prompts, backends). Frames
 come from the `image` topic (camera:=none; raw or, with image_transport:=compressed,
 `image/compressed`) or from a camera the node owns (camera:=picamera2|emulator,
 republished on `image_raw` with `camera_info`). Heavy work runs on a worker thread fed
-by a one-slot buffer that drops the oldest frame. Parameters: nodes/node_config.py
+by a one-slot buffer that drops the oldest frame. Parameters: nodes/sensor_params.py
 (the run-time ones change through set_parameters). With ``lifecycle:=true`` it is a managed
 node (configure, activate, deactivate, cleanup through the lifecycle services); by default
 it runs those steps itself at start-up. ``detections`` (vision_msgs/Detection2DArray when
