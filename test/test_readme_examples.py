@@ -1,7 +1,8 @@
 """Every README example, typed as written, works (issue 23's bar), against real node processes.
 
-"The README" here is README.md and the pages of docs/ it links (each example lives where a reader
-looks for it: the launch lines of a robot in docs/robot.md, every parameter in docs/parameters.md).
+"The README" here is README.md and the docs/ pages its sections moved to (README_PAGES: each example
+lives where a reader looks for it, the launch lines of a robot in docs/robot.md, every parameter in
+docs/parameters.md).
 
 * Each ``ros2 launch picosam3_ros sensor.launch.py ...`` line runs through the launch file with
   stand-ins for launch/launch_ros (no wheels exist; test/launch_standins/README.md): the nodes
@@ -53,7 +54,10 @@ from picosam3_ros.nodes.sensor_params import SENSOR_PARAMS
 DOMAIN = 24
 README_ONLY = (REPO / "README.md").read_text()
 PARAMETERS_PAGE = (REPO / "docs" / "parameters.md").read_text()
-README = "\n\n".join([README_ONLY, *(p.read_text() for p in sorted((REPO / "docs").glob("*.md")))])
+# The pages the README's examples moved to (docs/install.md ... docs/training.md), read as one text.
+README_PAGES = ("install", "interfaces", "parameters", "robot", "models", "evaluation", "dds_transport",
+                "robustness", "training")
+README = "\n\n".join([README_ONLY, *((REPO / "docs" / f"{page}.md").read_text() for page in README_PAGES)])
 LAUNCH = [sys.executable, str(REPO / "test" / "launch_standins" / "ros2_launch.py")]
 ESCAPE = "\x1b["
 
