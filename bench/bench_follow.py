@@ -147,8 +147,10 @@ class NaiveFollowing:
 
 
 def run_row(name: str, single: Path, pairs_bag: Path, model: Path | None) -> dict:
+    from picosam3_ros.backends.frame_server import FrameServer
     from picosam3_ros.core.model_card import postprocess_in_use
-    from picosam3_ros.evaluation.bag_evaluation import cpu_segmenter, evaluate_bag
+    from picosam3_ros.core.predictor import Predictor
+    from picosam3_ros.evaluation.bag_evaluation import evaluate_bag
     from picosam3_ros.evaluation.sensor_replay import FollowReplay
 
     post = postprocess_in_use(model)
@@ -158,12 +160,13 @@ def run_row(name: str, single: Path, pairs_bag: Path, model: Path | None) -> dic
     replay = None
     if "imx500" in name:
         delay = 3 if name.endswith("_d3") else 2
-        replay = FollowReplay(model, "", post.threshold, delay, 30.0, post.box_margin,
-                              grow_threshold=post.grow_threshold)
+        replay = FollowReplay(model, "", post, delay, 30.0)
         segment = replay.segment
     else:
-        segment, _ = cpu_segmenter(model, threshold=post.threshold, box_margin=post.box_margin, follow=follow,
-                                   grow_threshold=post.grow_threshold)
+        predictor = Predictor(model, postprocess=post)
+        segment = predictor.segment
+        if follow:
+            segment = FrameServer(predictor.segmenter, None, post, follow=True).segment
         if name.startswith("naive"):
             segment = NaiveFollowing(segment, lag=2 if name.endswith("lag3") else 0)
     started = time.perf_counter()

@@ -53,7 +53,7 @@ def dev_frames(data_root: Path, limit: int):
         dataset = CocoDataset(annotations, images)
         frames = ((rgb, inst.box, inst.mask) for rgb, inst in dataset.instances(limit=limit))
         return frames, f"COCO val2017 dev split ({annotations.name})"
-    from picosam3_ros.evaluation.clip import Clip
+    from picosam3_ros.core.clip import Clip
 
     items = [(im.image_rgb, inst.box, inst.mask) for im in Clip().images for inst in im.instances]
     return iter(items[:limit] if limit else items), "the demo clip (no dev split under --data-root)"

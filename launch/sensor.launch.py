@@ -40,7 +40,7 @@ from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
 from picosam3_ros.nodes.fastdds_profile import DISABLED_VALUES, PROFILE_VARIABLE, USER_FASTDDS_SETTINGS
-from picosam3_ros.nodes.node_config import SENSOR_PARAMS
+from picosam3_ros.nodes.sensor_params import SENSOR_PARAMS
 
 
 def large_images_profile(context):
@@ -61,15 +61,29 @@ def log_colours(context):
 
 COLOUR_VARIABLE = "RCUTILS_COLORIZED_OUTPUT"
 
-# name -> (default, description); every argument is listed in README "Launch arguments".
+
+def _config_default(name: str) -> str:
+    """A sensor parameter's default as the config file (and the table) has it: written once."""
+    value = SENSOR_PARAMS.params[name].default
+    return {True: "true", False: "false"}.get(value, value) if isinstance(value, bool) else (value or "''")
+
+
+def _choices(name: str) -> str:
+    return " | ".join(SENSOR_PARAMS.params[name].choices)
+
+
+# name -> (default, description); every argument is listed in docs/parameters.md "Launch arguments".
 ARGUMENTS = {
-    "backend": ("", "auto | imx500 | onnx ('' = the config file's: auto)"),
-    "camera": ("", "none (subscribe to image_topic) | picamera2 | emulator ('' = the config file's: none)"),
+    "backend": ("", f"{_choices('backend')} ('' = the config file's: {_config_default('backend')})"),
+    "camera": ("", f"none (subscribe to image_topic) | picamera2 | emulator ('' = the config file's: "
+                   f"{_config_default('camera')})"),
     "model": ("", "directory with model_card.json ('' = the config file's: the packaged model)"),
     "namespace": ("", "namespace of the nodes and their topics"),
     "image_topic": ("image_raw", "camera:=none: the frames' topic (remaps the node's `image` input)"),
-    "image_transport": ("", "raw | compressed (<image_topic>/compressed, jpeg/png; '' = the config file's)"),
-    "image_qos": ("", "auto | sensor_data | reliable | system_default (input QoS; '' = the config file's)"),
+    "image_transport": ("", f"{_choices('image_transport')} (<image_topic>/compressed, jpeg/png; "
+                            f"'' = the config file's: {_config_default('image_transport')})"),
+    "image_qos": ("", f"{_choices('image_qos')} (input QoS; '' = the config file's: "
+                      f"{_config_default('image_qos')})"),
     "teleop": ("false", "also start the teleop web UI"),
     "teleop_port": ("8088", "teleop UI port (http://127.0.0.1:PORT/)"),
     "detections": ("false", "also start detections_adapter (detector boxes -> prompts)"),
@@ -77,7 +91,8 @@ ARGUMENTS = {
     "detection_type": ("vision_msgs/msg/Detection2DArray", "its type (or yolo_msgs/msg/DetectionArray)"),
     "use_sim_time": ("false", "true: every node uses /clock (a simulator, `ros2 bag play --clock`)"),
     "log_level": ("info", "debug | info | warn | error | fatal, for every node"),
-    "lifecycle": ("", "true: the sensor node is a managed (lifecycle) node ('' = the config file's)"),
+    "lifecycle": ("", "true: the sensor node is a managed (lifecycle) node ('' = the config file's: "
+                      f"{_config_default('lifecycle')})"),
     "objects_3d": ("false", "also start objects_3d (masks + aligned depth -> objects in 3D)"),
     "depth_topic": ("aligned_depth_to_color/image_raw", "objects_3d: depth aligned to image_topic"),
     "depth_info_topic": ("aligned_depth_to_color/camera_info", "objects_3d: that depth image's camera_info"),

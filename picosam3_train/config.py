@@ -116,17 +116,8 @@ class TrainConfig:
         return Path(self.data_root).expanduser() if self.data_root else DEFAULT_DATA_ROOT
 
     def resolve_dataset(self, spec: str) -> tuple[Path, Path]:
-        """'annotations.json:image_dir' -> absolute (annotation file, image dir); the spec
-        ``calibration`` is the calibration split (picosam3_train/splits.py)."""
-        from picosam3_train.splits import CALIBRATION_SPEC, calibration_dataset
-
-        if spec == CALIBRATION_SPEC:
-            return calibration_dataset(self.resolved_data_root(), self.resolved_cache_dir())
-        if ":" not in spec:
-            raise ValueError(f"dataset spec {spec!r} must be 'annotations.json:image_dir'")
-        ann, images = spec.rsplit(":", 1)
-        root = self.resolved_data_root()
-        return (root / ann).resolve(), (root / images).resolve()
+        """The dataset ``spec`` under this config's data root (:func:`resolve_dataset`)."""
+        return resolve_dataset(spec, self.resolved_data_root(), self.resolved_cache_dir())
 
     def resolved_cache_dir(self) -> Path:
         path = Path(self.cache_dir)
@@ -178,3 +169,38 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def resolve_dataset(spec: str, data_root: Path | str | None = None,
+                    cache_dir: Path | str | None = None) -> tuple[Path, Path]:
+    """The one dataset resolver (training, evaluation, calibration, teacher caches, packaging):
+    'annotations.json:image_dir' (each relative to the working directory when it exists there, else
+    to ``data_root``, default ../shared/data) -> absolute paths. A bare annotation file of the shared
+    layout finds its image folder by itself; the spec ``calibration`` is the calibration split
+    (picosam3_train/splits.py), filtered into ``cache_dir``."""
+    root = Path(data_root).expanduser() if data_root else DEFAULT_DATA_ROOT
+    from picosam3_train.splits import CALIBRATION_SPEC, calibration_dataset
+
+    if spec == CALIBRATION_SPEC:
+        return calibration_dataset(root, cache_dir or REPO_ROOT / ".cache" / "picosam3_train")
+    if ":" in spec:
+        ann_text, images_text = spec.rsplit(":", 1)
+    else:
+        ann_text, images_text = spec, ""
+
+    def locate(text: str) -> Path:
+        path = Path(text).expanduser()
+        if path.is_absolute() or path.exists():
+            return path.resolve()
+        return (root / path).resolve()
+
+    annotations = locate(ann_text)
+    if images_text:
+        return annotations, locate(images_text)
+    stem = annotations.stem.replace("instances_", "").replace("_dev", "")
+    for candidate in (annotations.parent.parent / stem, annotations.parent / "images", annotations.parent):
+        if candidate.is_dir() and candidate != annotations.parent.parent:
+            return annotations, candidate
+    raise FileNotFoundError(
+        f"cannot find the image folder of {annotations}; pass 'annotations.json:image_dir'"
+    )

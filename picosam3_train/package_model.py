@@ -11,7 +11,7 @@
    split (COCO train images held out of training, ``picosam3_train/splits.py``; never dev
    val) by a sweep under GT boxes and the box-noise sweep (5, 10, 20%), then the evaluation
    on dev val of fp32, INT8 and the sensor model
-   (fake-quant twin) against the box baseline (``picosam3_train.evaluate``: both crop
+   (fake-quant twin) against the box baseline (``picosam3_train.scoring``: both crop
    protocols, crop space and full frame, by size);
 5. ``model_card.json``, written by ``picosam3_ros.core.model_card`` (the module every
    runtime reads it with; it checks the card against the fp32 and INT8 graphs; its
@@ -117,8 +117,9 @@ def build_package(
 ) -> dict:
     """Steps 1-5 of the module docstring; returns the card as written."""
     from picosam3_train.checkpoint import load_checkpoint
-    from picosam3_train.evaluate import input_spec_from_config, resolve_dataset
+    from picosam3_train.config import resolve_dataset
     from picosam3_train.export import OUTPUT_NAME, export_onnx
+    from picosam3_train.predictors import input_spec_from_config
     from picosam3_train.quantize import calibration_crops, quantize_model
 
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
@@ -246,17 +247,12 @@ def _evaluate(
     """The model's post-processing (a sweep on ``choose_on`` under GT and jittered boxes, fp32),
     then the card's metrics on ``eval_spec``: fp32, INT8, the sensor model's fake-quant twin and
     the box, both crop protocols, the box-noise sweep."""
-    from picosam3_train.evaluate import (
-        RAW_POSTPROCESS,
-        OnnxPredictor,
-        build_report,
-        evaluate_frames,
-        jitter_box_sets,
-        resolve_dataset,
-        sweep_settings,
-        write_report,
-    )
+    from picosam3_ros.core.postprocess import RAW_POSTPROCESS
+    from picosam3_train.config import resolve_dataset
+    from picosam3_train.predictors import OnnxPredictor
     from picosam3_train.quantize import pixel_input_spec
+    from picosam3_train.report import build_report, write_report
+    from picosam3_train.scoring import evaluate_frames, jitter_box_sets, sweep_settings
 
     eval_ann, eval_images = resolve_dataset(eval_spec)
     box_sets = jitter_box_sets()
@@ -308,7 +304,7 @@ def _check_against_graph(card: ModelCard, role: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from picosam3_train.evaluate import DEV_VAL_SPEC
+    from picosam3_train.config import DEV_VAL_DATASET
     from picosam3_train.quantize import DEFAULT_CALIBRATION_SPEC
 
     parser = argparse.ArgumentParser(prog="picosam3_train package", description=__doc__.split("\n\n")[0])
@@ -318,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         "--calibration", default=DEFAULT_CALIBRATION_SPEC, help="annotations.json[:image_dir]"
     )
     parser.add_argument("--calibration-count", type=int, default=256)
-    parser.add_argument("--eval-dataset", default=DEV_VAL_SPEC, help="the split the card reports (dev val)")
+    parser.add_argument("--eval-dataset", default=DEV_VAL_DATASET,
+                        help="the split the card reports (dev val)")
     parser.add_argument("--choose-on", default=CALIBRATION_SPEC,
                         help="the split the post-processing is chosen on (default: the calibration split)")
     parser.add_argument("--eval-limit", type=int, default=0)

@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from picosam3_train.checkpoint import load_checkpoint
-    from picosam3_train.evaluate import input_spec_from_config, resolve_dataset
+    from picosam3_train.config import resolve_dataset
+    from picosam3_train.predictors import input_spec_from_config
 
     model, config, _ = load_checkpoint(args.checkpoint)
     spec = input_spec_from_config(config)

@@ -35,10 +35,11 @@ from picosam3_train.config import (
 )
 from picosam3_train.data import CropDataset, InstanceStore, load_teacher_caches
 from picosam3_train.distributed import Distributed, init_distributed, shutdown_distributed
-from picosam3_train.evaluate import TorchPredictor, default_input_spec, evaluate_frames, summarize
 from picosam3_train.loss import distillation_loss
 from picosam3_train.model import build_model, describe
+from picosam3_train.predictors import TorchPredictor, default_input_spec
 from picosam3_train.sampling import BatchPlan, Jitter, KeyedSamples, run_loader
+from picosam3_train.scoring import evaluate_frames, summarize
 from picosam3_train.seed import seed_everything
 from picosam3_train.splits import CALIBRATION_SPEC, fit_annotation_file
 
@@ -58,8 +59,10 @@ def build_train_dataset(config: TrainConfig, quiet: bool = False) -> CropDataset
     for spec in config.train_datasets:
         store = InstanceStore.open_prebuilt(spec)
         if store is None:
+            if spec == CALIBRATION_SPEC:  # refused before anything is read
+                raise ValueError(f"refusing to train on {spec}: it is for evaluation only")
             ann, images = config.resolve_dataset(spec)
-            if "val2017" in ann.name or spec == CALIBRATION_SPEC:
+            if "val2017" in ann.name:
                 raise ValueError(f"refusing to train on {spec}: it is for evaluation only")
             if config.hold_out_calibration:
                 ann = fit_annotation_file(ann, config.resolved_cache_dir())
@@ -90,7 +93,7 @@ class EvalSplit:
     postprocess: Postprocess = RAW_POSTPROCESS
 
 
-def build_eval_crops(config: TrainConfig, quiet: bool = False) -> EvalSplit | None:
+def dev_split(config: TrainConfig) -> EvalSplit | None:
     """The evaluation split of ``config`` (None without one)."""
     if not config.val_dataset:
         return None
@@ -100,9 +103,9 @@ def build_eval_crops(config: TrainConfig, quiet: bool = False) -> EvalSplit | No
     return EvalSplit(ann, images, config.eval_max_instances, post)
 
 
-def evaluate_crop_space(model: torch.nn.Module, split: EvalSplit, device: torch.device,
-                        channels_last: bool = True) -> dict:
-    """The periodic evaluation: the one evaluator (``picosam3_train.evaluate.evaluate_frames``,
+def evaluate_on_dev(model: torch.nn.Module, split: EvalSplit, device: torch.device,
+                    channels_last: bool = True) -> dict:
+    """The periodic evaluation: the one evaluator (``picosam3_train.scoring.evaluate_frames``,
     the node's pipeline on every image, GT boxes, the node's crop rule) on the plain network
     output (logits > 0), clipped to the box when the model was trained box-aware.
     ``miou`` (crop space) chooses the best checkpoint."""
@@ -154,18 +157,184 @@ def train(config: TrainConfig, resume: str | Path | None = None, quiet: bool = F
         shutdown_distributed(ctx)
 
 
-def _train(config: TrainConfig, ctx: Distributed, device: torch.device, resume: str | Path | None,
-           quiet: bool) -> dict:
-    seed_everything(config.seed, rank=ctx.rank)
-    torch.set_num_threads(max(1, config.threads))
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+class RunClock:
+    """The run's time and progress: steps against the step budget, seconds against the time budget.
 
+    Under DDP every rank must stop (and decay the learning rate) at the same step, so with a
+    time budget the ranks agree on rank 0's clock at every :meth:`tick`.
+    """
+
+    def __init__(self, ctx: Distributed, total_steps: int, warmup: int, budget_s: float,
+                 elapsed_before: float = 0.0):
+        self.ctx, self.total_steps, self.warmup, self.budget_s = ctx, total_steps, warmup, budget_s
+        self.elapsed_before = elapsed_before  # seconds of the run before a resume
+        self.start = time.perf_counter()
+        self.steady_start: float | None = None  # after the first step: start-up is over
+        self._agreed = 0.0
+
+    def tick(self) -> None:
+        if self.ctx.enabled and self.budget_s > 0:
+            self._agreed = self.ctx.agree(time.perf_counter() - self.start)
+
+    def elapsed(self) -> float:
+        """Seconds of this process's run (the agreed ones under DDP)."""
+        return self._agreed if self.ctx.enabled else time.perf_counter() - self.start
+
+    def total_elapsed(self) -> float:
+        """Seconds of the whole run, resumes included (for checkpoints and records)."""
+        return self.elapsed_before + time.perf_counter() - self.start
+
+    def progress(self, step: int) -> float:
+        done = (step - self.warmup) / max(1, self.total_steps - self.warmup)
+        if self.budget_s > 0:
+            done = max(done, (self.elapsed_before + self.elapsed()) / self.budget_s)
+        return done
+
+    def finished(self, step: int) -> bool:
+        # a time budget always allows one step, so an overloaded machine still makes progress
+        return step >= self.total_steps or (self.budget_s > 0 and step > 0 and self.progress(step) >= 1.0)
+
+    def stepped(self) -> None:
+        if self.steady_start is None:
+            self.steady_start = time.perf_counter()
+
+
+class Checkpoints:
+    """``last.pt`` / ``best.pt`` in ``out_dir`` and the training state they carry (epoch, step,
+    best mIoU, history, optimizer, elapsed time, and the next batch of an unfinished epoch)."""
+
+    def __init__(self, out_dir: Path, model: torch.nn.Module, config: TrainConfig,
+                 optimizer: torch.optim.Optimizer, clock: RunClock):
+        self.out_dir, self.model, self.config, self.optimizer, self.clock = (
+            out_dir, model, config, optimizer, clock)
+        self.start_epoch, self.start_batch, self.step = 0, 0, 0
+        self.best_miou, self.history = -1.0, []
+
+    def resume(self, path: str | Path, quiet: bool) -> None:
+        resumed, _, extra = load_checkpoint(path)
+        self.model.load_state_dict(resumed.state_dict())
+        self.optimizer.load_state_dict(extra["optimizer"])
+        self.clock.elapsed_before = float(extra.get("elapsed_s", 0.0))
+        # A checkpoint from inside an epoch continues that epoch's order at its next batch.
+        self.start_batch = int(extra.get("next_batch", 0))
+        self.start_epoch = int(extra["epoch"]) + (0 if self.start_batch else 1)
+        self.step = int(extra["step"])
+        self.best_miou = float(extra.get("best_miou", -1.0))
+        self.history = list(extra.get("history", []))
+        if not quiet:
+            print(f"resumed from {path}: epoch {self.start_epoch}, batch {self.start_batch}, "
+                  f"step {self.step}, best mIoU {self.best_miou:.4f}")
+
+    def state(self, epoch: int, metrics: dict, next_batch: int = 0) -> dict:
+        state = {"epoch": epoch, "step": self.step, "best_miou": self.best_miou, "history": self.history,
+                 "optimizer": self.optimizer.state_dict(), "metrics": metrics,
+                 "elapsed_s": self.clock.total_elapsed()}
+        return {**state, "next_batch": next_batch} if next_batch else state
+
+    def save_last(self, epoch: int, metrics: dict, next_batch: int = 0) -> None:
+        state = self.state(epoch, metrics, next_batch)
+        save_checkpoint(self.out_dir / "last.pt", self.model, self.config, state)
+
+    def save_if_best(self, epoch: int, metrics: dict) -> None:
+        if metrics and metrics["miou"] > self.best_miou:
+            self.best_miou = metrics["miou"]
+            save_checkpoint(self.out_dir / "best.pt", self.model, self.config,
+                            {**self.state(epoch, metrics), "optimizer": None})
+
+
+@dataclass
+class StepContext:
+    """What one optimizer step needs besides the batches."""
+
+    net: torch.nn.Module  # the DDP wrapper, or the model itself
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    config: TrainConfig
+    ctx: Distributed
+    device: torch.device
+    grad_accum_steps: int
+
+    @property
+    def use_amp(self) -> bool:
+        return self.config.amp and self.device.type == "cuda"
+
+
+def train_step(step: StepContext, loader, lr: float) -> dict[str, float]:
+    """One optimizer step over ``grad_accum_steps`` micro-batches; the loss parts of the whole
+    effective batch (averaged over the ranks)."""
+    config, ctx, device = step.config, step.ctx, step.device
+    for group in step.optimizer.param_groups:
+        group["lr"] = lr
+    step.optimizer.zero_grad(set_to_none=True)
+    values: dict[str, float] = {}
+    for micro in range(step.grad_accum_steps):
+        batch = {k: v.to(device, non_blocking=True) for k, v in next(loader).items()}
+        images = batch["image"]
+        if config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        # gradients are averaged across ranks once, on the last micro-batch of the step
+        last_micro = micro == step.grad_accum_steps - 1
+        with contextlib.nullcontext() if last_micro or not ctx.enabled else step.net.no_sync():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=step.use_amp):
+                logits = step.net(images).float()
+            if config.box_margin >= 0:
+                # The loss sees what the node outputs: background outside the (grown) prompt box.
+                logits = logits.masked_fill(batch["keep"] < 0.5, BOX_CLIP_LOGIT)
+            has_teacher = bool((batch["teacher_score"] > 0).any())
+            parts = distillation_loss(
+                logits, batch["mask"],
+                batch["teacher"] if has_teacher else None, batch["teacher_valid"],
+                batch["teacher_score"] if has_teacher else None,
+                sharpen=config.teacher_sharpen, teacher_weight_max=config.teacher_weight_max,
+                area_weight=config.area_weight, area_min_ratio=config.area_min_ratio)
+            (parts.total / step.grad_accum_steps).backward()
+        for k, v in parts.as_floats().items():
+            values[k] = values.get(k, 0.0) + v / step.grad_accum_steps
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(step.model.parameters(), config.grad_clip)
+    step.optimizer.step()
+    return ctx.mean(values)
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (rank 0 only; the others write nothing)."""
+
+    def __init__(self, path: Path | None):
+        self.file = path.open("a") if path is not None else None
+
+    def __call__(self, record: dict) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+@dataclass
+class LossTrack:
+    """The losses seen: first and last (for the summary), running means (for the bar)."""
+
+    first: float | None = None
+    last: float | None = None
+    samples_seen: int = 0
+
+    def add(self, values: dict[str, float], running: dict[str, float], batch_size: int) -> None:
+        self.first = values["total"] if self.first is None else self.first
+        self.last = values["total"]
+        self.samples_seen += batch_size
+        for k, v in values.items():
+            running[k] = 0.9 * running.get(k, v) + 0.1 * v
+
+
+def _setup(config: TrainConfig, ctx: Distributed, device: torch.device, resume, quiet: bool):
+    """The dataset, the dev split, the model (initialised or resumed) and its optimizer."""
     # One process per node decodes the datasets into the crop store; the others then read it.
     if ctx.local_rank != 0:
         ctx.barrier()
     dataset = build_train_dataset(config, quiet=quiet)
-    eval_crops = build_eval_crops(config, quiet=quiet) if config.eval_every > 0 and ctx.is_main else None
+    dev = dev_split(config) if config.eval_every > 0 and ctx.is_main else None
     if ctx.local_rank == 0:
         ctx.barrier()
     model = build_model(config.model, width_mult=config.width_mult, stem_stride=config.stem_stride)
@@ -179,201 +348,162 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, resume: 
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, config)
+    return dataset, dev, model, make_optimizer(model, config)
 
-    batch_size = min(config.batch_size, len(dataset))
-    plan = BatchPlan(len(dataset), batch_size, ctx.world_size, ctx.rank, config.grad_accum_steps, config.seed)
-    steps_per_epoch = plan.steps_per_epoch
-    total_steps = config.max_steps if config.max_steps > 0 else config.epochs * steps_per_epoch
-    epochs = math.ceil(total_steps / steps_per_epoch)
-    warmup = max(1, min(config.warmup_steps, total_steps // 5))
-    budget_s = config.time_budget_min * 60.0
 
-    start_epoch, start_batch, step, best_miou, history, elapsed_before = 0, 0, 0, -1.0, [], 0.0
-    if resume:
-        resumed, _, extra = load_checkpoint(resume)
-        model.load_state_dict(resumed.state_dict())
-        optimizer.load_state_dict(extra["optimizer"])
-        elapsed_before = float(extra.get("elapsed_s", 0.0))
-        # A checkpoint from inside an epoch continues that epoch's order at its next batch.
-        start_batch = int(extra.get("next_batch", 0))
-        start_epoch, step = int(extra["epoch"]) + (0 if start_batch else 1), int(extra["step"])
-        best_miou = float(extra.get("best_miou", -1.0))
-        history = list(extra.get("history", []))
-        if not quiet:
-            print(f"resumed from {resume}: epoch {start_epoch}, batch {start_batch}, step {step}, "
-                  f"best mIoU {best_miou:.4f}")
-    # DDP broadcasts rank 0's weights and averages gradients; `model` stays the plain module.
-    net = torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None) if ctx.enabled else model
-    use_amp = config.amp and device.type == "cuda"
-    samples = KeyedSamples(dataset, config.seed, per_sample_seed=ctx.enabled or config.loader_workers > 0)
-    jitter = Jitter(dataset.box_jitter, dataset.scale_jitter)
-    if ctx.is_main:
-        save_config(config, out_dir / "config.yaml")
-    log_file = (out_dir / "metrics.jsonl").open("a") if ctx.is_main else None
+class _Run:
+    """One training run's state, so that the epoch loop reads as the steps it takes."""
 
-    def log(record: dict) -> None:
-        if log_file is not None:
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
+    def __init__(self, config: TrainConfig, ctx: Distributed, device: torch.device, resume, quiet: bool):
+        seed_everything(config.seed, rank=ctx.rank)
+        torch.set_num_threads(max(1, config.threads))
+        self.config, self.ctx, self.device, self.quiet = config, ctx, device, quiet
+        self.out_dir = Path(config.out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.dataset, self.dev, model, optimizer = _setup(config, ctx, device, resume, quiet)
+        self.batch_size = min(config.batch_size, len(self.dataset))
+        self.plan = BatchPlan(len(self.dataset), self.batch_size, ctx.world_size, ctx.rank,
+                              config.grad_accum_steps, config.seed)
+        total_steps = config.max_steps if config.max_steps > 0 else config.epochs * self.plan.steps_per_epoch
+        self.epochs = math.ceil(total_steps / self.plan.steps_per_epoch)
+        self.clock = RunClock(ctx, total_steps, max(1, min(config.warmup_steps, total_steps // 5)),
+                              config.time_budget_min * 60.0)
+        self.checkpoints = Checkpoints(self.out_dir, model, config, optimizer, self.clock)
+        if resume:
+            self.checkpoints.resume(resume, quiet)
+        # DDP broadcasts rank 0's weights and averages gradients; `model` stays the plain module.
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None) if ctx.enabled else model
+        self.step_context = StepContext(net, model, optimizer, config, ctx, device,
+                                        self.plan.grad_accum_steps)
+        samples = KeyedSamples(self.dataset, config.seed,
+                               per_sample_seed=ctx.enabled or config.loader_workers > 0)
+        self.jitter = Jitter(self.dataset.box_jitter, self.dataset.scale_jitter)
+        if ctx.is_main:
+            save_config(config, self.out_dir / "config.yaml")
+        self.log = MetricsLog(self.out_dir / "metrics.jsonl" if ctx.is_main else None)
+        self.losses = LossTrack()
+        self.in_final_phase = False
+        self.step_record: dict | None = None
+        self.logged_step = self.checkpoints.step
+        # one loader for the whole run: it continues epoch after epoch in the order of BatchPlan
+        self.loader = iter(run_loader(samples, self.plan, self.checkpoints.start_epoch,
+                                      self.checkpoints.start_batch, self.jitter, config.loader_workers,
+                                      pin_memory=device.type == "cuda"))
+        model.train()
+        self.clock.start = time.perf_counter()  # the run's clock starts with its first step
 
-    model.train()
-    run_start = time.perf_counter()
-    samples_seen = 0
-    first_loss = last_loss = None
-    in_final_phase = False
-    agreed_elapsed = 0.0
-    steady_start: float | None = None
+    @property
+    def step(self) -> int:
+        return self.checkpoints.step
 
-    def tick() -> None:
-        # every rank must stop (and decay the rate) at the same step: they use rank 0's clock
-        nonlocal agreed_elapsed
-        if ctx.enabled and budget_s > 0:
-            agreed_elapsed = ctx.agree(time.perf_counter() - run_start)
+    def finished(self) -> bool:
+        return self.clock.finished(self.step)
 
-    def run_elapsed() -> float:
-        return agreed_elapsed if ctx.enabled else time.perf_counter() - run_start
+    def enter_final_phase(self) -> None:
+        config, dataset = self.config, self.dataset
+        self.in_final_phase = True
+        dataset.box_jitter = self.jitter.box = config.box_jitter * config.final_jitter_mult
+        dataset.scale_jitter = self.jitter.scale = config.scale_jitter * config.final_jitter_mult
+        self.log({"step": self.step, "final_phase": True, "box_jitter": dataset.box_jitter})
+        if not self.quiet:
+            print(f"\nstep {self.step}: final phase, box jitter {dataset.box_jitter:.3f}, "
+                  f"scale jitter {dataset.scale_jitter:.3f}", flush=True)
 
-    def progress() -> float:
-        done = (step - warmup) / max(1, total_steps - warmup)
-        if budget_s > 0:
-            done = max(done, (elapsed_before + run_elapsed()) / budget_s)
-        return done
-
-    def finished() -> bool:
-        # a time budget always allows one step, so an overloaded machine still makes progress
-        return step >= total_steps or (budget_s > 0 and step > 0 and progress() >= 1.0)
-
-    def training_state(epoch: int, metrics: dict, next_batch: int = 0) -> dict:
-        state = {"epoch": epoch, "step": step, "best_miou": best_miou, "history": history,
-                 "optimizer": optimizer.state_dict(), "metrics": metrics,
-                 "elapsed_s": elapsed_before + time.perf_counter() - run_start}
-        return {**state, "next_batch": next_batch} if next_batch else state
-
-    step_record: dict | None = None
-    logged_step = step
-    # one loader for the whole run: it continues epoch after epoch in the order of BatchPlan
-    loader = iter(run_loader(samples, plan, start_epoch, start_batch, jitter, config.loader_workers,
-                             pin_memory=device.type == "cuda"))
-    for epoch in range(start_epoch, start_epoch + 1_000_000):  # ends on finished()
-        tick()
-        if finished():
-            break
-        dataset.reseed(config.seed * 1000 + epoch + 1)
-        first_batch, start_batch = start_batch, 0
-        bar = tqdm(range(first_batch, steps_per_epoch), desc=f"epoch {epoch + 1}/{max(epochs, epoch + 1)}",
-                   disable=quiet, mininterval=2.0, dynamic_ncols=True)
+    def epoch(self, epoch: int) -> tuple[int, dict[str, float]]:
+        """Train one epoch (or what is left of it); returns the batches done and the running losses."""
+        config, steps_per_epoch = self.config, self.plan.steps_per_epoch
+        self.dataset.reseed(config.seed * 1000 + epoch + 1)
+        first_batch, self.checkpoints.start_batch = self.checkpoints.start_batch, 0
+        bar = tqdm(range(first_batch, steps_per_epoch),
+                   desc=f"epoch {epoch + 1}/{max(self.epochs, epoch + 1)}",
+                   disable=self.quiet, mininterval=2.0, dynamic_ncols=True)
         running: dict[str, float] = {}
         epoch_start = time.perf_counter()
         batches_done = first_batch
         for b in bar:
-            tick()
-            if finished():
+            self.clock.tick()
+            if self.finished():
                 break
-            if not in_final_phase and progress() >= config.final_phase_start:
-                in_final_phase = True
-                dataset.box_jitter = jitter.box = config.box_jitter * config.final_jitter_mult
-                dataset.scale_jitter = jitter.scale = config.scale_jitter * config.final_jitter_mult
-                log({"step": step, "final_phase": True, "box_jitter": dataset.box_jitter})
-                if not quiet:
-                    print(f"\nstep {step}: final phase, box jitter {dataset.box_jitter:.3f}, "
-                          f"scale jitter {dataset.scale_jitter:.3f}", flush=True)
-            lr = config.lr * lr_factor(progress(), step, warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            values: dict[str, float] = {}
-            for micro in range(plan.grad_accum_steps):
-                batch = {k: v.to(device, non_blocking=True) for k, v in next(loader).items()}
-                images = batch["image"]
-                if config.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                # gradients are averaged across ranks once, on the last micro-batch of the step
-                last_micro = micro == plan.grad_accum_steps - 1
-                with contextlib.nullcontext() if last_micro or not ctx.enabled else net.no_sync():
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                        logits = net(images).float()
-                    if config.box_margin >= 0:
-                        # The loss sees what the node outputs: background outside the (grown) prompt box.
-                        logits = logits.masked_fill(batch["keep"] < 0.5, BOX_CLIP_LOGIT)
-                    has_teacher = bool((batch["teacher_score"] > 0).any())
-                    parts = distillation_loss(
-                        logits, batch["mask"],
-                        batch["teacher"] if has_teacher else None, batch["teacher_valid"],
-                        batch["teacher_score"] if has_teacher else None,
-                        sharpen=config.teacher_sharpen, teacher_weight_max=config.teacher_weight_max,
-                        area_weight=config.area_weight, area_min_ratio=config.area_min_ratio)
-                    (parts.total / plan.grad_accum_steps).backward()
-                for k, v in parts.as_floats().items():
-                    values[k] = values.get(k, 0.0) + v / plan.grad_accum_steps
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            step += 1
+            if not self.in_final_phase and self.clock.progress(self.step) >= config.final_phase_start:
+                self.enter_final_phase()
+            lr = config.lr * lr_factor(self.clock.progress(self.step), self.step, self.clock.warmup)
+            values = train_step(self.step_context, self.loader, lr)
+            self.checkpoints.step += 1
             batches_done = b + 1
-            samples_seen += batch_size
-            if steady_start is None:  # after the first step: start-up (workers, kernels) is over
-                steady_start = time.perf_counter()
-            values = ctx.mean(values)  # the loss of the whole effective batch
-            first_loss = values["total"] if first_loss is None else first_loss
-            last_loss = values["total"]
-            for k, v in values.items():
-                running[k] = 0.9 * running.get(k, v) + 0.1 * v
-            rate = (b + 1 - first_batch) * batch_size / max(1e-9, time.perf_counter() - epoch_start)
+            self.clock.stepped()
+            self.losses.add(values, running, self.batch_size)
+            rate = (b + 1 - first_batch) * self.batch_size / max(1e-9, time.perf_counter() - epoch_start)
             bar.set_postfix(loss=f"{running['total']:.3f}", gt=f"{running['ground_truth']:.3f}",
                             t=f"{running['teacher']:.3f}", area=f"{running['area']:.3f}",
                             sps=f"{rate:.1f}", refresh=False)
-            step_record = {"step": step, "epoch": epoch, "lr": lr, "samples_per_s": rate,
-                           "loss": values["total"], **{f"loss_{k}": v for k, v in running.items()}}
-            if step % config.log_every == 0 or finished():
-                log(step_record)
-                logged_step = step
-            if (config.checkpoint_every > 0 and step % config.checkpoint_every == 0
-                    and batches_done < steps_per_epoch and not finished() and ctx.is_main):
-                save_checkpoint(out_dir / "last.pt", model, config, training_state(epoch, {}, batches_done))
+            self.step_record = {"step": self.step, "epoch": epoch, "lr": lr, "samples_per_s": rate,
+                                "loss": values["total"], **{f"loss_{k}": v for k, v in running.items()}}
+            if self.step % config.log_every == 0 or self.finished():
+                self.log(self.step_record)
+                self.logged_step = self.step
+            if (config.checkpoint_every > 0 and self.step % config.checkpoint_every == 0
+                    and batches_done < steps_per_epoch and not self.finished() and self.ctx.is_main):
+                self.checkpoints.save_last(epoch, {}, batches_done)
         bar.close()
-        if finished() and step_record is not None and logged_step != step:
-            log(step_record)  # the budget may run out between two checks: always record the last step
-            logged_step = step
+        if self.finished() and self.step_record is not None and self.logged_step != self.step:
+            # the budget may run out between two checks: always record the last step
+            self.log(self.step_record)
+            self.logged_step = self.step
+        return batches_done, running
 
-        last_epoch = finished()
+    def end_epoch(self, epoch: int, batches_done: int, running: dict[str, float]) -> None:
+        """The dev evaluation when due, best.pt when it improved, last.pt always (rank 0)."""
+        config = self.config
         metrics = {}
-        if eval_crops is not None and ((epoch + 1) % config.eval_every == 0 or last_epoch):
-            metrics = evaluate_crop_space(model, eval_crops, device, config.channels_last)
-            record = {"epoch": epoch, "step": step, "eval": metrics,
-                      "elapsed_s": elapsed_before + time.perf_counter() - run_start}
-            history.append(record)
-            log(record)
-            if not quiet:
+        if self.dev is not None and ((epoch + 1) % config.eval_every == 0 or self.finished()):
+            metrics = evaluate_on_dev(self.checkpoints.model, self.dev, self.device, config.channels_last)
+            record = {"epoch": epoch, "step": self.step, "eval": metrics,
+                      "elapsed_s": self.clock.total_elapsed()}
+            self.checkpoints.history.append(record)
+            self.log(record)
+            if not self.quiet:
                 print(f"epoch {epoch + 1}: dev-val crop mIoU {metrics['miou']:.4f} "
                       f"(S {metrics['miou_small']:.3f} M {metrics['miou_medium']:.3f} "
                       f"L {metrics['miou_large']:.3f}), loss {running.get('total', float('nan')):.4f}",
                       flush=True)
-        if metrics and metrics["miou"] > best_miou:
-            best_miou = metrics["miou"]
-            save_checkpoint(out_dir / "best.pt", model, config,
-                            {**training_state(epoch, metrics), "optimizer": None})
-        if ctx.is_main:  # a run that stops inside an epoch resumes at its next batch
-            next_batch = batches_done if batches_done < steps_per_epoch else 0
-            save_checkpoint(out_dir / "last.pt", model, config, training_state(epoch, metrics, next_batch))
-        ctx.barrier()  # the others wait for rank 0's evaluation and checkpoint
-    del loader  # stops the loader's workers
-    if log_file is not None:
-        log_file.close()
-    elapsed = time.perf_counter() - run_start
-    summary = {"best_miou": best_miou, "steps": step, "samples_seen": samples_seen,
-               "samples_per_s": samples_seen / max(elapsed, 1e-9), "elapsed_s": elapsed,
-               "first_loss": first_loss, "last_loss": last_loss, "out_dir": str(out_dir)}
-    if steady_start is not None and samples_seen > batch_size:
-        summary["samples_per_s_after_first_step"] = (
-            (samples_seen - batch_size) / max(time.perf_counter() - steady_start, 1e-9))
-    if ctx.enabled:
-        summary.update(world_size=ctx.world_size,
-                       samples_per_s_per_process=summary["samples_per_s"] / ctx.world_size,
-                       rank_weight_digests=ctx.gather(weights_digest(model)))
+        self.checkpoints.save_if_best(epoch, metrics)
+        if self.ctx.is_main:  # a run that stops inside an epoch resumes at its next batch
+            steps_per_epoch = self.plan.steps_per_epoch
+            self.checkpoints.save_last(epoch, metrics, batches_done if batches_done < steps_per_epoch else 0)
+        self.ctx.barrier()  # the others wait for rank 0's evaluation and checkpoint
+
+    def summary(self) -> dict:
+        clock, losses, ctx, model = self.clock, self.losses, self.ctx, self.checkpoints.model
+        elapsed = time.perf_counter() - clock.start
+        summary = {"best_miou": self.checkpoints.best_miou, "steps": self.step,
+                   "samples_seen": losses.samples_seen,
+                   "samples_per_s": losses.samples_seen / max(elapsed, 1e-9), "elapsed_s": elapsed,
+                   "first_loss": losses.first, "last_loss": losses.last, "out_dir": str(self.out_dir)}
+        if clock.steady_start is not None and losses.samples_seen > self.batch_size:
+            summary["samples_per_s_after_first_step"] = (
+                (losses.samples_seen - self.batch_size) / max(time.perf_counter() - clock.steady_start, 1e-9))
+        if ctx.enabled:
+            summary.update(world_size=ctx.world_size,
+                           samples_per_s_per_process=summary["samples_per_s"] / ctx.world_size,
+                           rank_weight_digests=ctx.gather(weights_digest(model)))
+        return summary
+
+
+def _train(config: TrainConfig, ctx: Distributed, device: torch.device, resume: str | Path | None,
+           quiet: bool) -> dict:
+    run = _Run(config, ctx, device, resume, quiet)
+    for epoch in range(run.checkpoints.start_epoch, run.checkpoints.start_epoch + 1_000_000):
+        run.clock.tick()
+        if run.finished():  # ends here: steps or time budget spent
+            break
+        batches_done, running = run.epoch(epoch)
+        run.end_epoch(epoch, batches_done, running)
+    del run.loader  # stops the loader's workers
+    run.log.close()
+    summary = run.summary()
     if ctx.is_main:
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if not quiet:
         print(json.dumps(summary, indent=2))
     return summary

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from node_helpers import write_red_model
 
+from picosam3_ros.core.clip import ANNOTATIONS_NAME, DEFAULT_CLIP_DIR
 from picosam3_ros.core.image_conversion import SUPPORTED_ENCODINGS
 from picosam3_ros.evaluation.bag_eval import main as bag_eval_main
 from picosam3_ros.evaluation.bag_io import BagReader, frame_to_rgb
-from picosam3_ros.evaluation.clip import ANNOTATIONS_NAME, DEFAULT_CLIP_DIR
 from picosam3_ros.evaluation.coco_to_bag import main as coco_to_bag_main
 
 N_IMAGES = 2

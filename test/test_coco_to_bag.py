@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from node_helpers import write_disk_model, write_red_model
 
+from picosam3_ros.core.clip import ANNOTATIONS_NAME, DEFAULT_CLIP_DIR
 from picosam3_ros.core.coco_dataset import CocoDataset, decode_segmentation
-from picosam3_ros.evaluation.bag_io import PROMPT_ARRAY_TYPE, BagReader, image_to_array, stamp_ns
-from picosam3_ros.evaluation.clip import ANNOTATIONS_NAME, DEFAULT_CLIP_DIR
+from picosam3_ros.core.image_conversion import image_array
+from picosam3_ros.evaluation.bag_io import PROMPT_ARRAY_TYPE, BagReader, label_array, stamp_ns
 from picosam3_ros.evaluation.coco_to_bag import main as coco_to_bag_main
 
 N_IMAGES = 4
@@ -90,13 +91,13 @@ def test_round_trip(tmp_path, polygon_dataset, storage):
         assert stamp_ns(gt.header) == stamp_ns(image.header)
         assert image.encoding == "rgb8" and gt.encoding == "mono8"
         bgr = cv2.imread(str(image_dir / frame.file_name))
-        np.testing.assert_array_equal(image_to_array(image), bgr[:, :, ::-1])
+        np.testing.assert_array_equal(image_array(image), bgr[:, :, ::-1])
         ids = [p.id for p in prompts.prompts]
         assert ids == [inst.annotation_id for inst in frame.instances]
         assert 999_999 not in ids
         areas = [inst.area for inst in frame.instances]
         assert areas == sorted(areas, reverse=True)  # larger first: smaller ones win overlaps
-        labels = image_to_array(gt, ("mono8",))
+        labels = label_array(gt)
         for k, (prompt, inst) in enumerate(zip(prompts.prompts, frame.instances), start=1):
             x, y, w, h = inst.bbox
             # The integer box is the float COCO box rounded to whole pixels.

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from node_helpers import REPO, RosClient, disk_logits, node_command, ros_env, running, write_disk_model
 
+from picosam3_ros.core.clip import ANNOTATIONS_NAME, DEFAULT_CLIP_DIR, Clip
 from picosam3_ros.core.crop import crop_rect_for_box
 from picosam3_ros.demo.demo import prepare_frames
-from picosam3_ros.evaluation.clip import ANNOTATIONS_NAME, DEFAULT_CLIP_DIR, Clip
 
 FREE_LICENCES = {4: "by/2.0", 5: "by-sa/2.0"}
 

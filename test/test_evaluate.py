@@ -11,7 +11,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from picosam3_ros.core import metrics
-from picosam3_ros.core.crop import CropRect, crop_rect_for_box, paste_back
+from picosam3_ros.core.crop import CropRect, crop_rect_for_box
 from picosam3_ros.core.postprocess import RAW_POSTPROCESS, Postprocess, grid_mask, mask_from_logits
 from picosam3_train import evaluate as ev
 
@@ -117,16 +117,17 @@ def test_jitter_box_is_seeded_and_moves_each_side():
     assert tiny[2] >= 1.0 and tiny[3] >= 1.0
 
 
-def test_in_rect_full_iou_equals_paste_back():
+def test_in_rect_full_iou_equals_the_full_frame_iou():
     rng = np.random.default_rng(2)
     rect = CropRect(30, 20, 50, 40)
     logits = rng.normal(size=(96, 96)).astype(np.float32)
     full_gt = rng.random((90, 120)) > 0.7
     pred = mask_from_logits(logits, rect, 0.5)[0] > 0
     region = full_gt[rect.y : rect.y_end, rect.x : rect.x_end]
-    expected = metrics.full_resolution_iou(logits, rect, full_gt)
-    assert ev._in_rect_iou(pred, region, int(full_gt.sum())) == pytest.approx(expected)
-    assert paste_back(logits, rect, (120, 90)).shape == (90, 120)
+    full_pred = np.zeros_like(full_gt)
+    full_pred[rect.y : rect.y_end, rect.x : rect.x_end] = pred
+    expected = metrics.mask_iou(full_pred, full_gt)
+    assert metrics.in_rect_iou(pred, region, int(full_gt.sum())) == pytest.approx(expected)
 
 
 def test_reader_skips_crowd_and_degenerate(fixture_data):

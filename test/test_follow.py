@@ -71,7 +71,7 @@ def full_mask(result: PromptResult, shape) -> np.ndarray:
 
 
 def cpu_server(segmenter, post, follow: bool) -> FrameServer:
-    return FrameServer(segmenter, None, post.threshold, box_margin=post.box_margin, follow=follow)
+    return FrameServer(segmenter, None, post, follow=follow)
 
 
 def run_cpu(server: FrameServer, video, prompts) -> list[list[PromptResult]]:
@@ -104,7 +104,7 @@ def test_follow_works_through_the_sensor_paths_roi_lag(video, post):
     delay = 2
     given = tight_box(video[0][1])
     ious, statuses, boxes = [], [], []
-    replay = FollowReplay(None, "", post.threshold, delay, 30.0, post.box_margin)
+    replay = FollowReplay(None, "", post, delay, 30.0)
     try:
         for rgb, gt in video:
             result = replay.segment(rgb, [Prompt(9, given)])[0]
@@ -127,8 +127,7 @@ def test_lost_after_frames_without_an_object_then_a_new_box_restarts(video, segm
     """The camera covered (flat frames): the network still outputs a blob, but an unsure one; after
     lost_after such frames the prompt is LOST (no mask, no network work) until a new box arrives."""
     settings = FollowSettings(lost_after=5)
-    server = FrameServer(segmenter, None, post.threshold, box_margin=post.box_margin, follow=True,
-                         follow_settings=settings)
+    server = FrameServer(segmenter, None, post, follow=True, follow_settings=settings)
     given = tight_box(video[0][1])
     for rgb, _ in video[:4]:
         assert server.serve_image(rgb, [Prompt(2, given)]).results[0].status == Status.OK

@@ -336,16 +336,16 @@ def test_launch_file_arguments_are_declared_and_documented():
 
     tree = ast.parse((REPO / "launch" / "sensor.launch.py").read_text())
     (table,) = [n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "ARGUMENTS"]
-    declared = set(ast.literal_eval(table)) | {"config_file", "fastdds_profile"}
+    declared = {ast.literal_eval(key) for key in table.keys} | {"config_file", "fastdds_profile"}
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
     used = {c.args[0].value for c in calls if getattr(c.func, "id", "") == "LaunchConfiguration"
             and isinstance(c.args[0], ast.Constant)}
     used |= {"backend", "camera", "model", "image_transport", "image_qos"}  # the overrides' loop
     assert used <= declared, used - declared
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("### Launch arguments", 1)[1].split("\n## ", 1)[0]
+    page = (REPO / "docs" / "parameters.md").read_text()
+    section = page.split("## Launch arguments", 1)[1].split("\n## ", 1)[0]
     for name in declared:
-        assert f"`{name}`" in section, f"launch argument {name} is not in README 'Launch arguments'"
+        assert f"`{name}`" in section, f"launch argument {name} is not in docs/parameters.md"
     executables = {k.value.value for c in calls for k in c.keywords if k.arg == "executable"}
     setup = (REPO / "setup.py").read_text()
     assert executables and all(f'"{e} = ' in setup for e in executables), executables

@@ -230,9 +230,9 @@ def test_sensor_and_objects_3d_on_real_frames_with_detections(tmp_path, interfac
     """Real sensor node + objects_3d; the clip's 30 held-out frames with the GT box of their largest
     object, 16UC1 depth (1.0 m / 2.0 m, 2% holes), camera_info: an object for every frame, where the
     core puts it for the mask the sensor sent, and near the ground truth's centroid."""
+    from picosam3_ros.core.clip import Clip
     from picosam3_ros.core.image_conversion import image_array
     from picosam3_ros.core.objects_3d import DepthSettings, Intrinsics, locate_object
-    from picosam3_ros.evaluation.clip import Clip
 
     frames = [(im.image_rgb, im.instances[0].box, im.instances[0].mask) for im in Clip().images]
     env = with_prefix(ros_env(DOMAIN_CHAIN), interfaces)

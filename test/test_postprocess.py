@@ -21,7 +21,8 @@ from picosam3_ros.core.crop import CropRect, crop_rect_for_box
 from picosam3_ros.core.model_card import ModelCardError, load_model_card, postprocess_in_use
 from picosam3_ros.core.pipeline import Prompt, Status, segment_frame
 from picosam3_ros.core.postprocess import RAW_POSTPROCESS, Postprocess, box_keep_map, mask_from_logits
-from picosam3_ros.nodes.node_config import ConfigError, validate
+from picosam3_ros.nodes.node_config import ConfigError
+from picosam3_ros.nodes.sensor_params import validate
 
 DOMAIN = 37
 WIDTH, HEIGHT = 320, 240
@@ -89,8 +90,8 @@ def test_bundled_model_masks_stay_in_the_box():
     backend = create_backend("onnx", BackendConfig(threads=1))
     box = (width * 0.3, height * 0.25, width * 0.35, height * 0.2)  # wide: the square crop sticks out
     prompts = [Prompt(1, box)]
-    raw = segment_frame(backend, rgb, prompts, 0.2)[0]
-    clipped = segment_frame(backend, rgb, prompts, 0.2, None, 0.0)[0]
+    raw = segment_frame(backend, rgb, prompts, Postprocess(0.2))[0]
+    clipped = segment_frame(backend, rgb, prompts, Postprocess(0.2, 0.0))[0]
     assert raw.status == clipped.status == Status.OK
     keep = box_keep_map(box, clipped.crop, 0.0, (clipped.crop.width, clipped.crop.height))
     assert clipped.crop_mask[~keep].max() == 0

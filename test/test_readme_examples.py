@@ -1,5 +1,9 @@
 """Every README example, typed as written, works (issue 23's bar), against real node processes.
 
+"The README" here is README.md and the docs/ pages its sections moved to (README_PAGES: each example
+lives where a reader looks for it, the launch lines of a robot in docs/robot.md, every parameter in
+docs/parameters.md).
+
 * Each ``ros2 launch picosam3_ros sensor.launch.py ...`` line runs through the launch file with
   stand-ins for launch/launch_ros (no wheels exist; test/launch_standins/README.md): the nodes
   come up, answer a frame and a prompt on the topics the arguments name, and stop on Ctrl-C.
@@ -8,7 +12,8 @@
   value of the parameter table (`` `-1.0` = ...``), at run time and as ``-p name:=value``.
 * Each inline YAML snippet (`` `prompt_timeout: 0.0` ``) is written into a copy of
   config/sensor.yaml, launched with ``config_file:=``, and is the value in force.
-* The parameter table's defaults are the code's.
+* The parameter tables' defaults (README.md's short one, docs/parameters.md's full one) are the code's.
+* The README's Python example (``picosam3_ros.Predictor``) runs as written.
 * The launch file: a node that exits takes the launch down; the same colour rule for every node
   (plain into a file, colours when RCUTILS_COLORIZED_OUTPUT=1 asks); use_sim_time and log_level.
 """
@@ -44,10 +49,15 @@ from node_helpers import (
 )
 
 from picosam3_ros.core.pipeline import Status
-from picosam3_ros.nodes.node_config import SENSOR_PARAMS
+from picosam3_ros.nodes.sensor_params import SENSOR_PARAMS
 
 DOMAIN = 24
-README = (REPO / "README.md").read_text()
+README_ONLY = (REPO / "README.md").read_text()
+PARAMETERS_PAGE = (REPO / "docs" / "parameters.md").read_text()
+# The pages the README's examples moved to (docs/install.md ... docs/training.md), read as one text.
+README_PAGES = ("install", "interfaces", "parameters", "robot", "models", "evaluation", "dds_transport",
+                "robustness", "training")
+README = "\n\n".join([README_ONLY, *((REPO / "docs" / f"{page}.md").read_text() for page in README_PAGES)])
 LAUNCH = [sys.executable, str(REPO / "test" / "launch_standins" / "ros2_launch.py")]
 ESCAPE = "\x1b["
 
@@ -70,9 +80,11 @@ def readme_yaml_snippets() -> list[tuple[str, str]]:
     return sorted({(k, v) for k, v in spans if k in SENSOR_PARAMS.params})
 
 
-def parameter_table() -> dict[str, tuple[str, list[str]]]:
-    """name -> (default as written, special values written `V` = ...) for single-name rows."""
-    section = README.split("### Sensor node parameters", 1)[1].split("\n### ", 1)[0]
+def parameter_table(section: str | None = None) -> dict[str, tuple[str, list[str]]]:
+    """name -> (default as written, special values written `V` = ...) for single-name rows of a
+    parameter table (default: docs/parameters.md's)."""
+    if section is None:
+        section = PARAMETERS_PAGE.split("## Sensor node parameters", 1)[1].split("\n## ", 1)[0]
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
@@ -92,10 +104,26 @@ def test_the_readme_has_the_examples_this_test_runs():
 
 
 def test_parameter_table_defaults_are_the_codes():
+    short = parameter_table(README_ONLY.split("## Parameters", 1)[1].split("\n## ", 1)[0])
+    assert len(short) >= 8 and short.items() <= parameter_table().items()  # the README's rows, as in docs/
     for name, (written, _) in parameter_table().items():
         default = SENSOR_PARAMS.params[name].default
         value = "" if written == "''" else yaml.safe_load(written)
         assert value == default and type(value) is type(default), (name, written, default)
+
+
+def test_the_readme_python_example_runs_as_written(monkeypatch):
+    (block,) = re.findall(r"```python\n(.*?)```", README_ONLY, re.S)
+    assert len(block.strip().splitlines()) <= 6
+    monkeypatch.chdir(REPO)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    (mask,) = namespace["masks"]
+    assert mask.ok and mask.mask.shape == namespace["image"].shape[:2]
+    # the skier of the demo clip: most of her box is her, little of it is not
+    x, y, w, h = 277, 51, 244, 391
+    inside = mask.mask[y : y + h, x : x + w].sum()
+    assert inside == mask.mask.sum() and 0.2 * w * h < inside < 0.8 * w * h and mask.score > 0.5
 
 
 # --- running the launch file ------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from node_helpers import REPO
@@ -10,7 +12,8 @@ from picosam3_ros.core.carry import LastResults
 from picosam3_ros.core.crop import CropRect
 from picosam3_ros.core.input_monitor import OK, WARN, InputMonitor, choose_image_reliability
 from picosam3_ros.core.pipeline import PromptResult, Status
-from picosam3_ros.nodes.node_config import SENSOR_PARAMS, ConfigError, Param, ParamTable, validate
+from picosam3_ros.nodes.node_config import ConfigError, Param, ParamTable
+from picosam3_ros.nodes.sensor_params import SENSOR_PARAMS, validate
 
 MS = 1_000_000
 
@@ -56,15 +59,48 @@ def test_sensor_config_validation():
             validate(bad)
 
 
-def test_every_sensor_parameter_is_in_the_readme_table():
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("### Sensor node parameters", 1)[1].split("\n### ", 1)[0]
+def test_every_sensor_parameter_is_in_the_parameters_page():
+    page = (REPO / "docs" / "parameters.md").read_text()
+    section = page.split("## Sensor node parameters", 1)[1].split("\n## ", 1)[0]
     for name in SENSOR_PARAMS.params:
         documented = f"`{name}`" in section or (name.startswith("emulator.") and "`emulator.*`" in section)
         assert documented, name
     yaml = (REPO / "config" / "sensor.yaml").read_text()
     for name in SENSOR_PARAMS.params:
         assert f"{name.split('.')[-1]}:" in yaml, name
+
+
+def test_defaults_are_written_once_the_yaml_and_the_launch_file_agree_with_the_table():
+    """config/sensor.yaml sets every parameter to the table's default; NodeConfig has no defaults
+    of its own (a config comes from the table); the launch file's descriptions name the table's."""
+    import dataclasses
+
+    import yaml as pyyaml
+
+    from picosam3_ros.nodes.sensor_params import NodeConfig
+
+    block = pyyaml.safe_load((REPO / "config" / "sensor.yaml").read_text())["/**/picosam3_sensor"]
+    values = dict(block["ros__parameters"])
+    values.update({f"emulator.{k}": v for k, v in values.pop("emulator").items()})
+    assert values == SENSOR_PARAMS.defaults()
+    fields = {f.name: f for f in dataclasses.fields(NodeConfig)}
+    assert set(fields) == {n for n in SENSOR_PARAMS.params if not n.startswith("emulator.")} | {"emulator"}
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+               for f in fields.values())
+    namespace: dict = {}
+    sys.path.insert(0, str(REPO / "test" / "launch_standins"))
+    try:
+        source = (REPO / "launch" / "sensor.launch.py").read_text()
+        exec(compile(source, "sensor.launch.py", "exec"), namespace)
+    finally:
+        sys.path.remove(str(REPO / "test" / "launch_standins"))
+    for name in namespace["OVERRIDES"]:
+        default, description = namespace["ARGUMENTS"][name]
+        assert default == "", name  # '' = the config file's value stands
+        written = SENSOR_PARAMS.params[name].default
+        if name != "model":
+            shown = str(written).lower() if isinstance(written, bool) else written
+            assert f"the config file's: {shown}" in description, (name, description)
 
 
 def test_input_monitor_reports_lost_frames_and_silence():

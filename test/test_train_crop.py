@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from picosam3_ros.core.coco_dataset import read_rgb
-from picosam3_ros.core.crop import CropRect, InvalidRoiError, crop_and_resize, crop_rect_for_box, paste_back
+from picosam3_ros.core.crop import (
+    CropRect,
+    InvalidRoiError,
+    crop_and_resize,
+    crop_rect_for_box,
+    resize_to_crop,
+)
 from picosam3_train.config import IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE
 from picosam3_train.data import CropDataset, InstanceStore, TeacherEntry
 
@@ -48,15 +54,15 @@ def test_invalid_boxes_raise(box):
         crop_rect_for_box(box, (100, 100))
 
 
-def test_crop_and_resize_and_paste_back():
+def test_crop_and_resize_and_back_to_the_crop():
     image = np.zeros((100, 200), np.uint8)
     image[23:47, 38:50] = 255  # left half of the crop of the first case
     rect = CropRect(38, 23, 24, 24)
     crop = crop_and_resize(image, rect, interpolation=cv2.INTER_NEAREST)
     assert crop.shape == (96, 96)
     assert (crop[:, :48] == 255).all() and (crop[:, 48:] == 0).all()
-    frame = paste_back(crop.astype(np.float32) / 255.0, rect, (200, 100))
-    assert frame.shape == (100, 200)
+    frame = np.zeros((100, 200), np.float32)
+    frame[rect.y : rect.y_end, rect.x : rect.x_end] = resize_to_crop(crop.astype(np.float32) / 255.0, rect)
     assert frame[30, 40] == pytest.approx(1.0) and frame[30, 60] == pytest.approx(0.0)
     assert frame[:, :38].max() == 0.0
 

@@ -6,7 +6,7 @@ import time
 
 import cv2
 
-from picosam3_ros.backends.imx500_backend import PicameraSource, import_picamera2
+from picosam3_ros.backends.picamera import PicameraSource, import_picamera2
 from picosam3_ros.core.backend_api import BackendConfig, BackendError, SensorFrame
 from picosam3_ros.core.crop import CropRect
 

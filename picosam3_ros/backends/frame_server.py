@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from picosam3_ros.backends import create_backend, resolve_auto
+from picosam3_ros.backends import AUTO, backend_spec, create_backend, resolve_auto
 from picosam3_ros.backends.roi_scheduler import RoiScheduler
 from picosam3_ros.core.backend_api import (
     BackendConfig,
@@ -48,14 +48,9 @@ from picosam3_ros.core.backend_api import (
 )
 from picosam3_ros.core.crop import CropRect, InvalidRoiError
 from picosam3_ros.core.follow import FollowedPrompt, Followers, FollowSettings
-from picosam3_ros.core.pipeline import (
-    Prompt,
-    PromptResult,
-    Status,
-    prompt_crop,
-    segment_frame,
-    sensor_frame_results,
-)
+from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, prompt_crop, sensor_frame_results
+from picosam3_ros.core.postprocess import RAW_POSTPROCESS, Postprocess
+from picosam3_ros.core.predictor import Predictor
 
 # Crops remembered per (box, stream size); far above any prompt set, so a live set never
 # misses, and bounded so that a stream of ever-new boxes cannot grow it.
@@ -86,31 +81,52 @@ class _CropCache:
 
 
 class FrameServer:
-    """Serves frames from a sensor that runs the network, a CPU segmenter, or both (with fallback)."""
+    """Serves frames from a sensor that runs the network, a CPU segmenter, or both (with fallback).
+
+    The CPU path is a :class:`~picosam3_ros.core.predictor.Predictor` around ``segmenter``;
+    both paths read masks with the one ``postprocess`` (:meth:`configure` changes it at run time).
+    """
 
     def __init__(
         self,
         segmenter: CropSegmenter | None,
         sensor: SensorFrameSource | None = None,
-        threshold: float = 0.5,
+        postprocess: Postprocess = RAW_POSTPROCESS,
         roi_policy: str = "staleness",
-        box_margin: float | None = None,
         follow: bool = False,
         follow_settings: FollowSettings | None = None,
-        grow_threshold: float | None = None,
     ):
         if segmenter is None and (sensor is None or not sensor.runs_network):
             raise ValueError("a frame server needs a CPU segmenter or a sensor that runs the network")
-        self.segmenter = segmenter
+        self.predictor = None if segmenter is None else Predictor(backend=segmenter, postprocess=postprocess)
         self.sensor = sensor
-        self.threshold = threshold
-        self.box_margin = box_margin  # the post-processing's box clip (core/postprocess.py)
-        self.grow_threshold = grow_threshold  # and where the mask grows beyond it
+        self.postprocess = postprocess
         self.scheduler = RoiScheduler(roi_policy)
         self.fallback_reason = ""
         self._crops = _CropCache()
         # `follow`: what prompts without their own RoiPrompt.follow choice do (the node's parameter).
         self.followers = Followers(follow_settings or FollowSettings(), default_follow=follow)
+
+    def configure(
+        self,
+        postprocess: Postprocess | None = None,
+        roi_policy: str | None = None,
+        follow: bool | None = None,
+    ) -> None:
+        """Run-time changes (the node's parameters); None keeps a setting as it is."""
+        if postprocess is not None:
+            self.postprocess = postprocess
+            if self.predictor is not None:
+                self.predictor.postprocess = postprocess
+        if roi_policy is not None:
+            self.scheduler = RoiScheduler(roi_policy)
+        if follow is not None:
+            self.followers.default_follow = follow
+
+    @property
+    def segmenter(self) -> CropSegmenter | None:
+        """The CPU segmenter (None: the sensor has no CPU fallback)."""
+        return None if self.predictor is None else self.predictor.segmenter
 
     # --- state ---------------------------------------------------------------------------------
     @property
@@ -187,6 +203,10 @@ class FrameServer:
         """A frame the node did not capture (``image`` topic): the CPU path."""
         return ServedFrame(self._on_cpu(image_rgb, prompts, arrival_ns, None), self.backend)
 
+    def segment(self, image_rgb: np.ndarray, prompts: Sequence[Prompt]) -> list[PromptResult]:
+        """:meth:`serve_image`'s results: the frame function of bag evaluation with following on."""
+        return self.serve_image(image_rgb, prompts).results
+
     def serve_frame(
         self, frame: SensorFrame, prompts: Sequence[Prompt], arrival_ns: int | None = None
     ) -> ServedFrame:
@@ -207,18 +227,17 @@ class FrameServer:
         served = sensor_frame_results(
             frame,
             [prompts[i] for i in active],
-            self.threshold,
+            self.postprocess,
             self.sensor.name,
             arrival_ns,
             crops=self.crops([prompts[i] for i in active], (width, height)),
-            box_margin=self.box_margin,
-            grow_threshold=self.grow_threshold,
         )
         results = self._merge(plan, active, served, self.sensor.name)
         if plan is not None:
             for followed, result in zip(plan, results):
                 if result.status == Status.OK:
-                    self.followers.observe(followed, result.logits96, result.crop, result.box, self.threshold)
+                    self.followers.observe(followed, result.logits96, result.crop, result.box,
+                                           self.postprocess.threshold)
                     self.followers.published(followed, result.crop, result.crop_mask)
         return ServedFrame(
             results,
@@ -230,17 +249,14 @@ class FrameServer:
     def _on_cpu(
         self, image_rgb: np.ndarray, prompts: Sequence[Prompt], arrival_ns: int | None, sequence: int | None
     ) -> list[PromptResult]:
-        if self.segmenter is None:
+        if self.predictor is None:
             why = self.fallback_reason or "no CPU model"
             return [
                 PromptResult(p.prompt_id, Status.BACKEND_ERROR, backend="none", detail=why) for p in prompts
             ]
         if not self.followers.any_followed(prompts):
             self.followers.retain(prompts)
-            return segment_frame(
-                self.segmenter, image_rgb, prompts, self.threshold, arrival_ns, self.box_margin,
-                grow_threshold=self.grow_threshold,
-            )
+            return self.predictor.segment(image_rgb, prompts, arrival_ns)
         followers = self.followers
         if sequence is None:
             sequence = followers.next_sequence()
@@ -250,11 +266,12 @@ class FrameServer:
         again = []
         for i, result in zip(active, first):
             if result.status == Status.OK:
-                followers.observe(plan[i], result.logits96, result.crop, result.box, self.threshold)
+                followers.observe(plan[i], result.logits96, result.crop, result.box,
+                                  self.postprocess.threshold)
                 if plan[i].second_pass:
                     again.append(i)
             else:
-                followers.observe(plan[i], None, None, None, self.threshold)  # no mask: a miss
+                followers.observe(plan[i], None, None, None, self.postprocess.threshold)  # no mask: a miss
         results = self._merge(plan, active, first, self.segmenter.name)
         if again:
             second = self._segment(image_rgb, [replace(prompts[i], box_xywh=followers.corrected_box(plan[i]))
@@ -271,8 +288,7 @@ class FrameServer:
         return results
 
     def _segment(self, image_rgb: np.ndarray, prompts: list[Prompt]) -> list[PromptResult]:
-        return segment_frame(self.segmenter, image_rgb, prompts, self.threshold, None, self.box_margin,
-                             grow_threshold=self.grow_threshold)
+        return self.predictor.segment(image_rgb, prompts)
 
     def _as_sensor_served(self, prompt: Prompt, followed: FollowedPrompt, inference) -> Prompt | None:
         """The prompt with the box to attribute a sensor output by: its followed box, or the box of the
@@ -309,44 +325,42 @@ class FrameServer:
         """Stop the camera and release the CPU model (idempotent)."""
         if self.sensor is not None:
             self.sensor.stop()
-        if self.segmenter is not None:
-            self.segmenter.close()
+        if self.predictor is not None:
+            self.predictor.close()
 
 
 def build_frame_server(
     backend: str,
     camera: str,
     config: BackendConfig,
-    threshold: float = 0.5,
+    postprocess: Postprocess = RAW_POSTPROCESS,
     roi_policy: str = "staleness",
     warn: Callable[[str], None] = lambda message: None,
-    box_margin: float | None = None,
     follow: bool = False,
-    grow_threshold: float | None = None,
 ) -> FrameServer:
-    """The server for a node's ``backend`` ("onnx", "imx500" or "auto") and ``camera`` ("none", ...).
+    """The server for a node's ``backend`` (a registered name or "auto") and ``camera`` ("none", ...).
 
-    imx500: the sensor, plus the CPU model as its fallback when the card has one (``warn``
-    says so when it has not). onnx: the CPU model, and a plain camera unless ``camera`` is
-    "none" (frames then come from the ``image`` topic). Raises BackendError / ModelLoadError.
+    The path follows the backend's capability (``BackendSpec.runs_network``): a sensor that runs
+    the network gets its ``cpu_fallback`` ready (``warn`` says so when the card has no CPU model);
+    a crop segmenter gets a plain camera unless ``camera`` is "none" (frames then come from the
+    ``image`` topic). Raises BackendError / ModelLoadError.
     """
-    name = backend if backend != "auto" else resolve_auto(camera)
-    if name == "imx500":
-        sensor = create_backend("imx500", config)
-        try:  # the CPU fallback, ready before it is needed
-            segmenter = create_backend("onnx", config)
-        except ModelMismatchError:
-            raise  # the card does not fit its graph: wrong for the sensor path too
-        except ModelLoadError as exc:
-            warn(f"no CPU fallback: {exc}")
-            segmenter = None
-        return FrameServer(segmenter, sensor, threshold, roi_policy, box_margin, follow,
-                           grow_threshold=grow_threshold)
-    segmenter = create_backend(name, config)
+    spec = backend_spec(backend if backend != AUTO else resolve_auto(camera))
+    if spec.runs_network:
+        sensor = create_backend(spec.name, config)
+        segmenter = None
+        if spec.cpu_fallback:
+            try:  # the CPU fallback, ready before it is needed
+                segmenter = create_backend(spec.cpu_fallback, config)
+            except ModelMismatchError:
+                raise  # the card does not fit its graph: wrong for the sensor path too
+            except ModelLoadError as exc:
+                warn(f"no CPU fallback: {exc}")
+        return FrameServer(segmenter, sensor, postprocess, roi_policy, follow)
+    segmenter = create_backend(spec.name, config)
     sensor = None
     if camera != "none":
         from picosam3_ros.backends.camera import PlainCamera
 
         sensor = PlainCamera(config)
-    return FrameServer(segmenter, sensor, threshold, roi_policy, box_margin, follow,
-                       grow_threshold=grow_threshold)
+    return FrameServer(segmenter, sensor, postprocess, roi_policy, follow)

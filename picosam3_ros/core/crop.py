@@ -138,24 +138,6 @@ def crop_and_resize(
     return cv2.resize(patch, (size, size), interpolation=interpolation)
 
 
-def paste_back(
-    crop_values: np.ndarray,
-    rect: CropRect,
-    image_size: tuple[int, int],
-    fill: float = 0.0,
-) -> np.ndarray:
-    """Map a size x size network output back onto the full image.
-
-    ``crop_values`` (e.g. logits or probabilities, float) is resized bilinearly
-    to the crop rectangle and placed into a float32 (height, width) frame that is
-    ``fill`` elsewhere. Threshold the result to get a mask.
-    """
-    image_width, image_height = image_size
-    frame = np.full((image_height, image_width), fill, dtype=np.float32)
-    frame[rect.y : rect.y_end, rect.x : rect.x_end] = resize_to_crop(crop_values, rect)
-    return frame
-
-
 def resize_to_crop(crop_values: np.ndarray, rect: CropRect) -> np.ndarray:
     """Resize a network output (float, HxW) to the crop's own width x height."""
     return cv2.resize(

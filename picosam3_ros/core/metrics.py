@@ -9,12 +9,13 @@ whose prediction and ground truth are both empty has IoU 1 (empty union).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
 
-from picosam3_ros.core.crop import MODEL_INPUT_SIZE, CropRect, crop_and_resize, paste_back
+from picosam3_ros.core.crop import MODEL_INPUT_SIZE, CropRect, crop_and_resize
 from picosam3_ros.core.postprocess import box_keep_map
 
 # COCO's area buckets (pixels of the ground-truth instance in the full image).
@@ -78,15 +79,42 @@ def gt_crop(mask_full: np.ndarray, rect: CropRect, size: int = MODEL_INPUT_SIZE)
     return crop_and_resize(mask_full.astype(np.uint8), rect, size, cv2.INTER_NEAREST).astype(bool)
 
 
+def in_rect_iou(pred_in_rect: np.ndarray, gt_region: np.ndarray, gt_total: int) -> float:
+    """Full-frame IoU of a mask that is empty outside its rectangle (a pasted crop mask), from the
+    mask and the ground truth inside that rectangle and the ground truth's full-frame pixel count."""
+    inter = int(np.logical_and(pred_in_rect, gt_region).sum())
+    union = int(np.count_nonzero(pred_in_rect)) + int(gt_total) - inter
+    return 1.0 if union == 0 else inter / union
+
+
+@dataclass(frozen=True)
+class InstanceTruth:
+    """One instance's ground truth as the scorer reads it, cut once per crop: through the crop rule
+    onto the network's grid (``grid``), inside the crop rectangle (``region``), and its full-frame
+    pixel count (``total``)."""
+
+    grid: np.ndarray
+    region: np.ndarray
+    total: int
+
+    @classmethod
+    def cut(cls, gt_full: np.ndarray, rect: CropRect, size: int = MODEL_INPUT_SIZE,
+            total: int | None = None) -> InstanceTruth:
+        region = gt_full[rect.y : rect.y_end, rect.x : rect.x_end]
+        total = int(np.count_nonzero(gt_full)) if total is None else total
+        return cls(gt_crop(gt_full, rect, size), region, total)
+
+
+def score_instance(truth: InstanceTruth, grid_pred: np.ndarray, crop_pred: np.ndarray) -> tuple[float, float]:
+    """The one instance scorer (bag evaluation and ``picosam3_train evaluate``): (crop space, full
+    frame) IoU of one mask, given on the network's grid (``grid_pred``, the post-processing there:
+    ``postprocess.grid_mask``) and in its crop's pixels (``crop_pred``, the mask the node publishes)."""
+    return mask_iou(grid_pred, truth.grid), in_rect_iou(crop_pred, truth.region, truth.total)
+
+
 def crop_space_iou(logits: np.ndarray, gt_crop_mask: np.ndarray) -> float:
     """The papers' per-instance IoU: ``logits > 0`` against the cropped GT (empty union = 1)."""
     return mask_iou(np.asarray(logits) > 0, gt_crop_mask)
-
-
-def full_resolution_iou(logits: np.ndarray, rect: CropRect, gt_mask_full: np.ndarray) -> float:
-    """IoU after pasting the crop's logits back into the full frame (``paste_back``)."""
-    height, width = gt_mask_full.shape[:2]
-    return mask_iou(paste_back(logits, rect, (width, height)) > 0, gt_mask_full)
 
 
 CROWDING_BUCKETS = ("0", "1-2", "3+")

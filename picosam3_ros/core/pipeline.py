@@ -45,7 +45,7 @@ from picosam3_ros.core.backend_api import CropSegmenter, SensorFrame, SensorInfe
 from picosam3_ros.core.crop import CropRect, InvalidRoiError, crop_and_resize, crop_rect_for_box
 from picosam3_ros.core.follow import FOLLOW_DEFAULT
 from picosam3_ros.core.metrics import box_iou
-from picosam3_ros.core.postprocess import mask_from_logits
+from picosam3_ros.core.postprocess import RAW_POSTPROCESS, Postprocess, mask_from_logits
 
 # A sensor output requested for an earlier box of the same prompt id still belongs to the
 # prompt when the two boxes overlap at least this much (see the module docstring).
@@ -110,17 +110,16 @@ def segment_frame(
     segmenter: CropSegmenter,
     frame_rgb: np.ndarray,
     prompts: Sequence[Prompt],
-    threshold: float = 0.5,
+    postprocess: Postprocess = RAW_POSTPROCESS,
     arrival_ns: int | None = None,
-    box_margin: float | None = None,
     border: str = "shrink",
-    grow_threshold: float | None = None,
 ) -> list[PromptResult]:
     """Segment ``prompts`` on one RGB frame with one batched call; results in prompt order.
 
-    Each mask goes through ``postprocess.mask_from_logits`` with the prompt's own box
-    (clipped to it grown by ``box_margin``; None = no clip). ``border`` picks the crop
-    rule's border handling ("cut" only for evaluating the papers' protocol).
+    Each mask goes through ``postprocess.mask_from_logits`` with ``postprocess``'s threshold and
+    the prompt's own box (clipped to it grown by the box margin; None = no clip). ``border``
+    picks the crop rule's border handling ("cut" only for evaluating the papers' protocol).
+    Most callers want :class:`picosam3_ros.Predictor`, which holds the segmenter and the setting.
 
     Invalid boxes (NaN, zero-size, outside the frame) get INVALID_ROI; a failing
     network call gives every valid prompt BACKEND_ERROR. Never raises for bad prompts.
@@ -155,7 +154,8 @@ def segment_frame(
             result = results[index]
             result.logits96 = logits[row]
             result.crop_mask, result.score = mask_from_logits(
-                logits[row], result.crop, threshold, prompts[index].box_xywh, box_margin, grow_threshold
+                logits[row], result.crop, postprocess.threshold, prompts[index].box_xywh,
+                postprocess.box_margin, postprocess.grow_threshold,
             )
     latency = _elapsed_ms(arrival_ns)
     for result in results:
@@ -179,16 +179,14 @@ def sensor_output_serves(inference: SensorInference | None, prompt: Prompt) -> b
 def sensor_frame_results(
     frame: SensorFrame,
     prompts: Sequence[Prompt],
-    threshold: float = 0.5,
-    backend: str = "imx500",
+    postprocess: Postprocess = RAW_POSTPROCESS,
+    backend: str = "sensor",
     arrival_ns: int | None = None,
     crops: Sequence[CropRect | InvalidRoiError] | None = None,
-    box_margin: float | None = None,
-    grow_threshold: float | None = None,
 ) -> list[PromptResult]:
     """Results for a sensor frame: the prompt the output serves (:func:`sensor_output_serves`) gets the mask.
 
-    The box clip (``box_margin``) uses the box the ROI was requested for, carried with
+    The box clip (``postprocess.box_margin``) uses the box the ROI was requested for, carried with
     the inference (``SensorInference.box_xywh``); without it the mask is not clipped.
 
     The crop reported is the ROI in effect for this frame (mapped to stream
@@ -219,8 +217,8 @@ def sensor_frame_results(
         # The box the sensor's ROI was made from, not the prompt's current one (it may have moved).
         box = inference.box_xywh if inference.box_xywh is not None else prompt.box_xywh
         mask, score = mask_from_logits(
-            inference.logits, inference.crop, threshold, box_xywh=box, box_margin=box_margin,
-            grow_threshold=grow_threshold,
+            inference.logits, inference.crop, postprocess.threshold, box_xywh=box,
+            box_margin=postprocess.box_margin, grow_threshold=postprocess.grow_threshold,
         )
         results.append(
             PromptResult(

@@ -28,13 +28,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from picosam3_ros.core.clip import DEFAULT_CLIP_DIR, Clip
 from picosam3_ros.core.model_card import DEFAULT_MODELS_DIR, ModelCardError, load_model_card
 from picosam3_ros.core.pipeline import Status, compose_frame_mask
 from picosam3_ros.core.process_group import start_group, stop_group
 from picosam3_ros.demo.viewer import DemoError, DemoViewer
 from picosam3_ros.evaluation.bag_evaluation import Evaluation, results_from_segmentations
 from picosam3_ros.evaluation.bag_io import BagPrompt
-from picosam3_ros.evaluation.clip import DEFAULT_CLIP_DIR, Clip
 from picosam3_ros.evaluation.report import (
     draw_overlay,
     image_grid,

@@ -3,7 +3,7 @@
 Run the node's pipeline on a bag (CPU ONNX or the emulated IMX500):
 
     bag_eval BAG --image-topic /image --prompt-topic /prompts --gt-topic /ground_truth \
-        [--model DIR|model_card.json|FILE.onnx] [--backend onnx|imx500] --json out.json \
+        [--model DIR|model_card.json|FILE.onnx] [--backend NAME] --json out.json \
         [--markdown out.md] [--figures DIR]
 
 with the prompts followed from frame to frame as the node's ``follow`` does (``--follow``), and only
@@ -29,10 +29,10 @@ import os
 import sys
 from pathlib import Path
 
+from picosam3_ros.backends import backend_names, backend_spec
 from picosam3_ros.core.postprocess import add_postprocess_arguments
 from picosam3_ros.evaluation.bag_io import BagError
 
-BACKEND_CHOICES = ("onnx", "imx500")
 JITTER_SWEEP = (0.0, 0.05, 0.1, 0.2)  # the same sweep as picosam3_train evaluate's
 
 
@@ -67,7 +67,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--precision", choices=("fp32", "int8"), default="fp32", help="which ONNX of the card"
     )
-    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="onnx")
+    parser.add_argument("--backend", choices=backend_names(), default="onnx",
+                        help="a registered backend (picosam3_ros/backends/__init__.py); a sensor one runs "
+                        "the emulated camera")
     add_postprocess_arguments(parser)
     parser.add_argument(
         "--box-jitter",
@@ -126,16 +128,20 @@ def follow_report(backend: str, roi_apply_delay: int) -> dict:
 
     from picosam3_ros.core.follow import FollowSettings
 
-    shown = ("every bag frame once, in order, at an emulated 30 fps; an ROI takes effect "
-             f"{roi_apply_delay + 1} frames after the frame it was written on") if backend == "imx500" else \
-        "every bag frame in order (CPU path)"
+    if backend_spec(backend).runs_network:
+        shown = ("every bag frame once, in order, at an emulated 30 fps; an ROI takes effect "
+                 f"{roi_apply_delay + 1} frames after the frame it was written on")
+    else:
+        shown = "every bag frame in order (CPU path)"
     return {"settings": dataclasses.asdict(FollowSettings()), "frames": shown}
 
 
 def run(args: argparse.Namespace) -> dict:
     from picosam3_ros.backends import BackendError
+    from picosam3_ros.backends.frame_server import FrameServer
     from picosam3_ros.core.model_card import postprocess_in_use
-    from picosam3_ros.evaluation.bag_evaluation import cpu_segmenter, evaluate_bag
+    from picosam3_ros.core.predictor import Predictor
+    from picosam3_ros.evaluation.bag_evaluation import evaluate_bag
     from picosam3_ros.evaluation.report import markdown_summary, write_figures, write_json
 
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
@@ -145,8 +151,9 @@ def run(args: argparse.Namespace) -> dict:
     protocols = {p.strip() for p in args.protocols.split(",") if p.strip()}
     if not protocols <= {"project", "papers"} or "project" not in protocols:
         raise BagError(f"--protocols must be project or project,papers, got {args.protocols!r}")
-    if "papers" in protocols and args.backend != "onnx":
-        raise BagError("--protocols papers needs --backend onnx (the sensor crops with the node's rule)")
+    if "papers" in protocols and backend_spec(args.backend).runs_network:
+        raise BagError("--protocols papers needs a CPU backend such as onnx "
+                       "(the sensor crops with the node's rule)")
     if args.prompt_every is not None and args.prompt_every < 0:
         raise BagError(f"--prompt-every must be >= 0, got {args.prompt_every}")
     if args.segmentations_topic and (args.follow or args.prompt_every is not None):
@@ -164,23 +171,21 @@ def run(args: argparse.Namespace) -> dict:
         post = postprocess_in_use(model_dir, args.threshold, args.box_margin, not args.no_box_clip,
                                   card=args.model is None or model_dir is not None)
         try:
-            if args.backend == "onnx":
-                segment, model_path = cpu_segmenter(
-                    model_dir, onnx_file, args.precision, args.threads, post.threshold, post.box_margin,
-                    follow=args.follow, grow_threshold=post.grow_threshold,
-                )
-                if "papers" in protocols:
-                    papers_segment, _ = cpu_segmenter(
-                        model_dir, onnx_file, args.precision, args.threads,
-                        post.threshold, post.box_margin, border="cut", grow_threshold=post.grow_threshold,
-                    )
-            else:
+            if backend_spec(args.backend).runs_network:
                 from picosam3_ros.evaluation.sensor_replay import sensor_segmenter
 
                 segment, model_path = sensor_segmenter(
-                    model_dir, onnx_file, post.threshold, args.roi_apply_delay, box_margin=post.box_margin,
-                    follow=args.follow, grow_threshold=post.grow_threshold,
+                    model_dir, onnx_file, post, args.roi_apply_delay, follow=args.follow,
                 )
+            else:
+                predictor = Predictor(model_dir, args.backend, args.precision, post, onnx_model=onnx_file,
+                                      threads=args.threads)
+                segment, model_path = predictor.segment, predictor.model_path
+                if args.follow:
+                    segment = FrameServer(predictor.segmenter, None, post, follow=True).segment
+                if "papers" in protocols:
+                    papers = Predictor(backend=predictor.segmenter, postprocess=post, border="cut")
+                    papers_segment = papers.segment
         except BackendError as exc:
             raise BagError(f"cannot load the model: {exc}") from None
 

@@ -21,7 +21,7 @@ Bag conventions (the node's own):
 Metrics (per instance = one prompt on one frame with ground truth, averaged):
 
 * ``miou_crop``: the papers' protocol, as picosam3_train's evaluator
-  (``picosam3_ros.core.metrics.crop_space_iou``): the ground truth cut with the
+  (``picosam3_ros.core.metrics.score_instance``): the ground truth cut with the
   crop rule and resized to 96x96 (nearest) against logits > 0. In recorded
   mode there are no logits: the published crop mask, resized (nearest) to 96x96.
   The per-instance functions are shared with picosam3_train.evaluate (which imports
@@ -50,12 +50,11 @@ import cv2
 import numpy as np
 
 from picosam3_ros.core.crop import MODEL_INPUT_SIZE, CropRect, InvalidRoiError, crop_rect_for_box
-from picosam3_ros.core.follow import FollowSettings
 from picosam3_ros.core.metrics import (
     CROWDING_BUCKETS,
+    InstanceTruth,
     box_mask_in_crop,
     box_mask_in_rect,
-    crop_space_iou,
     crowding_bucket,
     gt_crop,
     jitter_box,
@@ -63,10 +62,11 @@ from picosam3_ros.core.metrics import (
     mean_fraction_above_iou_thresholds,
     mean_iou,
     objects_in_crop,
+    score_instance,
     size_bucket,
 )
-from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask, segment_frame
-from picosam3_ros.core.postprocess import Postprocess, grid_mask
+from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask
+from picosam3_ros.core.postprocess import RAW_POSTPROCESS, Postprocess, grid_mask
 from picosam3_ros.evaluation.bag_io import (
     FRAME_TYPES,
     IMAGE_TYPE,
@@ -77,7 +77,7 @@ from picosam3_ros.evaluation.bag_io import (
     BagPrompt,
     BagReader,
     frame_to_rgb,
-    image_to_array,
+    label_array,
     prompts_from_msg,
     stamp_ns,
 )
@@ -368,24 +368,18 @@ def score_result(
     With logits and ``postprocess``, crop space scores the post-processed mask on the
     network's grid (clipped to ``clip_box``, the box the mask was made for, default ``box``);
     with logits alone, ``logits > 0``; recorded results (no logits) bring their crop-local
-    mask to the grid. The box baseline is ``box`` under the crop rule ``border``."""
-    width, height = frame_size
+    mask to the grid (above half: the node's 0/255). The box baseline is ``box`` under the crop
+    rule ``border``. Both IoUs come from the one instance scorer (``metrics.score_instance``)."""
     rect: CropRect = result.crop
-    full = np.zeros((height, width), bool)
-    full[rect.y : rect.y_end, rect.x : rect.x_end] = result.crop_mask > 0
-    iou_full = mask_iou(full, gt_instance)
     size = MODEL_INPUT_SIZE if result.logits96 is None else int(result.logits96.shape[-1])
-    if result.logits96 is not None and postprocess is not None:
+    if result.logits96 is not None:
+        post = postprocess if postprocess is not None else RAW_POSTPROCESS
         clip = box if clip_box is None else clip_box
-        pred = grid_mask(result.logits96, rect, postprocess.threshold, clip, postprocess.box_margin,
-                         postprocess.grow_threshold)
-        iou_crop = mask_iou(pred, gt_crop(gt_instance, rect, size))
-    elif result.logits96 is not None:
-        iou_crop = crop_space_iou(result.logits96, gt_crop(gt_instance, rect, size))
-    else:
-        # Recorded results carry the crop-local mask only: bring it to the network's grid.
-        pred = cv2.resize(result.crop_mask, (size, size), interpolation=cv2.INTER_NEAREST)
-        iou_crop = crop_space_iou(pred.astype(np.float32) - 127.5, gt_crop(gt_instance, rect, size))
+        grid = grid_mask(result.logits96, rect, post.threshold, clip, post.box_margin, post.grow_threshold)
+    else:  # recorded results carry the crop-local mask only: bring it to the network's grid
+        grid = cv2.resize(result.crop_mask, (size, size), interpolation=cv2.INTER_NEAREST) > 127
+    truth = InstanceTruth.cut(gt_instance, rect, size)
+    iou_crop, iou_full = score_instance(truth, grid, result.crop_mask > 0)
     box_iou, box_full = box_baseline(box, gt_instance, frame_size, border, size)
     return iou_crop, iou_full, box_iou, box_full
 
@@ -429,6 +423,11 @@ class _Topics:
     gt: str | None
     segmentations: str | None
 
+    def as_dict(self) -> dict[str, str | None]:
+        """The report's "topics" block."""
+        return {"image": self.image, "prompt": self.prompt, "ground_truth": self.gt,
+                "segmentations": self.segmentations}
+
 
 def _resolve_topics(
     reader: BagReader,
@@ -459,7 +458,7 @@ def _read_ground_truth(reader: BagReader, topic: str | None) -> dict[int, np.nda
             raise BagError(
                 f"ground-truth topic '{topic}' has encoding '{item.msg.encoding}'; it must be mono8"
             )
-        truth[stamp_ns(item.msg.header)] = image_to_array(item.msg, ("mono8",))
+        truth[stamp_ns(item.msg.header)] = label_array(item.msg)
     return truth
 
 
@@ -479,7 +478,7 @@ def results_from_segmentations(msg) -> list[tuple[PromptResult, str]]:
             rect = CropRect(
                 int(seg.crop.x_offset), int(seg.crop.y_offset), int(seg.crop.width), int(seg.crop.height)
             )
-            mask = image_to_array(seg.mask, ("mono8",))
+            mask = label_array(seg.mask)
             if rect.width <= 0 or rect.height <= 0 or mask.shape != (rect.height, rect.width):
                 result.status = Status.BACKEND_ERROR
                 result.detail = f"recorded mask {mask.shape} does not match its crop {rect}"
@@ -517,6 +516,35 @@ class PromptThinning:
         return False
 
 
+def _read_recorded(reader: BagReader, topic: str | None) -> tuple[dict[int, list], list[int]]:
+    """A node's recorded ``segmentations`` by frame stamp, and their log times."""
+    recorded: dict[int, list[tuple[PromptResult, str]]] = {}
+    times: list[int] = []
+    if topic:
+        for item in reader.messages([topic]):
+            recorded[stamp_ns(item.msg.header)] = results_from_segmentations(item.msg)
+            times.append(item.log_time_ns)
+    return recorded, times
+
+
+def _frame_results(evaluation: Evaluation, segment: FrameSegmenter | None,
+                   papers_segment: FrameSegmenter | None, frame_rgb: np.ndarray, prompts: list[Prompt],
+                   recorded: list | None):
+    """(results, papers results) of one frame: the pipeline run on it (timed), or what the node
+    recorded for it; None when it recorded nothing."""
+    if segment is None:
+        if recorded is None:
+            return None
+        evaluation.frame_latency_ms.extend(r.latency_ms for r, _ in recorded if r.status == Status.OK)
+        return recorded, None
+    started = time.perf_counter()
+    results = [(r, Status(r.status).name) for r in segment(frame_rgb, prompts)]
+    elapsed = time.perf_counter() - started
+    evaluation.processing_s += elapsed
+    evaluation.frame_latency_ms.append(elapsed * 1e3)
+    return results, None if papers_segment is None else papers_segment(frame_rgb, prompts)
+
+
 def evaluate_bag(
     bag: Path | str,
     image_topic: str,
@@ -537,7 +565,8 @@ def evaluate_bag(
     """Evaluate a bag: run ``segment`` on every frame with prompts, or score recorded segmentations.
 
     ``segment(frame_rgb, prompts) -> results`` is the node's pipeline bound to a
-    backend (see :func:`cpu_segmenter`) applying ``postprocess``; ``papers_segment`` the
+    backend (``picosam3_ros.core.predictor.Predictor.segment``, or the frame server's) applying
+    ``postprocess``; ``papers_segment`` the
     same under the papers' crop rule. Pass ``segmentations_topic`` instead to score what a
     node recorded. ``box_jitter`` > 0 moves the prompt boxes (run mode).
 
@@ -553,32 +582,14 @@ def evaluate_bag(
         raise ValueError("prompt_every and follow need a segment function (run mode)")
     with BagReader(bag) as reader:
         topics = _resolve_topics(reader, image_topic, prompt_topic, gt_topic, segmentations_topic)
-        mode = "run" if segment is not None else "recorded"
         evaluation = Evaluation(
-            mode,
-            backend_name,
-            str(reader.path),
-            {
-                "image": topics.image,
-                "prompt": topics.prompt,
-                "ground_truth": topics.gt,
-                "segmentations": topics.segmentations,
-            },
-            postprocess=postprocess if segment is not None else None,
-            box_jitter=box_jitter,
-            seed=seed,
-            score_every_prompt=follow is not None,
-            follow=follow,
-            prompt_every=prompt_every,
+            "run" if segment is not None else "recorded", backend_name, str(reader.path), topics.as_dict(),
+            postprocess=postprocess if segment is not None else None, box_jitter=box_jitter, seed=seed,
+            score_every_prompt=follow is not None, follow=follow, prompt_every=prompt_every,
         )
         thinning = PromptThinning(prompt_every) if prompt_every is not None else None
         truth = _read_ground_truth(reader, topics.gt)
-        recorded: dict[int, list[tuple[PromptResult, str]]] = {}
-        recorded_times: list[int] = []
-        if topics.segmentations:
-            for item in reader.messages([topics.segmentations]):
-                recorded[stamp_ns(item.msg.header)] = results_from_segmentations(item.msg)
-                recorded_times.append(item.log_time_ns)
+        recorded, recorded_times = _read_recorded(reader, topics.segmentations)
         total_frames = reader.message_count(topics.image)
         overlay_every = max(1, total_frames // max(1, max_overlays)) if max_overlays else 0
         prompts: list[BagPrompt] = []
@@ -611,78 +622,18 @@ def evaluate_bag(
             frame_prompts = prompts
             if box_jitter > 0 and follow is None:
                 frame_prompts = jittered_prompts(prompts, box_jitter, seed, index)
-            node_prompts = [
-                Prompt(p.id, tuple(float(v) for v in p.box), item.log_time_ns, follow=p.follow)
-                for p in frame_prompts
-            ]
-            papers_results = None
-            if segment is not None:
-                started = time.perf_counter()
-                results = [(r, Status(r.status).name) for r in segment(frame_rgb, node_prompts)]
-                elapsed = time.perf_counter() - started
-                evaluation.processing_s += elapsed
-                evaluation.frame_latency_ms.append(elapsed * 1e3)
-                if papers_segment is not None and stamp in truth:  # only scored frames need it
-                    papers_results = papers_segment(frame_rgb, node_prompts)
-            else:
-                if stamp not in recorded:
-                    continue  # the node published nothing for this frame (dropped, or not recorded)
-                results = recorded[stamp]
-                evaluation.frame_latency_ms.extend(r.latency_ms for r, _ in results if r.status == Status.OK)
-            evaluation.add_frame(
-                index,
-                stamp,
-                item.log_time_ns,
-                frame_rgb,
-                frame_prompts,
-                results,
-                truth.get(stamp),
-                overlay=bool(overlay_every) and index % overlay_every == 0,
-                max_overlays=max_overlays,
-                papers_results=papers_results,
-            )
+            node_prompts = [Prompt(p.id, tuple(float(v) for v in p.box), item.log_time_ns, follow=p.follow)
+                            for p in frame_prompts]
+            papers = papers_segment if stamp in truth else None  # only scored frames need it
+            served = _frame_results(evaluation, segment, papers, frame_rgb, node_prompts, recorded.get(stamp))
+            if served is None:
+                continue  # the node published nothing for this frame (dropped, or not recorded)
+            results, papers_results = served
+            evaluation.add_frame(index, stamp, item.log_time_ns, frame_rgb, frame_prompts, results,
+                                 truth.get(stamp), overlay=bool(overlay_every) and index % overlay_every == 0,
+                                 max_overlays=max_overlays, papers_results=papers_results)
         if topics.segmentations and len(recorded_times) > 1:
             evaluation.bag_duration_s = (max(recorded_times) - min(recorded_times)) / 1e9
     if evaluation.bad_frames and not read_frames:  # the topic is unreadable (a depth topic, say)
         raise BagError(f"no frame of {topics.image} could be read: {evaluation.bad_frame_reason}")
     return evaluation
-
-
-# --------------------------------------------------------------------------- backends
-
-
-def cpu_segmenter(
-    model_dir: Path | None,
-    onnx_model: str = "",
-    precision: str = "fp32",
-    threads: int = 0,
-    threshold: float = 0.5,
-    box_margin: float | None = None,
-    border: str = "shrink",
-    follow: bool = False,
-    follow_settings: FollowSettings | None = None,
-    grow_threshold: float | None = None,
-) -> tuple[FrameSegmenter, str]:
-    """The node's CPU pipeline (onnx backend + segment_frame) as a frame function;
-    ``border="cut"`` runs the papers' crop rule instead of the node's. ``follow``: the node's
-    frame server with following on (``backends.frame_server``), frames in bag order."""
-    from picosam3_ros.backends import BackendConfig, create_backend
-
-    backend = create_backend(
-        "onnx",
-        BackendConfig(model_dir=model_dir, onnx_model=onnx_model, onnx_precision=precision, threads=threads),
-    )
-    if follow:
-        from picosam3_ros.backends.frame_server import FrameServer
-
-        server = FrameServer(backend, None, threshold, box_margin=box_margin, follow=True,
-                             follow_settings=follow_settings, grow_threshold=grow_threshold)
-        def follow_segment(frame_rgb: np.ndarray, prompts: list[Prompt]) -> list[PromptResult]:
-            return server.serve_image(frame_rgb, prompts).results
-
-        return follow_segment, str(backend.model_path)
-
-    def segment(frame_rgb: np.ndarray, prompts: list[Prompt]) -> list[PromptResult]:
-        return segment_frame(backend, frame_rgb, prompts, threshold, None, box_margin, border, grow_threshold)
-
-    return segment, str(getattr(backend, "model_path", ""))

@@ -30,9 +30,8 @@ FRAME_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
 SEGMENTATION_ARRAY_TYPE = "picosam3_msgs/msg/SegmentationArray"
 PICOSAM3_MSG_NAMES = ("RoiPrompt", "RoiPromptArray", "Segmentation", "SegmentationArray")
 STORAGE_FORMATS = ("mcap", "sqlite3")
-# Image encodings read as arrays in their own layout (ground truth, writing) and their channel counts;
-# frames go through the node's own conversion (frame_to_rgb).
-FRAME_ENCODINGS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
+# Frames are read by the node's own conversion (frame_to_rgb), label images by its own reader
+# (label_array): bag evaluation has no image decoder of its own.
 
 
 class BagError(RuntimeError):
@@ -120,24 +119,18 @@ def make_image(array: np.ndarray, encoding: str, stamp: int, frame_id: str = "ca
     )
 
 
-def image_to_array(msg, allowed: Sequence[str] = tuple(FRAME_ENCODINGS)) -> np.ndarray:
-    """uint8 array (HxW for mono8, HxWx3 otherwise) from a rosbags ``sensor_msgs/Image``.
+def label_array(msg) -> np.ndarray:
+    """A mono8 label image (ground truth, a recorded ``Segmentation.mask``) as (H, W) uint8, read by
+    the node's own reader (``core/image_conversion.image_array``); BagError when it is not mono8 or
+    its data does not match its size."""
+    from picosam3_ros.core.image_conversion import ImageConversionError, image_array
 
-    Raises BagError for encodings outside ``allowed`` or data that does not match
-    the declared size.
-    """
-    encoding = str(msg.encoding)
-    if encoding not in allowed or encoding not in FRAME_ENCODINGS:
-        raise BagError(f"unsupported image encoding '{encoding}' (supported: {', '.join(allowed)})")
-    channels = FRAME_ENCODINGS[encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    data = np.asarray(msg.data, dtype=np.uint8)
-    if step < width * channels or data.size < step * height:
-        raise BagError(
-            f"image data ({data.size} bytes, step {step}) does not match {width}x{height} {encoding}"
-        )
-    rows = data[: step * height].reshape(height, step)[:, : width * channels]
-    return rows.reshape(height, width) if channels == 1 else rows.reshape(height, width, channels)
+    if str(msg.encoding) != "mono8":
+        raise BagError(f"label images are mono8, got encoding '{msg.encoding}'")
+    try:
+        return np.asarray(image_array(msg))
+    except ImageConversionError as exc:
+        raise BagError(str(exc)) from None
 
 
 def frame_to_rgb(msg) -> np.ndarray:

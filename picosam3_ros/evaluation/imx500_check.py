@@ -40,7 +40,8 @@ import cv2
 import numpy as np
 
 from picosam3_ros.backends import BackendConfig, BackendError, create_backend
-from picosam3_ros.backends.imx500_backend import import_picamera2, resolve_network_file
+from picosam3_ros.backends.imx500_backend import resolve_network_file
+from picosam3_ros.backends.picamera import import_picamera2
 from picosam3_ros.core.crop import CropRect, crop_and_resize
 from picosam3_ros.core.sensor_geometry import SensorGeometry, roi_as_latched
 

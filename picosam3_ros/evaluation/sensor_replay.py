@@ -31,6 +31,7 @@ from picosam3_ros.core.carry import LastResults
 from picosam3_ros.core.crop import InvalidRoiError, crop_rect_for_box
 from picosam3_ros.core.follow import FollowSettings
 from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, sensor_frame_results
+from picosam3_ros.core.postprocess import RAW_POSTPROCESS, Postprocess
 from picosam3_ros.core.sensor_geometry import roi_as_latched
 from picosam3_ros.emulator.sources import FrameSource
 
@@ -86,17 +87,13 @@ class SensorReplay:
         self,
         model_dir,
         network_file: str = "",
-        threshold: float = 0.5,
+        postprocess: Postprocess = RAW_POSTPROCESS,
         roi_apply_delay: int = 2,
         fps: float = REPLAY_FPS,
-        box_margin: float | None = None,
-        grow_threshold: float | None = None,
     ):
         self.model_dir = model_dir
         self.network_file = network_file
-        self.threshold = threshold
-        self.box_margin = box_margin
-        self.grow_threshold = grow_threshold
+        self.postprocess = postprocess
         self.roi_apply_delay = roi_apply_delay
         self.fps = fps
         self.source = HeldFrame()
@@ -139,10 +136,7 @@ class SensorReplay:
                     or inference.roi_sensor != roi_sensor
                 ):
                     continue
-                result = sensor_frame_results(
-                    frame, [prompt], self.threshold, box_margin=self.box_margin,
-                    grow_threshold=self.grow_threshold,
-                )[0]
+                result = sensor_frame_results(frame, [prompt], self.postprocess, self.backend.name)[0]
                 break
             if result is None:
                 result = PromptResult(
@@ -188,14 +182,12 @@ class FollowReplay:
         self,
         model_dir,
         network_file: str = "",
-        threshold: float = 0.5,
+        postprocess: Postprocess = RAW_POSTPROCESS,
         roi_apply_delay: int = 2,
         fps: float = 30.0,
-        box_margin: float | None = None,
         follow: bool = True,
         follow_settings: FollowSettings | None = None,
         roi_policy: str = "staleness",
-        grow_threshold: float | None = None,
     ):
         from picosam3_ros.backends.frame_server import FrameServer
 
@@ -207,7 +199,7 @@ class FollowReplay:
         self.source = HeldFrame()
         self.backend = None
         self._make_server = lambda sensor: FrameServer(
-            None, sensor, threshold, roi_policy, box_margin, follow, follow_settings, grow_threshold
+            None, sensor, postprocess, roi_policy, follow, follow_settings
         )
         self.server = None
         self.carry: LastResults[int] = LastResults()
@@ -255,22 +247,18 @@ class FollowReplay:
 def sensor_segmenter(
     model_dir,
     onnx_file: str = "",
-    threshold: float = 0.5,
+    postprocess: Postprocess = RAW_POSTPROCESS,
     roi_apply_delay: int = 2,
     fps: float = REPLAY_FPS,
-    box_margin: float | None = None,
     follow: bool = False,
     follow_settings: FollowSettings | None = None,
-    grow_threshold: float | None = None,
 ):
     """(segment function, network path) for bag_eval: the emulated IMX500 path (``follow``: in
     order with the ROI lag, :class:`FollowReplay` at 30 fps; else held frames, :class:`SensorReplay`)."""
     if follow:
-        replay = FollowReplay(model_dir, onnx_file, threshold, roi_apply_delay, 30.0, box_margin,
-                              True, follow_settings, grow_threshold=grow_threshold)
+        replay = FollowReplay(model_dir, onnx_file, postprocess, roi_apply_delay, 30.0, True, follow_settings)
     else:
-        replay = SensorReplay(model_dir, onnx_file, threshold, roi_apply_delay, fps, box_margin,
-                              grow_threshold)
+        replay = SensorReplay(model_dir, onnx_file, postprocess, roi_apply_delay, fps)
     from picosam3_ros.backends import BackendConfig
     from picosam3_ros.backends.imx500_backend import resolve_network_file
 

@@ -1,7 +1,7 @@
 """prompt_publisher: stands in for a detector in the demo.
 
 Watches the image stream (``image_raw`` by default), recognises which image of
-the demo clip a frame shows (``picosam3_ros.evaluation.clip``), and publishes that
+the demo clip a frame shows (``picosam3_ros.core.clip``), and publishes that
 image's ground-truth boxes as a ``picosam3_msgs/RoiPromptArray`` on
 ``prompts`` (ids = annotation ids, boxes scaled to the stream size), when the
 shown image changes and every ``republish_period`` seconds (so prompts never go
@@ -25,8 +25,8 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image, RegionOfInterest
 
 from picosam3_msgs.msg import RoiPrompt, RoiPromptArray
+from picosam3_ros.core.clip import DEFAULT_CLIP_DIR, Clip
 from picosam3_ros.core.image_conversion import ImageConversionError, image_to_rgb
-from picosam3_ros.evaluation.clip import DEFAULT_CLIP_DIR, Clip
 from picosam3_ros.nodes.node_config import ConfigError, Param, ParamTable
 from picosam3_ros.nodes.node_main import run_node
 

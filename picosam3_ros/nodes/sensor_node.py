@@ -4,7 +4,7 @@ Thin ROS layer over the ROS-free core (pipeline, prompts, backends). Frames
 come from the `image` topic (camera:=none; raw or, with image_transport:=compressed,
 `image/compressed`) or from a camera the node owns (camera:=picamera2|emulator,
 republished on `image_raw` with `camera_info`). Heavy work runs on a worker thread fed
-by a one-slot buffer that drops the oldest frame. Parameters: nodes/node_config.py
+by a one-slot buffer that drops the oldest frame. Parameters: nodes/sensor_params.py
 (the run-time ones change through set_parameters). With ``lifecycle:=true`` it is a managed
 node (configure, activate, deactivate, cleanup through the lifecycle services); by default
 it runs those steps itself at start-up. ``detections`` (vision_msgs/Detection2DArray when
@@ -29,10 +29,9 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
-from picosam3_msgs.msg import RoiPromptArray, Segmentation, SegmentationArray
+from picosam3_msgs.msg import RoiPromptArray, SegmentationArray
 from picosam3_ros.backends import BackendError, ModelLoadError
 from picosam3_ros.backends.frame_server import ServedFrame, build_frame_server
-from picosam3_ros.backends.roi_scheduler import RoiScheduler
 from picosam3_ros.core.carry import LastResults
 from picosam3_ros.core.diagnostics import WARN, NodeStats
 from picosam3_ros.core.frame_slot import FrameSlot
@@ -43,13 +42,20 @@ from picosam3_ros.core.image_conversion import (
     image_to_rgb,
 )
 from picosam3_ros.core.input_monitor import InputMonitor
-from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask, frame_box
+from picosam3_ros.core.pipeline import Prompt, PromptResult, Status, compose_frame_mask
 from picosam3_ros.core.prompt_wire import WireFormatError, read_prompt_array
 from picosam3_ros.core.prompts import MAX_MESSAGE_PROMPTS, FramePlan, PromptChange, PromptStore
 from picosam3_ros.nodes.image_input import ImageInput, frame_writer, input_topic
 from picosam3_ros.nodes.message_types import optional_detections
-from picosam3_ros.nodes.node_config import SENSOR_PARAMS, ConfigError, NodeConfig, declare_and_read
+from picosam3_ros.nodes.node_config import ConfigError
 from picosam3_ros.nodes.node_main import run_node
+from picosam3_ros.nodes.sensor_messages import (
+    detection_entries,
+    label_image,
+    overlay_image,
+    segmentation_array,
+)
+from picosam3_ros.nodes.sensor_params import SENSOR_PARAMS, NodeConfig, declare_and_read
 
 NODE_NAME = "picosam3_sensor"
 INPUT_FIX = (
@@ -61,15 +67,6 @@ INPUT_FIX = (
 
 class StartupError(RuntimeError):
     """The node cannot start; the message says what to do."""
-
-
-def mask_box(result: PromptResult, prompt_boxes: dict[int, tuple]) -> tuple | None:
-    """The box (x, y, w, h, frame px) the result's mask was made for: what ``detections`` carries.
-
-    The result's own box (``Segmentation.box``: the followed box, or on the sensor path the box
-    its ROI was written for); the prompt's box as the store holds it for a result without one.
-    """
-    return result.box if result.box is not None else prompt_boxes.get(result.prompt_id)
 
 
 class SensorNode(LifecycleNodeMixin, Node):
@@ -157,12 +154,10 @@ class SensorNode(LifecycleNodeMixin, Node):
                 cfg.backend,
                 cfg.camera,
                 cfg.backend_config(),
-                self.postprocess.threshold,
+                self.postprocess,
                 cfg.roi_policy,
                 warn=self.get_logger().warning,
-                box_margin=self.postprocess.box_margin,
                 follow=cfg.follow,
-                grow_threshold=self.postprocess.grow_threshold,
             )
         except (ModelLoadError, BackendError) as exc:
             raise StartupError(str(exc)) from exc
@@ -294,15 +289,13 @@ class SensorNode(LifecycleNodeMixin, Node):
         cfg = self.config
         if "max_prompts" in changes or "prompt_timeout" in changes:
             self.store.configure(cfg.max_prompts, cfg.prompt_timeout)
-        if "roi_policy" in changes:
-            self.server.scheduler = RoiScheduler(cfg.roi_policy)
-        if "follow" in changes:
-            self.server.followers.default_follow = cfg.follow
         if "threshold" in changes or "box_margin" in changes:
             self.postprocess = cfg.postprocess()
-            self.server.threshold = self.postprocess.threshold
-            self.server.box_margin = self.postprocess.box_margin
-            self.server.grow_threshold = self.postprocess.grow_threshold
+        self.server.configure(
+            self.postprocess,
+            cfg.roi_policy if "roi_policy" in changes else None,
+            cfg.follow if "follow" in changes else None,
+        )
         if cfg.overlay and self.overlay_pub is None:
             self.overlay_pub = self._publisher(Image, "overlay")
         if not cfg.carry_results:
@@ -524,50 +517,19 @@ class SensorNode(LifecycleNodeMixin, Node):
         if not self._running:
             return  # shutting down: the publishers may already be gone
         height, width = rgb.shape[:2]
-        array = SegmentationArray(header=header)
         if self.config.carry_results:
             entries = self.last_results.carry(results, header, [p.prompt_id for p in self.store.snapshot()])
         else:
             entries = [(result, header) for result in results]
-        for result, entry_header in entries:
-            seg = Segmentation(
-                header=entry_header,
-                prompt_id=int(result.prompt_id) & 0xFFFFFFFF,
-                status=int(result.status),
-                score=float(result.score),
-                backend=result.backend,
-                latency_ms=float(result.latency_ms),
-            )
-            if result.crop is not None:
-                seg.crop = RegionOfInterest(
-                    x_offset=result.crop.x,
-                    y_offset=result.crop.y,
-                    width=result.crop.width,
-                    height=result.crop.height,
-                )
-            box = frame_box(result.box, (width, height))
-            if box is not None:
-                seg.box = RegionOfInterest(x_offset=box[0], y_offset=box[1], width=box[2], height=box[3])
-            seg.mask.header = entry_header
-            if result.status in (Status.OK, Status.NOT_SERVED) and result.crop_mask is not None:
-                fill_image(seg.mask, result.crop_mask, "mono8")
-            else:
-                seg.mask.encoding = "mono8"
-            array.segmentations.append(seg)
         label = compose_frame_mask(results, (width, height))
-        mask_msg = Image(header=header)
-        fill_image(mask_msg, label, "mono8")
-        self.seg_pub.publish(array)
-        self.mask_pub.publish(mask_msg)
+        self.seg_pub.publish(segmentation_array(header, entries, (width, height)))
+        self.mask_pub.publish(label_image(header, label))
         if self.detections_pub is not None:
-            self._publish_detections(header, results)
+            boxes = {prompt.prompt_id: prompt.box_xywh for prompt in self.store.snapshot()}
+            entries_2d = detection_entries(header, results, boxes)
+            self.detections_pub.publish(self.detections.boxes_2d(header, entries_2d))
         if self.overlay_pub is not None and self.config.overlay:
-            overlay = rgb.copy()
-            tinted = label > 0
-            overlay[tinted] = (overlay[tinted] * 0.5 + np.array([255, 0, 255]) * 0.5).astype(np.uint8)
-            msg = Image(header=header)
-            fill_image(msg, overlay, "rgb8")
-            self.overlay_pub.publish(msg)
+            self.overlay_pub.publish(overlay_image(header, rgb, label))
         latency = (time.monotonic_ns() - arrival_ns) / 1e6
         with self.stats.lock:
             self.stats.frames_out.tick()
@@ -577,16 +539,6 @@ class SensorNode(LifecycleNodeMixin, Node):
             if errors:
                 self.stats.backend_errors += 1
                 self.stats.last_error = errors[0].detail
-
-    def _publish_detections(self, header: Header, results: list[PromptResult]) -> None:
-        """The masks of this frame (status OK) as vision_msgs detections: box, prompt id, score."""
-        boxes = {prompt.prompt_id: prompt.box_xywh for prompt in self.store.snapshot()}
-        entries = []
-        for result in results:
-            box = mask_box(result, boxes) if result.status == Status.OK else None
-            if box is not None:
-                entries.append((header, int(result.prompt_id) & 0xFFFFFFFF, box, result.score))
-        self.detections_pub.publish(self.detections.boxes_2d(header, entries))
 
     def shutdown(self) -> None:
         self._stop_all()

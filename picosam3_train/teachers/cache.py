@@ -166,6 +166,36 @@ def _write_json(path: Path, value: dict) -> None:
     os.replace(tmp, path)
 
 
+def _cache_work(name: str, provenance: dict, annotation_file: Path, limit: int,
+                shard: tuple[int, int]) -> dict:
+    """What a cache is of (teacher, weights, crop rule, dataset, limit, shard), as it reads back
+    from JSON: a finished or unfinished cache of the same work is reused."""
+    work = {
+        "teacher": name,
+        "provenance": {k: v for k, v in provenance.items() if k != "weights"},
+        "weights_sha256": file_digest(provenance["weights"]) if provenance.get("weights") else None,
+        "crop_rule_version": CROP_RULE_VERSION,
+        "dataset_name": annotation_file.name,
+        "annotations_sha256": file_digest(annotation_file),
+        "limit": limit,
+        "shard": list(shard),
+    }
+    return json.loads(json.dumps(work))
+
+
+def _progress_or_restart(directory: Path, work: dict) -> dict | None:
+    """The saved progress of ``work`` in ``directory``; None (and an empty directory) to start again."""
+    state = json.loads((directory / PROGRESS).read_text()) if (directory / PROGRESS).is_file() else None
+    if state is not None and state.get("work") != work:
+        print(f"{directory} holds unfinished work of another teacher or dataset: starting again",
+              file=sys.stderr)
+        state = None
+    if state is None:
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+    return state
+
+
 def build_cache(
     teacher: Teacher,
     annotation_file: str | Path,
@@ -190,17 +220,7 @@ def build_cache(
     dataset = CocoDataset(annotation_file, image_dir)
     image_ids = dataset.shard_images(index, num_shards)
     provenance = teacher.provenance()
-    work = {
-        "teacher": teacher.name,
-        "provenance": {k: v for k, v in provenance.items() if k != "weights"},
-        "weights_sha256": file_digest(provenance["weights"]) if provenance.get("weights") else None,
-        "crop_rule_version": CROP_RULE_VERSION,
-        "dataset_name": annotation_file.name,
-        "annotations_sha256": file_digest(annotation_file),
-        "limit": limit,
-        "shard": [index, num_shards],
-    }
-    work = json.loads(json.dumps(work))  # as it reads back from JSON
+    work = _cache_work(teacher.name, provenance, annotation_file, limit, shard)
     directory = out_dir if num_shards == 1 else shard_directory(out_dir, index, num_shards)
     if (directory / "meta.json").is_file():
         done = json.loads((directory / "meta.json").read_text())
@@ -208,14 +228,7 @@ def build_cache(
             if num_shards > 1:
                 _merge_when_complete(out_dir)
             return load_cache(directory)
-    state = json.loads((directory / PROGRESS).read_text()) if (directory / PROGRESS).is_file() else None
-    if state is not None and state.get("work") != work:
-        print(f"{directory} holds unfinished work of another teacher or dataset: starting again",
-              file=sys.stderr)
-        state = None
-    if state is None:
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(parents=True)
+    state = _progress_or_restart(directory, work)
     rows = None if state is None else int(state["rows"])
     size = (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE)
     masks = NpyAppender(directory / "soft_masks.npy", size, np.uint8, rows)
@@ -227,19 +240,18 @@ def build_cache(
     seconds = float(state.get("seconds", 0.0)) if state else 0.0
     resumed_at = masks.rows
 
-    def commit() -> None:
+    def commit() -> None:  # the appenders' rows, then the progress that names them
         for appender in (masks, ids, scores):
             appender.commit()
-        _write_json(directory / PROGRESS, {
-            "work": work, "rows": masks.rows, "images_done": images_done, "skipped": skipped.as_dict(),
-            "teacher_error": teacher_errors, "seconds": seconds + time.perf_counter() - start})
+        _write_json(directory / PROGRESS, {"work": work, "rows": masks.rows, "images_done": images_done,
+                                           "skipped": skipped.as_dict(), "teacher_error": teacher_errors,
+                                           "seconds": seconds + time.perf_counter() - start})
 
-    remaining = image_ids[images_done:]
-    iterator = remaining
+    iterator = image_ids[images_done:]
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(remaining, desc=f"{teacher.name} on {annotation_file.name}", unit="img",
+        iterator = tqdm(iterator, desc=f"{teacher.name} on {annotation_file.name}", unit="img",
                         initial=images_done, total=len(image_ids))
     start = time.perf_counter()
     last_commit = masks.rows
@@ -383,7 +395,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from picosam3_train.evaluate import resolve_dataset
+    from picosam3_train.config import resolve_dataset
     from picosam3_train.teachers import TEACHER_KINDS, build_teacher
 
     parser = argparse.ArgumentParser(

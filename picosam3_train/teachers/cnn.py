@@ -66,7 +66,7 @@ class OnnxTeacher(_CropTeacher):
             try:
                 input_spec = load_model_card(self.path.parent).input
             except ModelCardError:
-                from picosam3_train.evaluate import default_input_spec
+                from picosam3_train.predictors import default_input_spec
 
                 input_spec = default_input_spec()
         static = model_input.shape[-1] if isinstance(model_input.shape[-1], int) else None
@@ -93,7 +93,7 @@ class CheckpointTeacher(_CropTeacher):
         import torch
 
         from picosam3_train.checkpoint import load_checkpoint
-        from picosam3_train.evaluate import input_spec_from_config
+        from picosam3_train.predictors import input_spec_from_config
 
         self.torch = torch
         self.path = Path(path)
